@@ -1,0 +1,481 @@
+//! The `lienthong` command line: the hub (`serve`, `pki`) and the agency side (`send`, `inbox`,
+//! `fetch`, `ack`, `edxml new`). Parsing and printing only; the work is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use http::Method;
+
+use crate::client::{Client, ClientError, HttpVersion};
+use crate::config::{Config, Overrides};
+use crate::directory::{self, Directory};
+use crate::edxml;
+use crate::pki::{self, PkiPaths};
+
+#[derive(Parser)]
+#[command(
+    name = "lienthong",
+    version,
+    about = "Document-interchange hub for edXML packets (trục liên thông văn bản)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (mutual-TLS API and ops listener) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Development PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Submit an edXML packet.
+    Send {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// List (and lease) pending items addressed to you.
+    Inbox {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Long-poll up to this many seconds while the inbox is empty.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Download a packet byte for byte.
+    Fetch {
+        id: String,
+        /// Write to FILE instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Acknowledge an item: it leaves your queue.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Compose edXML packets.
+    Edxml {
+        #[command(subcommand)]
+        command: EdxmlCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file laid over the compiled-in defaults (config/lienthong.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    ops_listen: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    #[arg(long)]
+    agencies: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create what is missing of a dev CA, server certificate and per-agency client certificates.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Directory file (default: config/agencies.toml, else the embedded sample).
+        #[arg(long)]
+        agencies: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdxmlCommand {
+    /// Compose a valid new-document packet.
+    New {
+        #[arg(long)]
+        from: String,
+        /// Recipients' OrganIds, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        #[arg(long)]
+        subject: String,
+        /// Files to attach (repeatable).
+        #[arg(long)]
+        attach: Vec<PathBuf>,
+        /// DocumentId (default: OrganId,yyyy/MM/dd,NUMBER/LT with a fresh number).
+        #[arg(long)]
+        document_id: Option<String>,
+        /// Directory file for agency names (default: config/agencies.toml, else the embedded one).
+        #[arg(long)]
+        agencies: Option<PathBuf>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// Hub URL.
+    #[arg(long, env = "LIENTHONG_HUB", default_value = "https://127.0.0.1:8443")]
+    hub: String,
+    /// Your agency's client certificate (PEM).
+    #[arg(long, env = "LIENTHONG_CERT")]
+    cert: PathBuf,
+    /// Your agency's private key (PEM).
+    #[arg(long, env = "LIENTHONG_KEY")]
+    key: PathBuf,
+    /// CA certificate that signed the hub's certificate.
+    #[arg(long, env = "LIENTHONG_CA", default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, conflicts_with = "http2")]
+    http1: bool,
+    #[arg(long)]
+    http2: bool,
+}
+
+impl ConnArgs {
+    fn client(&self) -> Result<Client, ClientError> {
+        let v = if self.http1 {
+            HttpVersion::Http1
+        } else if self.http2 {
+            HttpVersion::Http2
+        } else {
+            HttpVersion::Auto
+        };
+        Client::new(&self.hub, &self.ca, &self.cert, &self.key, v)
+    }
+}
+
+fn load_directory(path: Option<&Path>) -> Result<Directory, directory::DirectoryError> {
+    match path {
+        Some(p) => Directory::load(p),
+        None if Path::new("config/agencies.toml").exists() => {
+            Directory::load(Path::new("config/agencies.toml"))
+        }
+        None => Directory::parse(directory::EMBEDDED),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("lienthong: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rustls=warn,hyper=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Serve(a) => {
+            let overrides = Overrides {
+                listen: a.listen,
+                ops_listen: a.ops_listen,
+                data: a.data,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                client_ca: a.client_ca,
+                agencies: a.agencies,
+            };
+            let config = match Config::load(a.config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match crate::daemon::serve(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Pki {
+            command: PkiCommand::Init { dir, agencies },
+        } => {
+            let directory = match load_directory(agencies.as_deref()) {
+                Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            match pki::init(&PkiPaths::new(&dir), &directory) {
+                Ok(r) => {
+                    println!(
+                        "{}: CA {}, server certificate {}, {} agency certificates created",
+                        dir.display(),
+                        if r.created_ca { "created" } else { "kept" },
+                        if r.created_server { "created" } else { "kept" },
+                        r.created_agencies
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Send { file, conn } => {
+            let body = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => return fail(format!("{}: {e}", file.display())),
+            };
+            agency_call(
+                &conn,
+                Method::POST,
+                "/v1/documents",
+                Bytes::from(body),
+                |v| {
+                    let created = v["created"].as_bool().unwrap_or(true);
+                    format!(
+                        "{} {} (DocumentId {}) for {} recipient(s), sha256 {}",
+                        if created {
+                            "accepted"
+                        } else {
+                            "already accepted as"
+                        },
+                        v["id"].as_str().unwrap_or("?"),
+                        v["document_id"].as_str().unwrap_or("-"),
+                        v["recipients"].as_array().map_or(0, Vec::len),
+                        v["sha256"].as_str().unwrap_or("?"),
+                    )
+                },
+            )
+            .await
+        }
+        Command::Inbox { limit, wait, conn } => {
+            let path = format!("/v1/inbox?limit={limit}&wait={wait}");
+            agency_call(&conn, Method::GET, &path, Bytes::new(), |v| {
+                let items = v["items"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    return "inbox empty".into();
+                }
+                let mut out = format!(
+                    "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  SUBJECT / DOCUMENT\n",
+                    "ID", "KIND", "ST", "FROM", "BYTES"
+                );
+                for i in items {
+                    let label = i["subject"]
+                        .as_str()
+                        .or(i["document_id"].as_str())
+                        .or(i["response_for"].as_str())
+                        .unwrap_or("");
+                    out.push_str(&format!(
+                        "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  {}\n",
+                        i["id"].as_str().unwrap_or(""),
+                        i["kind"].as_str().unwrap_or(""),
+                        i["status_code"].as_str().unwrap_or(""),
+                        i["from"].as_str().unwrap_or(""),
+                        i["size"].as_u64().unwrap_or(0),
+                        label
+                    ));
+                }
+                out.trim_end().to_owned()
+            })
+            .await
+        }
+        Command::Fetch { id, output, conn } => {
+            let client = match conn.client() {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match client
+                .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
+                .await
+            {
+                Ok(reply) => {
+                    let res = match &output {
+                        Some(path) => std::fs::write(path, &reply.body),
+                        None => {
+                            use std::io::Write;
+                            std::io::stdout().write_all(&reply.body)
+                        }
+                    };
+                    match res {
+                        Ok(()) => {
+                            if let Some(path) = output {
+                                eprintln!("wrote {} bytes to {}", reply.body.len(), path.display());
+                            }
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail(e),
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Ack { id, conn } => {
+            agency_call(
+                &conn,
+                Method::POST,
+                &format!("/v1/inbox/{id}/ack"),
+                Bytes::new(),
+                |v| {
+                    format!(
+                        "acked {}{}",
+                        v["id"].as_str().unwrap_or("?"),
+                        if v["removed"].as_bool() == Some(false) {
+                            " (already acked)"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            )
+            .await
+        }
+        Command::Edxml {
+            command:
+                EdxmlCommand::New {
+                    from,
+                    to,
+                    subject,
+                    attach,
+                    document_id,
+                    agencies,
+                    output,
+                },
+        } => match compose(from, to, subject, attach, document_id, agencies.as_deref()) {
+            Ok(xml) => {
+                let res = match &output {
+                    Some(p) => std::fs::write(p, xml.as_bytes()),
+                    None => {
+                        use std::io::Write;
+                        std::io::stdout().write_all(xml.as_bytes())
+                    }
+                };
+                match res {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(e),
+                }
+            }
+            Err(e) => fail(e),
+        },
+    }
+}
+
+/// One API call with the readable or JSON rendering of its answer.
+async fn agency_call(
+    conn: &ConnArgs,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    render: impl FnOnce(&serde_json::Value) -> String,
+) -> ExitCode {
+    let client = match conn.client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match client.call(method, path, body).await {
+        Ok(reply) => {
+            let v = reply.json();
+            if conn.json {
+                println!("{v}");
+            } else {
+                println!("{}", render(&v));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ ClientError::Hub { .. }) if conn.json => {
+            if let ClientError::Hub { code, message, .. } = &e {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"code": code, "message": message}})
+                );
+            }
+            fail(e)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn compose(
+    from: String,
+    to: Vec<String>,
+    subject: String,
+    attach: Vec<PathBuf>,
+    document_id: Option<String>,
+    agencies: Option<&Path>,
+) -> Result<String, String> {
+    let dir = load_directory(agencies).map_err(|e| e.to_string())?;
+    let name = |id: &str| {
+        dir.get(id)
+            .map_or_else(|| id.to_owned(), |a| a.name.clone())
+    };
+    for id in std::iter::once(&from).chain(&to) {
+        if !edxml::is_valid_organ_id(id) {
+            return Err(format!("{id:?} is not a valid OrganId"));
+        }
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let date = format!(
+        "{:04}/{:02}/{:02}",
+        now.year(),
+        now.month() as u8,
+        now.day()
+    );
+    // A number unique enough for demos: seconds of the day and a random suffix.
+    let number = format!(
+        "{}{:03}",
+        now.unix_timestamp() % 100_000,
+        uuid::Uuid::now_v7().as_bytes()[15] as u16 % 1000
+    );
+    let mut attachments = Vec::new();
+    for path in attach {
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file_name = path
+            .file_name()
+            .map_or("attachment".into(), |n| n.to_string_lossy().into_owned());
+        let content_type = match path.extension().and_then(|e| e.to_str()) {
+            Some("pdf") => "application/pdf",
+            Some("zip") => "application/zip",
+            Some("txt") => "text/plain",
+            Some("xml") => "application/xml",
+            _ => "application/octet-stream",
+        };
+        attachments.push(edxml::Attachment {
+            name: file_name,
+            content_type: content_type.into(),
+            data,
+        });
+    }
+    let doc = edxml::NewDocument {
+        from_name: name(&from),
+        to: to.iter().map(|t| (t.clone(), name(t))).collect(),
+        document_id: document_id.unwrap_or_else(|| format!("{from},{date},{number}/LT")),
+        from,
+        code_number: number.chars().take(11).collect(),
+        code_notation: "LT".into(),
+        subject,
+        date,
+        attachments,
+    };
+    let xml = edxml::compose_document(&doc);
+    edxml::parse(xml.as_bytes()).map_err(|e| format!("composed packet is invalid: {e}"))?;
+    Ok(xml)
+}

@@ -1,0 +1,194 @@
+//! Hub configuration: compiled-in defaults (`config/lienthong.toml`), an optional file on top,
+//! flags on top of that.
+//!
+//! The documented file is the single source of defaults, so the documentation cannot drift
+//! from the code. Unknown keys are errors: a typo must not silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The documented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../config/lienthong.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub tls: Tls,
+    pub queue: Queue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub ops_listen: SocketAddr,
+    pub data: PathBuf,
+    pub agencies: PathBuf,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub header_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub dev_pki: bool,
+    pub dev_pki_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    pub lease_secs: u64,
+    pub max_inbox_limit: usize,
+    pub max_wait_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values given on the command line; `None` leaves the file's value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub ops_listen: Option<SocketAddr>,
+    pub data: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub agencies: Option<PathBuf>,
+}
+
+/// Recursively lays `over` on top of `base`.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(DEFAULTS).expect("compiled-in defaults parse");
+        if let Some(path) = file {
+            let p = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            let over: toml::Table =
+                toml::from_str(&text).map_err(|source| ConfigError::Toml { path: p, source })?;
+            merge(&mut table, over);
+        }
+        let mut config = Config::deserialize(table).map_err(|source| ConfigError::Toml {
+            path: file.map_or("<defaults>".into(), |p| p.display().to_string()),
+            source,
+        })?;
+        let o = overrides.clone();
+        if let Some(v) = o.listen {
+            config.server.listen = v;
+        }
+        if let Some(v) = o.ops_listen {
+            config.server.ops_listen = v;
+        }
+        if let Some(v) = o.data {
+            config.server.data = v;
+        }
+        if let Some(v) = o.agencies {
+            config.server.agencies = v;
+        }
+        if let Some(v) = o.tls_cert {
+            config.tls.cert = v;
+        }
+        if let Some(v) = o.tls_key {
+            config.tls.key = v;
+        }
+        if let Some(v) = o.client_ca {
+            config.tls.client_ca = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_body_bytes == 0 || s.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes and server.max_connections must be positive".into(),
+            ));
+        }
+        if self.queue.max_wait_secs >= s.request_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "queue.max_wait_secs must be smaller than server.request_timeout_secs".into(),
+            ));
+        }
+        if self.queue.lease_secs == 0 || self.queue.max_inbox_limit == 0 {
+            return Err(ConfigError::Invalid(
+                "queue.lease_secs and queue.max_inbox_limit must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.header_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flags_over_file_over_defaults() {
+        let d = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(d.server.listen.port(), 8443);
+        assert_eq!(d.server.max_body_bytes, 64 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten = \"127.0.0.1:1\"\ndata = \"/x\"\n").unwrap();
+        let o = Overrides {
+            data: Some("/y".into()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&f), &o).unwrap();
+        assert_eq!(c.server.listen.port(), 1);
+        assert_eq!(c.server.data, PathBuf::from("/y"));
+        assert_eq!(c.queue.lease_secs, 60);
+        std::fs::write(&f, "[server]\nlistn = \"127.0.0.1:1\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+    }
+}

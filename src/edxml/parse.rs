@@ -1,0 +1,526 @@
+//! A streaming, borrow-only reader of edXML packets.
+//!
+//! Vendors order elements differently, pick their own prefixes and leave junk in packets, so
+//! fields are found by their path of local names (in the edXML namespace), never by position.
+//! The reader borrows the body: a large base64 attachment is one text event that is skipped,
+//! not copied. DTDs are refused outright, so no entity expansion can happen.
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use super::{EdxmlError, Kind, NAMESPACE, Packet, ResponseFor, is_valid_organ_id};
+
+/// Length limits (in characters) one vendor enforces, believed to mirror the standard.
+const LIMIT_ORGAN_NAME: usize = 200;
+const LIMIT_ORGAN_ADD: usize = 250;
+const LIMIT_EMAIL: usize = 100;
+const LIMIT_PHONE: usize = 20;
+const LIMIT_CODE_NUMBER: usize = 11;
+const LIMIT_CODE_NOTATION: usize = 30;
+const LIMIT_PLACE: usize = 50;
+const LIMIT_SUBJECT: usize = 500;
+const LIMIT_FULL_NAME: usize = 50;
+const LIMIT_TYPER_NOTATION: usize = 10;
+const LIMIT_APPENDIX: usize = 250;
+const LIMIT_ATTACHMENT_NAME: usize = 200;
+/// Not in the vendor's list; generous enough for `OrganId,yyyy/MM/dd,Number/Notation` and UUIDs.
+const LIMIT_DOCUMENT_ID: usize = 200;
+
+/// Status codes of QCVN 102 (see DOMAIN.md).
+const STATUS_CODES: [&str; 9] = ["01", "02", "03", "04", "05", "06", "13", "15", "16"];
+
+/// Element local names the reader gives meaning to; in any other namespace they are an error.
+const STRUCTURAL: &[&str] = &[
+    "edXML",
+    "edXMLEnvelope",
+    "edXMLHeader",
+    "MessageHeader",
+    "From",
+    "To",
+    "DocumentId",
+    "Subject",
+    "StatusCode",
+    "ResponseFor",
+    "TraceHeaderList",
+    "edXMLBody",
+    "AttachmentEncoded",
+];
+
+/// A text field being collected, with where it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    FromOrganId,
+    ToOrganId,
+    ResponseOrganId,
+    ResponseDocumentId,
+    DocumentId,
+    Subject,
+    StatusCode,
+    BusinessDocType,
+    /// Only checked against a length limit.
+    Limited(&'static str, usize),
+}
+
+/// Which field, if any, the element at `path` (local names below the root) holds.
+fn field_at(path: &[String]) -> Option<Field> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let header = ["edXMLEnvelope", "edXMLHeader", "MessageHeader"];
+    if let Some(rest) = p.strip_prefix(&header[..]) {
+        return match rest {
+            ["From", "OrganId"] => Some(Field::FromOrganId),
+            ["To", "OrganId"] => Some(Field::ToOrganId),
+            ["From" | "To", "OrganName"] => Some(Field::Limited("OrganName", LIMIT_ORGAN_NAME)),
+            ["From" | "To", "OrganizationInCharge"] => {
+                Some(Field::Limited("OrganizationInCharge", LIMIT_ORGAN_NAME))
+            }
+            ["From" | "To", "OrganAdd"] => Some(Field::Limited("OrganAdd", LIMIT_ORGAN_ADD)),
+            ["From" | "To", "Email"] => Some(Field::Limited("Email", LIMIT_EMAIL)),
+            ["From" | "To", "Telephone"] => Some(Field::Limited("Telephone", LIMIT_PHONE)),
+            ["From" | "To", "Fax"] => Some(Field::Limited("Fax", LIMIT_PHONE)),
+            ["ResponseFor", "OrganId"] => Some(Field::ResponseOrganId),
+            ["ResponseFor", "DocumentId"] => Some(Field::ResponseDocumentId),
+            ["DocumentId"] => Some(Field::DocumentId),
+            ["Subject"] => Some(Field::Subject),
+            ["Content"] => Some(Field::Limited("Content", LIMIT_SUBJECT)),
+            ["StatusCode"] => Some(Field::StatusCode),
+            ["Code", "CodeNumber"] => Some(Field::Limited("CodeNumber", LIMIT_CODE_NUMBER)),
+            ["Code", "CodeNotation"] => Some(Field::Limited("CodeNotation", LIMIT_CODE_NOTATION)),
+            ["PromulgationInfo", "Place"] => Some(Field::Limited("Place", LIMIT_PLACE)),
+            ["SignerInfo", "FullName"] => Some(Field::Limited("FullName", LIMIT_FULL_NAME)),
+            ["OtherInfo", "TyperNotation"] => {
+                Some(Field::Limited("TyperNotation", LIMIT_TYPER_NOTATION))
+            }
+            ["OtherInfo", "Appendixes", "Appendix"] => {
+                Some(Field::Limited("Appendix", LIMIT_APPENDIX))
+            }
+            _ => None,
+        };
+    }
+    match p.as_slice() {
+        [
+            "edXMLEnvelope",
+            "edXMLHeader",
+            "TraceHeaderList",
+            "Bussiness",
+            "BussinessDocType",
+        ] => Some(Field::BusinessDocType),
+        [
+            "edXMLEnvelope",
+            "edXMLBody",
+            "edXMLManifest",
+            "Reference",
+            "AttachmentName",
+        ]
+        | ["AttachmentEncoded", "Attachment", "AttachmentName"] => {
+            Some(Field::Limited("AttachmentName", LIMIT_ATTACHMENT_NAME))
+        }
+        _ => None,
+    }
+}
+
+/// What has been read so far.
+#[derive(Default)]
+struct Collected {
+    from: Option<String>,
+    to: Vec<String>,
+    document_id: Option<String>,
+    subject: Option<String>,
+    status_code: Option<String>,
+    response_for: Vec<ResponseFor>,
+    business_type: Option<String>,
+    has_signature: bool,
+    attachments: usize,
+}
+
+impl Collected {
+    fn store(&mut self, field: Field, value: String) -> Result<(), EdxmlError> {
+        let value = value.trim().to_owned();
+        let chars = value.chars().count();
+        let limit = |name: &'static str, limit: usize| {
+            if chars > limit {
+                Err(EdxmlError::FieldTooLong {
+                    field: name,
+                    len: chars,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match field {
+            Field::FromOrganId => self.from = Some(value),
+            Field::ToOrganId => self.to.push(value),
+            Field::ResponseOrganId => {
+                if let Some(r) = self.response_for.last_mut() {
+                    r.organ_id = value;
+                }
+            }
+            Field::ResponseDocumentId => {
+                limit("ResponseFor/DocumentId", LIMIT_DOCUMENT_ID)?;
+                if let Some(r) = self.response_for.last_mut() {
+                    r.document_id = value;
+                }
+            }
+            Field::DocumentId => {
+                limit("DocumentId", LIMIT_DOCUMENT_ID)?;
+                self.document_id = Some(value);
+            }
+            Field::Subject => {
+                limit("Subject", LIMIT_SUBJECT)?;
+                self.subject = Some(value);
+            }
+            Field::StatusCode => self.status_code = Some(value),
+            Field::BusinessDocType => self.business_type = Some(value),
+            Field::Limited(name, max) => limit(name, max)?,
+        }
+        Ok(())
+    }
+
+    /// Checks the packet as a whole and produces its summary.
+    fn finish(self) -> Result<Packet, EdxmlError> {
+        let from = self
+            .from
+            .filter(|s| !s.is_empty())
+            .ok_or(EdxmlError::MissingField("From/OrganId"))?;
+        if !is_valid_organ_id(&from) {
+            return Err(EdxmlError::InvalidOrganId {
+                field: "From/OrganId",
+                value: from,
+            });
+        }
+        let business_type = match self.business_type.as_deref() {
+            None | Some("") => 0,
+            Some(v @ ("0" | "1" | "2" | "3")) => v.as_bytes()[0] - b'0',
+            Some(v) => {
+                return Err(EdxmlError::InvalidField {
+                    field: "BussinessDocType",
+                    value: v.to_owned(),
+                    why: "must be 0 (new), 1 (revoke), 2 (update) or 3 (replace)",
+                });
+            }
+        };
+        let kind = if self.status_code.is_some() {
+            Kind::Status
+        } else {
+            Kind::Edoc
+        };
+        let mut to = Vec::with_capacity(self.to.len());
+        let mut document_id = self.document_id.filter(|s| !s.is_empty());
+        match kind {
+            Kind::Edoc => {
+                if self.to.is_empty() {
+                    return Err(EdxmlError::MissingField("To/OrganId"));
+                }
+                for id in self.to {
+                    if !is_valid_organ_id(&id) {
+                        return Err(EdxmlError::InvalidOrganId {
+                            field: "To/OrganId",
+                            value: id,
+                        });
+                    }
+                    if !to.contains(&id) {
+                        to.push(id);
+                    }
+                }
+                if document_id.is_none() {
+                    return Err(EdxmlError::MissingField("DocumentId"));
+                }
+            }
+            Kind::Status => {
+                let code = self.status_code.clone().unwrap_or_default();
+                if !STATUS_CODES.contains(&code.as_str()) {
+                    return Err(EdxmlError::InvalidField {
+                        field: "StatusCode",
+                        value: code,
+                        why: "must be one of 01-06, 13, 15, 16",
+                    });
+                }
+                let first = self
+                    .response_for
+                    .first()
+                    .ok_or(EdxmlError::MissingField("ResponseFor"))?;
+                if first.document_id.is_empty() {
+                    return Err(EdxmlError::MissingField("ResponseFor/DocumentId"));
+                }
+                if !is_valid_organ_id(&first.organ_id) {
+                    return Err(EdxmlError::InvalidOrganId {
+                        field: "ResponseFor/OrganId",
+                        value: first.organ_id.clone(),
+                    });
+                }
+                // A status notice's identity is the document it answers.
+                document_id = None;
+            }
+        }
+        Ok(Packet {
+            kind,
+            from,
+            to,
+            document_id,
+            subject: self.subject.filter(|s| !s.is_empty()),
+            status_code: self.status_code,
+            response_for: self.response_for,
+            business_type,
+            has_signature: self.has_signature,
+            attachments: self.attachments,
+        })
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> EdxmlError {
+    EdxmlError::Malformed(e.to_string())
+}
+
+/// Reads and validates an edXML packet.
+pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
+    let mut reader = NsReader::from_reader(body);
+    let config = reader.config_mut();
+    config.check_end_names = true;
+    config.check_comments = true;
+
+    // Local names below the root; `None` until the root has been seen.
+    let mut path: Vec<String> = Vec::with_capacity(16);
+    let mut root_seen = false;
+    let mut root_closed = false;
+    let mut seen_anything = false;
+    // Depth at which a Signature subtree starts (its contents are not edXML).
+    let mut signature_depth: Option<usize> = None;
+    let mut capture: Option<(Field, String)> = None;
+    let mut out = Collected::default();
+
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
+        let first_event = !seen_anything;
+        seen_anything = true;
+        match event {
+            Event::Decl(decl) => {
+                if !first_event {
+                    return Err(EdxmlError::Malformed(
+                        "the XML declaration must come first (bytes precede it)".into(),
+                    ));
+                }
+                if let Some(enc) = decl.encoding() {
+                    let enc = enc.map_err(malformed)?;
+                    if !enc.eq_ignore_ascii_case(b"utf-8") {
+                        return Err(EdxmlError::Malformed(format!(
+                            "encoding {} is not accepted; send UTF-8",
+                            String::from_utf8_lossy(&enc)
+                        )));
+                    }
+                }
+            }
+            Event::DocType(_) => {
+                return Err(EdxmlError::Malformed(
+                    "DTDs (<!DOCTYPE>) are not accepted".into(),
+                ));
+            }
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let local = std::str::from_utf8(e.local_name().into_inner())
+                    .map_err(malformed)?
+                    .to_owned();
+                let in_ns =
+                    matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NAMESPACE.as_bytes());
+                if !root_seen {
+                    if root_closed || local != "edXML" || !in_ns {
+                        let found = format!("{local} ({})", describe_ns(&ns));
+                        return Err(EdxmlError::WrongRoot(found));
+                    }
+                    root_seen = true;
+                    if is_empty {
+                        root_closed = true;
+                        root_seen = false;
+                    }
+                    continue;
+                }
+                if root_closed {
+                    return Err(EdxmlError::Malformed(
+                        "content after the root element".into(),
+                    ));
+                }
+                if signature_depth.is_none() {
+                    if local == "Signature"
+                        && path.len() == 2
+                        && path[0] == "edXMLEnvelope"
+                        && path[1] == "edXMLHeader"
+                    {
+                        out.has_signature = true;
+                        if !is_empty {
+                            signature_depth = Some(path.len());
+                        }
+                    } else if !in_ns && STRUCTURAL.contains(&local.as_str()) {
+                        return Err(EdxmlError::WrongNamespace {
+                            element: local,
+                            found: describe_ns(&ns),
+                        });
+                    }
+                }
+                if is_empty {
+                    continue;
+                }
+                path.push(local);
+                if signature_depth.is_some() {
+                    continue;
+                }
+                match path
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    [
+                        "edXMLEnvelope",
+                        "edXMLHeader",
+                        "MessageHeader",
+                        "ResponseFor",
+                    ] => out.response_for.push(ResponseFor::default()),
+                    ["AttachmentEncoded", "Attachment"] => out.attachments += 1,
+                    _ => {}
+                }
+                if in_ns {
+                    capture = field_at(&path).map(|f| (f, String::new()));
+                }
+            }
+            Event::End(_) => {
+                if path.is_empty() {
+                    // The root closes.
+                    root_closed = true;
+                    continue;
+                }
+                if let Some((field, value)) = capture.take() {
+                    out.store(field, value)?;
+                }
+                path.pop();
+                if signature_depth == Some(path.len()) {
+                    signature_depth = None;
+                }
+            }
+            Event::Text(t) => {
+                if let Some((_, buf)) = capture.as_mut() {
+                    buf.push_str(&t.decode().map_err(malformed)?);
+                } else if (!root_seen || root_closed) && !t.iter().all(|b| b.is_ascii_whitespace())
+                {
+                    return Err(EdxmlError::Malformed(format!(
+                        "text outside the root element: {:?}",
+                        String::from_utf8_lossy(&t[..t.len().min(20)])
+                    )));
+                }
+            }
+            Event::CData(t) => {
+                if let Some((_, buf)) = capture.as_mut() {
+                    buf.push_str(&t.decode().map_err(malformed)?);
+                }
+            }
+            Event::GeneralRef(r) => {
+                let ch = r.resolve_char_ref().map_err(malformed)?;
+                let text = match ch {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let name = r.decode().map_err(malformed)?;
+                        quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| {
+                                EdxmlError::Malformed(format!("undefined entity &{name};"))
+                            })?
+                            .to_owned()
+                    }
+                };
+                if let Some((_, buf)) = capture.as_mut() {
+                    buf.push_str(&text);
+                }
+            }
+            Event::Comment(_) | Event::PI(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if !root_closed {
+        return Err(if root_seen {
+            EdxmlError::Malformed("the document ends before the root element is closed".into())
+        } else {
+            EdxmlError::WrongRoot("no element at all".into())
+        });
+    }
+    out.finish()
+}
+
+fn describe_ns(ns: &ResolveResult<'_>) -> String {
+    match ns {
+        ResolveResult::Bound(n) => format!("namespace {}", String::from_utf8_lossy(n.as_ref())),
+        ResolveResult::Unbound => "no namespace".into(),
+        ResolveResult::Unknown(p) => format!("undeclared prefix {}", String::from_utf8_lossy(p)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(header_extra: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<e:edXML xmlns:e="{NAMESPACE}"><e:edXMLEnvelope><e:edXMLHeader><e:MessageHeader>
+<e:To><e:OrganId>000.00.02.H13</e:OrganId></e:To>
+<e:From><e:OrganId>000.00.01.H13</e:OrganId><e:OrganName>A &amp; B</e:OrganName></e:From>
+<e:Subject>Hello &#x41;</e:Subject><e:DocumentId>D1</e:DocumentId>{header_extra}
+</e:MessageHeader></e:edXMLHeader></e:edXMLEnvelope></e:edXML>"#
+        )
+    }
+
+    #[test]
+    fn reads_any_order_and_prefix() {
+        let p = parse(doc("").as_bytes()).unwrap();
+        assert_eq!(p.kind, Kind::Edoc);
+        assert_eq!(p.from, "000.00.01.H13");
+        assert_eq!(p.to, vec!["000.00.02.H13"]);
+        assert_eq!(p.subject.as_deref(), Some("Hello A"));
+        assert_eq!(p.document_id.as_deref(), Some("D1"));
+    }
+
+    #[test]
+    fn refuses_junk() {
+        let body = format!("1212{}", doc(""));
+        assert_eq!(parse(body.as_bytes()).unwrap_err().code(), "malformed_xml");
+        let body = doc("").replace(NAMESPACE, "urn:other");
+        assert_eq!(parse(body.as_bytes()).unwrap_err().code(), "not_edxml");
+        let long = format!("<e:Subject>{}</e:Subject>", "ắ".repeat(501));
+        let body = doc("").replace("<e:Subject>Hello &#x41;</e:Subject>", &long);
+        assert!(matches!(
+            parse(body.as_bytes()).unwrap_err(),
+            EdxmlError::FieldTooLong {
+                field: "Subject",
+                len: 501,
+                limit: 500
+            }
+        ));
+        let body = doc("").replace("000.00.02.H13", "null");
+        assert_eq!(
+            parse(body.as_bytes()).unwrap_err().code(),
+            "invalid_organ_id"
+        );
+        let body = doc("").replace("<e:DocumentId>D1</e:DocumentId>", "");
+        assert_eq!(
+            parse(body.as_bytes()).unwrap_err(),
+            EdxmlError::MissingField("DocumentId")
+        );
+        let body = doc("<!DOCTYPE x>");
+        assert_eq!(parse(body.as_bytes()).unwrap_err().code(), "malformed_xml");
+        let body = doc("").replace("</e:edXML>", "");
+        assert_eq!(parse(body.as_bytes()).unwrap_err().code(), "malformed_xml");
+    }
+
+    #[test]
+    fn status_packet() {
+        let body = format!(
+            r#"<edXML xmlns="{NAMESPACE}"><edXMLEnvelope><edXMLHeader><MessageHeader>
+<From><OrganId>000.00.02.H13</OrganId></From>
+<ResponseFor><OrganId>000.00.01.H13</OrganId><DocumentId>D1</DocumentId></ResponseFor>
+<StatusCode>03</StatusCode></MessageHeader></edXMLHeader></edXMLEnvelope></edXML>"#
+        );
+        let p = parse(body.as_bytes()).unwrap();
+        assert_eq!(p.kind, Kind::Status);
+        assert_eq!(p.status_code.as_deref(), Some("03"));
+        assert_eq!(p.response_for[0].document_id, "D1");
+        let bad = body.replace(">03<", ">99<");
+        assert_eq!(parse(bad.as_bytes()).unwrap_err().code(), "invalid_field");
+    }
+}

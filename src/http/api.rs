@@ -1,0 +1,219 @@
+//! API v1 routes: decode the request, call the hub, encode the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::error::ApiError;
+use crate::hub::{Hub, Principal};
+use crate::tls::PeerCert;
+
+/// Request limits applied by the API.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+}
+
+pub struct Api {
+    hub: Arc<Hub>,
+    limits: ApiLimits,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("valid response")
+}
+
+/// Reads `name=<unsigned integer>` from a query string.
+fn query_u64(query: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return v.parse().map(Some).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("query parameter {name} must be a non-negative integer, got {v:?}"),
+                )
+            });
+        }
+    }
+    Ok(None)
+}
+
+impl Api {
+    pub fn new(hub: Arc<Hub>, limits: ApiLimits) -> Api {
+        Api { hub, limits }
+    }
+
+    /// Handles one request within the request timeout; never fails at the HTTP level.
+    pub async fn handle(&self, peer: &PeerCert, req: Request<Incoming>) -> Resp {
+        match tokio::time::timeout(self.limits.request_timeout, self.route(peer, req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => e.into_response(),
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request took longer than {:?}",
+                    self.limits.request_timeout
+                ),
+            )
+            .into_response(),
+        }
+    }
+
+    /// The agency the client certificate names, if the directory knows it (and its pin fits).
+    fn principal(&self, peer: &PeerCert) -> Result<Principal, ApiError> {
+        let forbidden = |code, msg: String| ApiError::new(StatusCode::FORBIDDEN, code, msg);
+        let cn = peer.common_name.as_deref().ok_or_else(|| {
+            forbidden(
+                "no_identity",
+                "the client certificate has no subject CN".into(),
+            )
+        })?;
+        let dir = self.hub.directory().snapshot();
+        let agency = dir.get(cn).ok_or_else(|| {
+            forbidden(
+                "unknown_agency",
+                format!("certificate CN={cn} is not an agency in the directory"),
+            )
+        })?;
+        if let Some(pin) = &agency.cert_sha256 {
+            if !pin.eq_ignore_ascii_case(&peer.sha256) {
+                return Err(forbidden(
+                    "certificate_not_pinned",
+                    format!(
+                        "agency {cn} is pinned to another certificate (presented sha256 {})",
+                        peer.sha256
+                    ),
+                ));
+            }
+        }
+        Ok(Principal {
+            organ_id: agency.id.clone(),
+        })
+    }
+
+    async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let principal = self.principal(peer)?;
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (req.method(), segments.as_slice()) {
+            (&Method::POST, ["v1", "documents"]) => self.submit(principal, req).await,
+            (&Method::GET, ["v1", "inbox"]) => self.inbox(principal, req.uri().query()).await,
+            (&Method::GET, ["v1", "documents", id]) => self.fetch(principal, id).await,
+            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(principal, id).await,
+            (_, ["v1", "documents"] | ["v1", "inbox"] | ["v1", "documents", _])
+            | (_, ["v1", "inbox", _, "ack"]) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                format!("no route {path}"),
+            )),
+        }
+    }
+
+    async fn submit(&self, principal: Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let max = self.limits.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds the limit of {max} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let body = Limited::new(req.into_body(), max as usize)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    too_large()
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "body_read_failed",
+                        format!("reading the body failed: {e}"),
+                    )
+                }
+            })?;
+        let body = body.to_bytes();
+        if body.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "empty_body",
+                "POST /v1/documents takes an edXML packet as its body",
+            ));
+        }
+        let accepted = self.hub.submit_async(principal, body).await?;
+        // A replay of an accepted packet answers 200 with the same id; a new one 201.
+        let status = if accepted.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let mut resp = json(
+            status,
+            &serde_json::to_value(&accepted).expect("serializable"),
+        );
+        resp.headers_mut().insert(
+            header::LOCATION,
+            format!("/v1/documents/{}", accepted.id)
+                .parse()
+                .expect("valid header"),
+        );
+        Ok(resp)
+    }
+
+    async fn inbox(&self, principal: Principal, query: Option<&str>) -> Result<Resp, ApiError> {
+        let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
+        let wait = Duration::from_secs(query_u64(query, "wait")?.unwrap_or(0));
+        let items = self.hub.inbox_async(principal, limit, wait).await?;
+        Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+    }
+
+    async fn fetch(&self, principal: Principal, id: &str) -> Result<Resp, ApiError> {
+        let (doc, body) = self.hub.fetch_async(principal, id.to_owned()).await?;
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/xml")
+            .header(header::ETAG, format!("\"{}\"", doc.sha256))
+            .header("x-lienthong-sha256", &doc.sha256)
+            .header("x-lienthong-from", &doc.from)
+            .header("x-lienthong-kind", doc.kind.as_str())
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response"))
+    }
+
+    async fn ack(&self, principal: Principal, id: &str) -> Result<Resp, ApiError> {
+        let removed = self.hub.ack_async(principal, id.to_owned()).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "id": id, "acked": true, "removed": removed }),
+        ))
+    }
+}

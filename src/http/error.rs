@@ -1,0 +1,61 @@
+//! The API's error answer: a status and a stable machine-readable code, as
+//! `{"error":{"code":"…","message":"…"}}`.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::hub::HubError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        Response::builder()
+            .status(self.status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("valid response")
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        use crate::edxml::EdxmlError;
+        let status = match &e {
+            HubError::Edxml(EdxmlError::Malformed(_) | EdxmlError::WrongRoot(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            HubError::Edxml(_) | HubError::UnknownRecipients(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
+            HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
+            HubError::NotFound => StatusCode::NOT_FOUND,
+            HubError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
+            HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed in storage");
+        }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}

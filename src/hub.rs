@@ -1,0 +1,474 @@
+//! The hub's core: what an agency may do, and every state change it causes.
+//!
+//! Transports authenticate, decode and call one method here; they never touch storage. Each
+//! state change is committed through [`Hub::commit`], the single place a later audit log or
+//! metrics hook observes. Methods here block (RocksDB, hashing): call them from
+//! `spawn_blocking`, or through the async wrappers at the bottom.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::directory::SharedDirectory;
+use crate::edxml::{self, EdxmlError, Kind};
+use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
+
+/// Who is calling: an agency, identified by its OrganId (from its client certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub organ_id: String,
+}
+
+/// Why the hub refused a request. The transport maps each code to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Edxml(#[from] EdxmlError),
+    #[error(
+        "From/OrganId {from} does not match the caller {caller}: agencies send only as themselves"
+    )]
+    SenderMismatch { from: String, caller: String },
+    #[error("recipients not in the directory: {}", .0.join(", "))]
+    UnknownRecipients(Vec<String>),
+    #[error(
+        "DocumentId {document_id:?} was already submitted by {sender} with a different body (id {existing})"
+    )]
+    DuplicateDocumentId {
+        sender: String,
+        document_id: String,
+        existing: String,
+    },
+    #[error("no such item")]
+    NotFound,
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl HubError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::Edxml(e) => e.code(),
+            HubError::SenderMismatch { .. } => "sender_mismatch",
+            HubError::UnknownRecipients(_) => "unknown_recipient",
+            HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
+            HubError::NotFound => "not_found",
+            HubError::BadRequest(_) => "bad_request",
+            HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
+            HubError::Store(_) => "storage_error",
+        }
+    }
+}
+
+/// The answer to an accepted submission.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+    pub document_id: Option<String>,
+    pub sha256: String,
+    pub recipients: Vec<String>,
+    /// False when this exact packet had been accepted before (nothing new was queued).
+    pub created: bool,
+}
+
+/// One inbox line: metadata only; the body is fetched separately.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxItem {
+    pub id: String,
+    pub kind: Kind,
+    pub from: String,
+    pub document_id: Option<String>,
+    pub subject: Option<String>,
+    pub status_code: Option<String>,
+    pub response_for: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    pub received_at: String,
+    pub has_signature: bool,
+    pub verdict: Option<String>,
+    pub lease_expires_at: String,
+    /// How many times this item has been listed (1 on first delivery).
+    pub deliveries: u32,
+}
+
+/// Tunables of the core, from the `[queue]` config section.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub lease: Duration,
+    pub max_inbox_limit: usize,
+    pub max_wait: Duration,
+}
+
+const STRIPES: usize = 64;
+
+pub struct Hub {
+    store: Store,
+    directory: SharedDirectory,
+    settings: HubSettings,
+    next_seq: AtomicU64,
+    /// Serializes the duplicate check and the write for the same (sender, key).
+    submit_locks: Vec<Mutex<()>>,
+    /// Serializes list-and-lease per agency, so two listings never lease the same item.
+    lease_locks: Vec<Mutex<()>>,
+    /// Wakes long-polling listings when something is queued for an agency.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Formats a sequence number as the public id.
+pub fn format_id(seq: u64) -> String {
+    format!("{seq:016x}")
+}
+
+/// Parses a public id; anything malformed is simply "not found".
+pub fn parse_id(id: &str) -> Option<u64> {
+    if id.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(id, 16).ok()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 UTC text for a millisecond timestamp.
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut s = String::with_capacity(64);
+    for b in d.as_ref() {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    (h.finish() as usize) % STRIPES
+}
+
+impl Hub {
+    pub fn new(
+        store: Store,
+        directory: SharedDirectory,
+        settings: HubSettings,
+    ) -> Result<Hub, HubError> {
+        let next = store.max_seq()? + 1;
+        Ok(Hub {
+            store,
+            directory,
+            settings,
+            next_seq: AtomicU64::new(next),
+            submit_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            lease_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            waiters: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn directory(&self) -> &SharedDirectory {
+        &self.directory
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
+    }
+
+    /// The one place state changes are committed.
+    fn commit(&self, changes: &[Change<'_>], durable: bool) -> Result<(), HubError> {
+        self.store.apply(changes, durable)?;
+        Ok(())
+    }
+
+    /// Validates, routes and durably stores a packet; see the API docs for the rules.
+    pub fn submit(&self, caller: &Principal, body: &[u8]) -> Result<Accepted, HubError> {
+        let packet = edxml::parse(body)?;
+        if packet.from != caller.organ_id {
+            return Err(HubError::SenderMismatch {
+                from: packet.from,
+                caller: caller.organ_id.clone(),
+            });
+        }
+        let sha256 = sha256_hex(body);
+        let directory = self.directory.snapshot();
+
+        // Who gets it.
+        let (recipients, response_for) = match packet.kind {
+            Kind::Edoc => (packet.to.clone(), None),
+            Kind::Status => {
+                let rf = &packet.response_for[0];
+                // The sender of the answered document, as the hub recorded it when it knows it.
+                let known = self
+                    .store
+                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?;
+                let target = match known {
+                    Some(seq) => self.store.doc(seq)?.map_or(rf.organ_id.clone(), |d| d.from),
+                    None => rf.organ_id.clone(),
+                };
+                (vec![target], Some(rf.document_id.clone()))
+            }
+        };
+        let unknown: Vec<String> = recipients
+            .iter()
+            .filter(|r| !directory.contains(r))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(HubError::UnknownRecipients(unknown));
+        }
+
+        // Identity for duplicate detection: the DocumentId of a new document; the body's hash
+        // for status notices and revoke/update/replace packets, which reuse another's id.
+        let key = match (&packet.document_id, packet.business_type) {
+            (Some(id), 0) => id.clone(),
+            _ => format!("#{}{}:{sha256}", packet.kind.as_str(), packet.business_type),
+        };
+        let dkey = dedup_key(&packet.from, &key);
+        let _guard = self.submit_locks[stripe(&dkey)]
+            .lock()
+            .expect("submit lock poisoned");
+        if let Some(seq) = self.store.dedup(&dkey)? {
+            let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+            if existing.sha256 == sha256 {
+                return Ok(Accepted {
+                    id: format_id(seq),
+                    document_id: existing.document_id,
+                    sha256,
+                    recipients: existing.recipients,
+                    created: false,
+                });
+            }
+            return Err(HubError::DuplicateDocumentId {
+                sender: packet.from,
+                document_id: key,
+                existing: format_id(seq),
+            });
+        }
+
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let record = DocRecord {
+            seq,
+            kind: packet.kind,
+            from: packet.from,
+            recipients,
+            document_id: packet.document_id,
+            subject: packet.subject,
+            status_code: packet.status_code,
+            response_for,
+            business_type: packet.business_type,
+            size: body.len() as u64,
+            sha256,
+            received_at_ms: now_ms(),
+            has_signature: packet.has_signature,
+            verdict: None,
+        };
+        let mut changes = Vec::with_capacity(record.recipients.len() + 1);
+        changes.push(Change::Accept {
+            record: &record,
+            body,
+            dedup_key: &dkey,
+        });
+        for r in &record.recipients {
+            changes.push(Change::Enqueue { agency: r, seq });
+        }
+        self.commit(&changes, true)?;
+        drop(changes);
+        for r in &record.recipients {
+            self.wake(r);
+        }
+        Ok(Accepted {
+            id: format_id(seq),
+            document_id: record.document_id,
+            sha256: record.sha256,
+            recipients: record.recipients,
+            created: true,
+        })
+    }
+
+    /// Lists and leases up to `limit` of the caller's pending items, oldest first.
+    pub fn list_inbox(&self, caller: &Principal, limit: usize) -> Result<Vec<InboxItem>, HubError> {
+        let limit = limit.clamp(1, self.settings.max_inbox_limit);
+        let agency = caller.organ_id.as_str();
+        let _guard = self.lease_locks[stripe(agency)]
+            .lock()
+            .expect("lease lock poisoned");
+        let now = now_ms();
+        let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
+        self.store.scan_queue(agency, |seq, entry| {
+            if entry.lease_until_ms <= now {
+                picked.push((seq, entry));
+            }
+            picked.len() < limit
+        })?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_until = now + self.settings.lease.as_millis() as u64;
+        let leased: Vec<(u64, QueueEntry)> = picked
+            .iter()
+            .map(|&(seq, e)| {
+                (
+                    seq,
+                    QueueEntry {
+                        lease_until_ms: lease_until,
+                        deliveries: e.deliveries + 1,
+                    },
+                )
+            })
+            .collect();
+        let changes: Vec<Change<'_>> = leased
+            .iter()
+            .map(|&(seq, entry)| Change::Lease { agency, seq, entry })
+            .collect();
+        // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
+        self.commit(&changes, false)?;
+        let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
+        let docs = self.store.docs(&seqs)?;
+        let by_seq: HashMap<u64, u32> = leased.iter().map(|(s, e)| (*s, e.deliveries)).collect();
+        Ok(docs
+            .into_iter()
+            .map(|d| InboxItem {
+                id: format_id(d.seq),
+                deliveries: by_seq.get(&d.seq).copied().unwrap_or(1),
+                kind: d.kind,
+                from: d.from,
+                document_id: d.document_id,
+                subject: d.subject,
+                status_code: d.status_code,
+                response_for: d.response_for,
+                size: d.size,
+                sha256: d.sha256,
+                received_at: rfc3339(d.received_at_ms),
+                has_signature: d.has_signature,
+                verdict: d.verdict,
+                lease_expires_at: rfc3339(lease_until),
+            })
+            .collect())
+    }
+
+    /// The packet, byte for byte, for its sender or one of its recipients; `NotFound` to
+    /// anyone else so that nothing leaks about other agencies' documents.
+    pub fn fetch(&self, caller: &Principal, id: &str) -> Result<(DocRecord, Vec<u8>), HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+        let me = &caller.organ_id;
+        if &doc.from != me && !doc.recipients.iter().any(|r| r == me) {
+            return Err(HubError::NotFound);
+        }
+        let body = self.store.body(seq)?.ok_or(HubError::NotFound)?;
+        Ok((doc, body))
+    }
+
+    /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
+    /// queued for the caller is `NotFound`. Returns whether this call removed it.
+    pub fn ack(&self, caller: &Principal, id: &str) -> Result<bool, HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let agency = caller.organ_id.as_str();
+        if self.store.queue_entry(agency, seq)?.is_some() {
+            self.commit(&[Change::Ack { agency, seq }], true)?;
+            return Ok(true);
+        }
+        match self.store.doc(seq)? {
+            Some(d) if d.recipients.iter().any(|r| r == agency) => Ok(false),
+            _ => Err(HubError::NotFound),
+        }
+    }
+
+    /// Flushes storage (on shutdown).
+    pub fn flush(&self) -> Result<(), HubError> {
+        Ok(self.store.flush()?)
+    }
+
+    fn waiter(&self, agency: &str) -> Arc<Notify> {
+        let mut w = self.waiters.lock().expect("waiters lock poisoned");
+        w.entry(agency.to_owned())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    fn wake(&self, agency: &str) {
+        let w = self.waiters.lock().expect("waiters lock poisoned");
+        if let Some(n) = w.get(agency) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// Async entry points: run the blocking core on the blocking pool.
+impl Hub {
+    pub async fn submit_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        body: bytes::Bytes,
+    ) -> Result<Accepted, HubError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.submit(&caller, &body))
+            .await
+            .expect("submit task panicked")
+    }
+
+    /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.
+    pub async fn inbox_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<InboxItem>, HubError> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_wait);
+        let notify = self.waiter(&caller.organ_id);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let hub = self.clone();
+            let c = caller.clone();
+            let items = tokio::task::spawn_blocking(move || hub.list_inbox(&c, limit))
+                .await
+                .expect("inbox task panicked")?;
+            let now = tokio::time::Instant::now();
+            if !items.is_empty() || now >= deadline {
+                return Ok(items);
+            }
+            // Wake on arrival, or at least every second to pick up expired leases.
+            let nap = (deadline - now).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    pub async fn fetch_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        id: String,
+    ) -> Result<(DocRecord, Vec<u8>), HubError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.fetch(&caller, &id))
+            .await
+            .expect("fetch task panicked")
+    }
+
+    pub async fn ack_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        id: String,
+    ) -> Result<bool, HubError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.ack(&caller, &id))
+            .await
+            .expect("ack task panicked")
+    }
+}

@@ -1,0 +1,18 @@
+//! lienthong: a store-and-forward hub for signed edXML documents between agencies.
+//!
+//! Layers, outermost first: [`cli`] (the binary's commands) → [`daemon`] (binds, runs, shuts
+//! down) → [`http`] (mutual-TLS transport, one adapter) → [`hub`] (the rules and every state
+//! change) → [`store`] (RocksDB). [`edxml`], [`directory`], [`config`], [`tls`] and [`pki`] are
+//! the pieces they share; [`client`] is the agency side.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod directory;
+pub mod edxml;
+pub mod http;
+pub mod hub;
+pub mod pki;
+pub mod store;
+pub mod tls;

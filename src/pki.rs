@@ -1,0 +1,223 @@
+//! Development PKI: a root CA, the hub's server certificate and one client certificate per agency.
+//!
+//! `lienthong pki init` and the first `serve` on default paths use this so curl and the CLI work
+//! at once. It only ever adds missing files; it never overwrites a key. Production deployments
+//! bring their own CA and certificates and never call this.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::directory::Directory;
+
+const CA_CN: &str = "lienthong development root CA";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// The files of a PKI directory.
+#[derive(Debug, Clone)]
+pub struct PkiPaths {
+    pub dir: PathBuf,
+}
+
+impl PkiPaths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PkiPaths { dir: dir.into() }
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    pub fn agency_cert(&self, id: &str) -> PathBuf {
+        self.dir.join("agencies").join(format!("{id}.pem"))
+    }
+    pub fn agency_key(&self, id: &str) -> PathBuf {
+        self.dir.join("agencies").join(format!("{id}.key"))
+    }
+}
+
+/// What `init` created.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    pub created_ca: bool,
+    pub created_server: bool,
+    pub created_agencies: usize,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let _ = secret;
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(contents.as_bytes()).map_err(io_err(path))
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(io_err(path))
+}
+
+fn validity(params: &mut CertificateParams, years: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(365 * years);
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "lienthong dev");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
+/// A CA that can issue certificates.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// Makes a new CA; returns it with its certificate and key in PEM.
+    pub fn generate(cn: &str) -> Result<(Ca, String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params(cn);
+        validity(&mut params, 10);
+        let cert = params.self_signed(&key)?;
+        let key_pem = key.serialize_pem();
+        Ok((
+            Ca {
+                issuer: Issuer::new(params, key),
+            },
+            cert.pem(),
+            key_pem,
+        ))
+    }
+
+    /// Loads the dev CA written by [`init`]. Only the key and the name are needed to issue.
+    fn load_dev(paths: &PkiPaths) -> Result<Ca, PkiError> {
+        let key = KeyPair::from_pem(&read(&paths.ca_key())?)?;
+        let params = ca_params(CA_CN);
+        Ok(Ca {
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Issues a TLS server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[&str]) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for n in names {
+            params.subject_alt_names.push(match n.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into()?),
+            });
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "lienthong hub");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, 2);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Issues a TLS client certificate whose subject CN is `cn` (an OrganId or a role name).
+    pub fn issue_client(&self, cn: &str) -> Result<(String, String), PkiError> {
+        self.issue_client_valid(cn, OffsetDateTime::now_utc() - Duration::hours(1), 365 * 2)
+    }
+
+    /// Issues a client certificate valid from `not_before` for `days` days (tests use the past).
+    pub fn issue_client_valid(
+        &self,
+        cn: &str,
+        not_before: OffsetDateTime,
+        days: i64,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = not_before;
+        params.not_after = not_before + Duration::days(days);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Creates whatever is missing of the dev PKI in `paths.dir`: CA, server certificate and one
+/// client certificate per directory agency. Existing files are kept.
+pub fn init(paths: &PkiPaths, directory: &Directory) -> Result<InitReport, PkiError> {
+    let mut report = InitReport::default();
+    let ca = if paths.ca_cert().exists() && paths.ca_key().exists() {
+        Ca::load_dev(paths)?
+    } else {
+        let (ca, cert, key) = Ca::generate(CA_CN)?;
+        write_file(&paths.ca_key(), &key, true)?;
+        write_file(&paths.ca_cert(), &cert, false)?;
+        report.created_ca = true;
+        ca
+    };
+    if !paths.server_cert().exists() || !paths.server_key().exists() {
+        let (cert, key) = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
+        let _ = fs::remove_file(paths.server_cert());
+        let _ = fs::remove_file(paths.server_key());
+        write_file(&paths.server_key(), &key, true)?;
+        write_file(&paths.server_cert(), &cert, false)?;
+        report.created_server = true;
+    }
+    for agency in directory.agencies() {
+        let (cert_path, key_path) = (paths.agency_cert(&agency.id), paths.agency_key(&agency.id));
+        if cert_path.exists() && key_path.exists() {
+            continue;
+        }
+        let (cert, key) = ca.issue_client(&agency.id)?;
+        let _ = fs::remove_file(&cert_path);
+        let _ = fs::remove_file(&key_path);
+        write_file(&key_path, &key, true)?;
+        write_file(&cert_path, &cert, false)?;
+        report.created_agencies += 1;
+    }
+    Ok(report)
+}

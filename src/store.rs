@@ -1,0 +1,382 @@
+//! Persistence in RocksDB: documents, bodies, the duplicate index and per-recipient queues.
+//!
+//! Key design (all integers big-endian so byte order is numeric order):
+//! - `docs`   `seq`                      → [`DocRecord`] (JSON)
+//! - `bodies` `seq`                      → the packet exactly as submitted, stored once
+//! - `dedup`  `sender 0x00 key`          → `seq` (key: DocumentId, or `#…:sha256` for packets
+//!   that have no identity of their own)
+//! - `queue`  `recipient 0x00 seq`       → [`QueueEntry`]; a prefix scan lists an inbox oldest
+//!   first.
+//!
+//! Every change goes through [`Store::apply`] as one atomic `WriteBatch`; durable changes are
+//! synced to the WAL before it returns. This module knows nothing of HTTP or of who may do what.
+
+use std::path::Path;
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::edxml::Kind;
+
+const CF_DOCS: &str = "docs";
+const CF_BODIES: &str = "bodies";
+const CF_DEDUP: &str = "dedup";
+const CF_QUEUE: &str = "queue";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the disk is full: {0}")]
+    NoSpace(String),
+    #[error("storage error: {0}")]
+    Rocks(String),
+    #[error("corrupt record under key {key}: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        let s = e.into_string();
+        if s.contains("No space left") || s.contains("ENOSPC") {
+            StoreError::NoSpace(s)
+        } else {
+            StoreError::Rocks(s)
+        }
+    }
+}
+
+/// What the hub knows of one accepted packet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DocRecord {
+    pub seq: u64,
+    pub kind: Kind,
+    pub from: String,
+    /// The agencies it was queued for.
+    pub recipients: Vec<String>,
+    pub document_id: Option<String>,
+    pub subject: Option<String>,
+    pub status_code: Option<String>,
+    /// For a status notice: the DocumentId it answers.
+    #[serde(default)]
+    pub response_for: Option<String>,
+    pub business_type: u8,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the body.
+    pub sha256: String,
+    /// Milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+    pub has_signature: bool,
+    /// The signature verdict, once signature verification exists; `None` = not verified.
+    #[serde(default)]
+    pub verdict: Option<String>,
+}
+
+/// A recipient's queue entry: when its current lease ends and how often it was listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueEntry {
+    pub lease_until_ms: u64,
+    pub deliveries: u32,
+}
+
+impl QueueEntry {
+    fn encode(&self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&self.lease_until_ms.to_be_bytes());
+        b[8..].copy_from_slice(&self.deliveries.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<QueueEntry> {
+        Some(QueueEntry {
+            lease_until_ms: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+            deliveries: u32::from_be_bytes(b.get(8..12)?.try_into().ok()?),
+        })
+    }
+}
+
+/// One state change; a list of them is applied atomically by [`Store::apply`].
+#[derive(Debug)]
+pub enum Change<'a> {
+    /// A new packet: its record, its body and its duplicate-index key.
+    Accept {
+        record: &'a DocRecord,
+        body: &'a [u8],
+        dedup_key: &'a [u8],
+    },
+    /// Queue `seq` for `agency`.
+    Enqueue { agency: &'a str, seq: u64 },
+    /// A listing leased an item.
+    Lease {
+        agency: &'a str,
+        seq: u64,
+        entry: QueueEntry,
+    },
+    /// The recipient acknowledged an item: it leaves the queue.
+    Ack { agency: &'a str, seq: u64 },
+}
+
+pub struct Store {
+    db: DB,
+}
+
+fn queue_key(agency: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(agency.len() + 9);
+    k.extend_from_slice(agency.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The duplicate-index key for `sender` and `key`.
+pub fn dedup_key(sender: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(sender.len() + key.len() + 1);
+    k.extend_from_slice(sender.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.increase_parallelism(2);
+        let cfs = [CF_DOCS, CF_BODIES, CF_DEDUP, CF_QUEUE].map(|name| {
+            let mut cf = Options::default();
+            if name == CF_BODIES {
+                cf.set_compression_type(rocksdb::DBCompressionType::None);
+            } else {
+                cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(name, cf)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Store { db })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// The highest sequence number in use (0 when empty): one seek, whatever the size.
+    pub fn max_seq(&self) -> Result<u64, StoreError> {
+        let mut it = self.db.iterator_cf(self.cf(CF_DOCS), IteratorMode::End);
+        match it.next() {
+            None => Ok(0),
+            Some(item) => {
+                let (k, _) = item?;
+                let bytes: [u8; 8] = k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("{k:?}"),
+                    why: "document key is not 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    pub fn dedup(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_DEDUP), key)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    pub fn doc(&self, seq: u64) -> Result<Option<DocRecord>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_DOCS), seq.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!("docs/{seq}"),
+                    why: e.to_string(),
+                }),
+        }
+    }
+
+    /// Records for many sequence numbers in one call (missing ones are skipped).
+    pub fn docs(&self, seqs: &[u64]) -> Result<Vec<DocRecord>, StoreError> {
+        let cf = self.cf(CF_DOCS);
+        let keys: Vec<[u8; 8]> = seqs.iter().map(|s| s.to_be_bytes()).collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        for (seq, v) in seqs
+            .iter()
+            .zip(self.db.batched_multi_get_cf(cf, &keys, false))
+        {
+            if let Some(v) = v? {
+                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: format!("docs/{seq}"),
+                    why: e.to_string(),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_BODIES), seq.to_be_bytes())?)
+    }
+
+    pub fn queue_entry(&self, agency: &str, seq: u64) -> Result<Option<QueueEntry>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_QUEUE), queue_key(agency, seq))?
+            .and_then(|v| QueueEntry::decode(&v)))
+    }
+
+    /// Walks `agency`'s queue oldest first, calling `f(seq, entry)` until it returns false.
+    pub fn scan_queue(
+        &self,
+        agency: &str,
+        mut f: impl FnMut(u64, QueueEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut prefix = agency.as_bytes().to_vec();
+        prefix.push(0);
+        let it = self.db.iterator_cf(
+            self.cf(CF_QUEUE),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let seq = k[prefix.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: format!("queue/{agency}"),
+                    why: "bad key".into(),
+                })?;
+            let entry = QueueEntry::decode(&v).ok_or_else(|| StoreError::Corrupt {
+                key: format!("queue/{agency}/{seq}"),
+                why: "bad entry".into(),
+            })?;
+            if !f(seq, entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` as one atomic batch. With `durable`, the WAL is synced before return,
+    /// so the changes survive a crash or power loss from then on.
+    pub fn apply(&self, changes: &[Change<'_>], durable: bool) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for c in changes {
+            match c {
+                Change::Accept {
+                    record,
+                    body,
+                    dedup_key,
+                } => {
+                    let key = record.seq.to_be_bytes();
+                    let json = serde_json::to_vec(record).expect("record serializes");
+                    batch.put_cf(self.cf(CF_DOCS), key, json);
+                    batch.put_cf(self.cf(CF_BODIES), key, body);
+                    batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
+                }
+                Change::Enqueue { agency, seq } => {
+                    batch.put_cf(
+                        self.cf(CF_QUEUE),
+                        queue_key(agency, *seq),
+                        QueueEntry::default().encode(),
+                    );
+                }
+                Change::Lease { agency, seq, entry } => {
+                    batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
+                }
+                Change::Ack { agency, seq } => {
+                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                }
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durable);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Flushes memtables so the next start replays little WAL.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        for cf in [CF_DOCS, CF_BODIES, CF_DEDUP, CF_QUEUE] {
+            self.db.flush_cf(self.cf(cf))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64) -> DocRecord {
+        DocRecord {
+            seq,
+            kind: Kind::Edoc,
+            from: "A".into(),
+            recipients: vec!["B".into(), "C".into()],
+            document_id: Some(format!("D{seq}")),
+            subject: None,
+            status_code: None,
+            response_for: None,
+            business_type: 0,
+            size: 3,
+            sha256: "00".into(),
+            received_at_ms: 1,
+            has_signature: false,
+            verdict: None,
+        }
+    }
+
+    #[test]
+    fn accept_enqueue_scan_ack_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.max_seq().unwrap(), 0);
+            for seq in [1u64, 2, 300] {
+                let r = record(seq);
+                let k = dedup_key("A", r.document_id.as_deref().unwrap());
+                s.apply(
+                    &[
+                        Change::Accept {
+                            record: &r,
+                            body: b"abc",
+                            dedup_key: &k,
+                        },
+                        Change::Enqueue { agency: "B", seq },
+                        Change::Enqueue { agency: "C", seq },
+                    ],
+                    true,
+                )
+                .unwrap();
+            }
+            s.apply(
+                &[Change::Ack {
+                    agency: "B",
+                    seq: 2,
+                }],
+                true,
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.max_seq().unwrap(), 300);
+        let mut seen = vec![];
+        s.scan_queue("B", |seq, _| {
+            seen.push(seq);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![1, 300]);
+        assert_eq!(s.dedup(&dedup_key("A", "D2")).unwrap(), Some(2));
+        assert_eq!(s.body(300).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(s.docs(&[1, 5, 300]).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,264 @@
+//! Test harness: runs the real `lienthong` binary on a temp dir with port 0 and a dev PKI made
+//! by `lienthong pki init`, and talks to it over real mutual-TLS sockets.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use lienthong::client::{Client, HttpVersion, Reply};
+use lienthong::edxml::{self, NewDocument};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lienthong");
+
+pub const A: &str = "000.00.01.H13";
+pub const B: &str = "000.00.02.H13";
+pub const C: &str = "000.00.03.H13";
+
+/// A small test directory of three agencies.
+pub const SMALL_DIRECTORY: &str = r#"
+[[agency]]
+id = "000.00.01.H13"
+name = "Sở A"
+[[agency]]
+id = "000.00.02.H13"
+name = "Sở B"
+[[agency]]
+id = "000.00.03.H13"
+name = "Sở C"
+"#;
+
+pub struct TestHub {
+    pub dir: tempfile::TempDir,
+    pub agencies: PathBuf,
+    pub config: PathBuf,
+    pub https: String,
+    pub ops: String,
+    child: Option<Child>,
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TestHub {
+    /// Starts a hub with `directory` (TOML text) and extra config TOML.
+    pub fn start(directory: &str, extra_config: &str) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let agencies = dir.path().join("agencies.toml");
+        std::fs::write(&agencies, directory).unwrap();
+        let config = dir.path().join("lienthong.toml");
+        std::fs::write(&config, extra_config).unwrap();
+        run_ok(
+            Command::new(BIN)
+                .args(["pki", "init", "--dir"])
+                .arg(dir.path().join("certs"))
+                .arg("--agencies")
+                .arg(&agencies),
+        );
+        let mut hub = TestHub {
+            dir,
+            agencies,
+            config,
+            https: String::new(),
+            ops: String::new(),
+            child: None,
+        };
+        hub.spawn();
+        hub
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts (or restarts) the daemon on fresh ports and waits for bound.json.
+    pub fn spawn(&mut self) {
+        let bound = self.path("data/bound.json");
+        let _ = std::fs::remove_file(&bound);
+        let certs = self.path("certs");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(self.path("data"))
+            .arg("--agencies")
+            .arg(&self.agencies)
+            .arg("--tls-cert")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key")
+            .arg(certs.join("server.key"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.pem"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn lienthong serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&bound) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    self.https = v["https"].as_str().unwrap().to_owned();
+                    self.ops = v["ops"].as_str().unwrap().to_owned();
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hub exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "hub did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        run_ok(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(self.pid().to_string()),
+        );
+    }
+
+    /// SIGTERM, and the hub must exit 0 on its own.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "hub exited with {status} after SIGTERM");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Simulates a crash: SIGKILL, no chance to flush.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.https)
+    }
+
+    pub fn cert(&self, agency: &str) -> (PathBuf, PathBuf) {
+        (
+            self.path(&format!("certs/agencies/{agency}.pem")),
+            self.path(&format!("certs/agencies/{agency}.key")),
+        )
+    }
+
+    pub fn client(&self, agency: &str, version: HttpVersion) -> Client {
+        let (cert, key) = self.cert(agency);
+        Client::new(
+            &self.url(),
+            &self.path("certs/ca.pem"),
+            &cert,
+            &key,
+            version,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A valid packet from `from` to `to`, with an optional attachment.
+pub fn packet(from: &str, to: &[&str], document_id: &str, attachment: &[u8]) -> Vec<u8> {
+    let doc = NewDocument {
+        from: from.into(),
+        from_name: format!("Cơ quan {from}"),
+        to: to
+            .iter()
+            .map(|t| (t.to_string(), format!("Cơ quan {t}")))
+            .collect(),
+        document_id: document_id.into(),
+        code_number: "12".into(),
+        code_notation: "UBND-VP".into(),
+        subject: format!("Về việc thử nghiệm {document_id}"),
+        date: "2026/11/28".into(),
+        attachments: if attachment.is_empty() {
+            vec![]
+        } else {
+            vec![edxml::Attachment {
+                name: "vanban.pdf".into(),
+                content_type: "application/pdf".into(),
+                data: attachment.to_vec(),
+            }]
+        },
+    };
+    edxml::compose_document(&doc).into_bytes()
+}
+
+pub async fn submit(c: &Client, body: Vec<u8>) -> Reply {
+    c.request(Method::POST, "/v1/documents", Bytes::from(body))
+        .await
+        .unwrap()
+}
+
+pub async fn inbox(c: &Client, query: &str) -> Vec<serde_json::Value> {
+    let r = c
+        .call(Method::GET, &format!("/v1/inbox?{query}"), Bytes::new())
+        .await
+        .unwrap();
+    r.json()["items"].as_array().cloned().unwrap()
+}
+
+pub async fn get(c: &Client, path: &str) -> Reply {
+    c.request(Method::GET, path, Bytes::new()).await.unwrap()
+}
+
+pub async fn post(c: &Client, path: &str) -> Reply {
+    c.request(Method::POST, path, Bytes::new()).await.unwrap()
+}
+
+pub fn error_code(r: &Reply) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+/// Total size of the files under `dir`.
+pub fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        total += if m.is_dir() { du(&e.path()) } else { m.len() };
+    }
+    total
+}

@@ -1,0 +1,425 @@
+//! End-to-end scenarios against the real daemon over real mutual-TLS sockets.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use lienthong::client::HttpVersion;
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_pull_ack_over_http1_and_http2() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    for (n, version, expect) in [
+        (1, HttpVersion::Http1, http::Version::HTTP_11),
+        (2, HttpVersion::Http2, http::Version::HTTP_2),
+    ] {
+        let (a, b, c) = (
+            hub.client(A, version),
+            hub.client(B, version),
+            hub.client(C, version),
+        );
+        let body = packet(
+            A,
+            &[B, C],
+            &format!("{A},2026/11/28,{n}/VP"),
+            &noise(5000, n),
+        );
+        let r = submit(&a, body.clone()).await;
+        assert_eq!(r.version, expect);
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+        let v = r.json();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(v["recipients"], serde_json::json!([B, C]));
+        assert_eq!(v["document_id"], format!("{A},2026/11/28,{n}/VP"));
+        let sha = v["sha256"].as_str().unwrap().to_owned();
+        assert_eq!(sha.len(), 64);
+
+        for rc in [&b, &c] {
+            let items = inbox(rc, "limit=10").await;
+            assert_eq!(items.len(), 1, "{items:?}");
+            let item = &items[0];
+            assert_eq!(item["id"], id.as_str());
+            assert_eq!(item["kind"], "edoc");
+            assert_eq!(item["from"], A);
+            assert_eq!(item["sha256"], sha.as_str());
+            assert_eq!(item["size"], body.len() as u64);
+            assert_eq!(
+                item["subject"],
+                format!("Về việc thử nghiệm {A},2026/11/28,{n}/VP")
+            );
+            assert!(item["received_at"].as_str().unwrap().ends_with('Z'));
+            let got = get(rc, &format!("/v1/documents/{id}")).await;
+            assert_eq!(got.status, StatusCode::OK);
+            assert_eq!(
+                got.body.as_ref(),
+                body.as_slice(),
+                "packet comes back byte for byte"
+            );
+            let ack = post(rc, &format!("/v1/inbox/{id}/ack")).await;
+            assert_eq!(ack.status, StatusCode::OK);
+            assert_eq!(ack.json()["removed"], true);
+            let again = post(rc, &format!("/v1/inbox/{id}/ack")).await;
+            assert_eq!(again.status, StatusCode::OK, "ack is idempotent");
+            assert_eq!(again.json()["removed"], false);
+            assert!(inbox(rc, "").await.is_empty());
+        }
+        // The sender may read its own packet too.
+        assert_eq!(
+            get(&a, &format!("/v1/documents/{id}")).await.status,
+            StatusCode::OK
+        );
+    }
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_packet_to_all_519_agencies_is_stored_once() {
+    let directory = lienthong::directory::EMBEDDED;
+    let mut hub = TestHub::start(directory, "");
+    let dir = lienthong::directory::Directory::parse(directory).unwrap();
+    let all: Vec<&str> = dir.agencies().iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(all.len(), 519);
+    let sender = all[0];
+    let attachment = noise(256 * 1024, 7);
+    let body = packet(
+        sender,
+        &all,
+        &format!("{sender},2026/11/28,1/CT"),
+        &attachment,
+    );
+    assert!(body.len() > 340_000);
+    let r = submit(&hub.client(sender, HttpVersion::Http2), body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["recipients"].as_array().unwrap().len(), 519);
+    for agency in [all[1], all[250], all[518], sender] {
+        let c = hub.client(agency, HttpVersion::Http2);
+        let items = inbox(&c, "").await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["id"], id.as_str());
+        assert_eq!(
+            get(&c, &format!("/v1/documents/{id}")).await.body.as_ref(),
+            body.as_slice()
+        );
+    }
+    hub.stop();
+    // 519 copies would be ~180 MB; one copy plus metadata stays far below 5 MB.
+    let used = du(&hub.path("data/db"));
+    assert!(
+        used < 5 * body.len() as u64,
+        "data dir is {used} bytes for a {} byte packet",
+        body.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_certificates_are_refused() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    // A client certificate from another CA, even with a valid agency CN: the handshake fails.
+    let (other, _, _) = lienthong::pki::Ca::generate("some other CA").unwrap();
+    let (cert, key) = other.issue_client(A).unwrap();
+    std::fs::write(hub.path("other.pem"), cert).unwrap();
+    std::fs::write(hub.path("other.key"), key).unwrap();
+    let c = lienthong::client::Client::new(
+        &hub.url(),
+        &hub.path("certs/ca.pem"),
+        &hub.path("other.pem"),
+        &hub.path("other.key"),
+        HttpVersion::Auto,
+    )
+    .unwrap();
+    let err = c.request(Method::GET, "/v1/inbox", Bytes::new()).await;
+    assert!(
+        err.is_err(),
+        "a foreign client certificate must not get through: {err:?}"
+    );
+    // curl agrees, and so does a client with no certificate at all.
+    for args in [
+        vec![
+            "--cert".to_string(),
+            hub.path("other.pem").display().to_string(),
+            "--key".into(),
+            hub.path("other.key").display().to_string(),
+        ],
+        vec![],
+    ] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(hub.path("certs/ca.pem"))
+            .args(&args)
+            .arg(format!("{}/v1/inbox", hub.url()))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "curl got through: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Right CA, but a CN the directory does not know: 403 with a reason.
+    let out = run_ok(
+        std::process::Command::new(BIN)
+            .args(["pki", "init", "--dir"])
+            .arg(hub.path("certs"))
+            .arg("--agencies")
+            .arg({
+                let p = hub.path("more.toml");
+                std::fs::write(&p, "[[agency]]\nid = \"000.00.99.H13\"\nname = \"X\"\n").unwrap();
+                p
+            }),
+    );
+    assert!(out.contains("1 agency certificates created"), "{out}");
+    let stranger = hub.client("000.00.99.H13", HttpVersion::Auto);
+    let r = get(&stranger, "/v1/inbox").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&r), "unknown_agency");
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agencies_cannot_touch_each_others_items_or_forge_senders() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    let r = submit(&a, packet(A, &[B], "X-1", b"")).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let leak = get(&c, &format!("/v1/documents/{id}")).await;
+    assert_eq!(leak.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&leak), "not_found");
+    let missing = get(&c, "/v1/documents/00000000000fffff").await;
+    assert_eq!(
+        missing.body, leak.body,
+        "a stranger cannot tell existing from missing"
+    );
+    assert_eq!(
+        post(&c, &format!("/v1/inbox/{id}/ack")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(inbox(&c, "").await.is_empty());
+    assert_eq!(
+        inbox(&b, "").await.len(),
+        1,
+        "C's attempts left B's item alone"
+    );
+
+    // C sends a packet claiming to be from A.
+    let forged = submit(&c, packet(A, &[B], "X-2", b"")).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&forged), "sender_mismatch");
+    // Unknown recipients are named; nothing is queued for the known ones.
+    let r = submit(
+        &a,
+        packet(A, &[C, "000.00.77.H13", "000.00.78.H13"], "X-3", b""),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&r), "unknown_recipient");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("000.00.77.H13") && msg.contains("000.00.78.H13"),
+        "{msg}"
+    );
+    assert!(inbox(&c, "").await.is_empty());
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmission_is_idempotent_and_conflicts_are_refused() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+    );
+    let body = packet(A, &[B], "DUP-1", b"first");
+    let first = submit(&a, body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = submit(&a, body.clone()).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.json()["id"], first.json()["id"]);
+    assert_eq!(second.json()["created"], false);
+    assert_eq!(inbox(&b, "").await.len(), 1, "a retry does not duplicate");
+    let other = submit(&a, packet(A, &[B], "DUP-1", b"second")).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&other), "duplicate_document_id");
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_queues_and_leases_expire() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "[queue]\nlease_secs = 2\n");
+    let a = hub.client(A, HttpVersion::Auto);
+    let r = submit(&a, packet(A, &[B, C], "R-1", b"kept")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let b = hub.client(B, HttpVersion::Auto);
+    let items = inbox(&b, "").await;
+    assert_eq!(items[0]["deliveries"], 1);
+    assert!(
+        inbox(&b, "").await.is_empty(),
+        "a leased item is not listed again"
+    );
+    // Crash right after the 2xx: nothing accepted may be lost.
+    hub.crash();
+    hub.spawn();
+    let c = hub.client(C, HttpVersion::Auto);
+    let items = inbox(&c, "").await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], id.as_str());
+    // B's lease ends and the unacked item comes back.
+    let b = hub.client(B, HttpVersion::Auto);
+    let items = inbox(&b, "wait=10").await;
+    assert_eq!(items.len(), 1, "the item comes back after its lease");
+    assert_eq!(items[0]["id"], id.as_str());
+    assert_eq!(items[0]["deliveries"], 2);
+    // A new packet after the restart gets a fresh id.
+    let r2 = submit(&a_client(&hub), packet(A, &[B], "R-2", b"")).await;
+    assert_ne!(r2.json()["id"], id.as_str());
+    hub.stop();
+}
+
+fn a_client(hub: &TestHub) -> lienthong::client::Client {
+    hub.client(A, HttpVersion::Auto)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_returns_what_arrives() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let b = hub.client(B, HttpVersion::Http2);
+    let a = hub.client(A, HttpVersion::Http2);
+    let waiter = tokio::spawn(async move { inbox(&b, "wait=20").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    submit(&a, packet(A, &[B], "LP-1", b"")).await;
+    let items = waiter.await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["document_id"], "LP-1");
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_stores_nothing() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "[server]\nmax_body_bytes = 100000\n");
+    let (a, b) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+    );
+    let big = submit(&a, packet(A, &[B], "BIG", &noise(200_000, 3))).await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&big), "body_too_large");
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (
+            b"not xml at all".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed_xml",
+        ),
+        (
+            String::from_utf8(packet(A, &[B], "E", b""))
+                .unwrap()
+                .replace("</edXML:Subject>", "</edXML:Subjec>")
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "malformed_xml",
+        ),
+        (b"<a><b></a>".to_vec(), StatusCode::BAD_REQUEST, "not_edxml"),
+        (b"<edXML/>".to_vec(), StatusCode::BAD_REQUEST, "not_edxml"),
+        (
+            String::from_utf8(packet(A, &[B], "E", b""))
+                .unwrap()
+                .replace("<edXML:DocumentId>E</edXML:DocumentId>", "")
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+        ),
+        (
+            String::from_utf8(packet(A, &[B], "E", b""))
+                .unwrap()
+                .replace("Về việc thử nghiệm E", &"x".repeat(501))
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_too_long",
+        ),
+        (
+            String::from_utf8(packet(A, &[B], "E", b""))
+                .unwrap()
+                .replace(B, "0.0.lower")
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_organ_id",
+        ),
+        (vec![], StatusCode::BAD_REQUEST, "empty_body"),
+    ];
+    for (body, status, code) in cases {
+        let r = submit(&a, body).await;
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (status, code),
+            "{:?}",
+            r.json()
+        );
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = get(&a, "/v1/nowhere").await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (StatusCode::NOT_FOUND, "no_route")
+    );
+    let r = a
+        .request(Method::DELETE, "/v1/documents", Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = get(&a, "/v1/inbox?limit=abc").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(inbox(&b, "").await.is_empty(), "nothing refused was queued");
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let a = hub.client(A, HttpVersion::Auto);
+    let new_agency = "000.00.04.H13";
+    let r = submit(&a, packet(A, &[new_agency], "H-1", b"")).await;
+    assert_eq!(error_code(&r), "unknown_recipient");
+    std::fs::write(
+        &hub.agencies,
+        format!("{SMALL_DIRECTORY}\n[[agency]]\nid = \"{new_agency}\"\nname = \"D\"\n"),
+    )
+    .unwrap();
+    hub.signal("HUP");
+    let mut accepted = false;
+    for _ in 0..100 {
+        if submit(&a, packet(A, &[new_agency], "H-1", b""))
+            .await
+            .status
+            == StatusCode::CREATED
+        {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the reloaded directory knows the new agency");
+    // A broken file is refused; the directory in force stays.
+    std::fs::write(&hub.agencies, "[[agency]\nthis is not toml").unwrap();
+    hub.signal("HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = submit(&a, packet(A, &[new_agency], "H-2", b"")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    hub.stop();
+}

@@ -1,0 +1,200 @@
+//! Every real packet in ../shared/samples/edxml is either accepted or refused with a precise
+//! error, with the agencies it names in a test directory.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+use lienthong::client::HttpVersion;
+
+const SAMPLE_DIRECTORY: &str = r#"
+[[agency]]
+id = "000.00.00.G22"
+name = "Văn phòng Chính phủ"
+[[agency]]
+id = "000.00.00.H41"
+name = "UBND Tỉnh Nghệ An"
+[[agency]]
+id = "000.00.00.H14"
+name = "UBND Tỉnh Cao Bằng"
+[[agency]]
+id = "000.00.00.G17"
+name = "Sở TTTT Hải Phòng"
+[[agency]]
+id = "000.00.15.H51"
+name = "Trung tâm test"
+"#;
+
+/// (file, submitting agency, expected status, expected error code or "" when accepted,
+/// expected recipients when accepted)
+const EXPECTED: &[(&str, &str, u16, &str, &[&str])] = &[
+    (
+        "received-2019_vpcp-test.edxml",
+        "000.00.15.H51",
+        201,
+        "",
+        &["000.00.15.H51"],
+    ),
+    (
+        "received-2025_gateway-b.edxml",
+        "000.00.00.G22",
+        422,
+        "invalid_organ_id",
+        &[],
+    ),
+    (
+        "received-2025_gateway-pdf.edxml",
+        "000.00.00.G22",
+        422,
+        "invalid_organ_id",
+        &[],
+    ),
+    (
+        "vnpt-sdk_edoc_new.edxml",
+        "000.00.00.G22",
+        400,
+        "malformed_xml",
+        &[],
+    ),
+    (
+        "vnpt-sdk_edoc_replacement.edxml",
+        "000.00.00.G22",
+        201,
+        "",
+        &["000.00.00.H41", "000.00.00.H14", "000.00.00.G17"],
+    ),
+    (
+        "vnpt-sdk_edoc_revocation.edxml",
+        "000.00.00.G22",
+        201,
+        "",
+        &["000.00.00.H41", "000.00.00.H14", "000.00.00.G17"],
+    ),
+    (
+        "vnpt-sdk_edoc_update.edxml",
+        "000.00.00.G22",
+        201,
+        "",
+        &["000.00.00.H41", "000.00.00.H14", "000.00.00.G17"],
+    ),
+    (
+        "vnpt-sdk_status.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_acceptance_03.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_assignment_04.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_cancellation_13.edxml",
+        "000.00.00.G22",
+        201,
+        "",
+        &["000.00.00.H41"],
+    ),
+    (
+        "vnpt-sdk_status_change-acceptance_15.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_change-rejection_16.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_finish_06.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_inbox_01.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_processing_05.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+    (
+        "vnpt-sdk_status_rejection_02.edxml",
+        "000.00.00.H41",
+        201,
+        "",
+        &["000.00.00.G22"],
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_is_accepted_or_refused_precisely() {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/edxml");
+    let mut files: Vec<String> = std::fs::read_dir(&samples)
+        .unwrap_or_else(|e| panic!("{}: {e} (the samples live in ../shared)", samples.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".edxml"))
+        .collect();
+    files.sort();
+    let listed: Vec<&str> = EXPECTED.iter().map(|e| e.0).collect();
+    assert_eq!(files, listed, "every sample has an expected outcome");
+
+    let mut hub = TestHub::start(SAMPLE_DIRECTORY, "");
+    for &(file, agency, status, code, recipients) in EXPECTED {
+        let body = std::fs::read(samples.join(file)).unwrap();
+        let c = hub.client(agency, HttpVersion::Auto);
+        let r = submit(&c, body.clone()).await;
+        assert_eq!(r.status.as_u16(), status, "{file}: {:?}", r.json());
+        if status == 201 {
+            assert_eq!(
+                r.json()["recipients"],
+                serde_json::json!(recipients),
+                "{file}"
+            );
+            let id = r.json()["id"].as_str().unwrap().to_owned();
+            let fetched = get(&c, &format!("/v1/documents/{id}")).await;
+            assert_eq!(
+                fetched.body.as_ref(),
+                body.as_slice(),
+                "{file} is stored byte for byte"
+            );
+        } else {
+            assert_eq!(error_code(&r), code, "{file}: {:?}", r.json());
+        }
+    }
+    // Status notices reached the senders of the documents they answer.
+    let g22 = hub.client("000.00.00.G22", HttpVersion::Auto);
+    let items = inbox(&g22, "limit=100").await;
+    let statuses: Vec<&str> = items
+        .iter()
+        .filter(|i| i["kind"] == "status")
+        .filter_map(|i| i["status_code"].as_str())
+        .collect();
+    assert_eq!(statuses.len(), 9, "{items:?}");
+    assert!(statuses.contains(&"06"));
+    let r = get(&g22, "/v1/inbox").await;
+    assert_eq!(r.status, StatusCode::OK);
+    hub.stop();
+}
