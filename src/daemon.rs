@@ -110,6 +110,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         source,
     })?;
     let directory = SharedDirectory::new(dir);
+    let shutdown = CancellationToken::new();
     let hub = Arc::new(Hub::new(
         store,
         directory.clone(),
@@ -118,6 +119,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             max_inbox_limit: config.queue.max_inbox_limit,
             max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
         },
+        shutdown.clone(),
     )?);
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -141,7 +143,6 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         data.display()
     );
 
-    let shutdown = CancellationToken::new();
     let ready = Readiness::default();
     tokio::spawn(signals(shutdown.clone(), directory, config.clone()));
 

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use crate::digest::sha256_hex;
 use crate::directory::SharedDirectory;
 use crate::edxml::{self, EdxmlError, Kind};
 use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
@@ -45,8 +47,6 @@ pub enum HubError {
     },
     #[error("no such item")]
     NotFound,
-    #[error("invalid request: {0}")]
-    BadRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,7 +59,6 @@ impl HubError {
             HubError::UnknownRecipients(_) => "unknown_recipient",
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
             HubError::NotFound => "not_found",
-            HubError::BadRequest(_) => "bad_request",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
             HubError::Store(_) => "storage_error",
         }
@@ -118,6 +117,9 @@ pub struct Hub {
     lease_locks: Vec<Mutex<()>>,
     /// Wakes long-polling listings when something is queued for an agency.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Fires when the daemon starts draining: long polls answer at once instead of holding
+    /// the drain up for their whole wait.
+    shutdown: CancellationToken,
 }
 
 /// Formats a sequence number as the public id.
@@ -147,16 +149,6 @@ pub fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut s = String::with_capacity(64);
-    for b in d.as_ref() {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
     let mut h = DefaultHasher::new();
     v.hash(&mut h);
@@ -168,6 +160,7 @@ impl Hub {
         store: Store,
         directory: SharedDirectory,
         settings: HubSettings,
+        shutdown: CancellationToken,
     ) -> Result<Hub, HubError> {
         let next = store.max_seq()? + 1;
         Ok(Hub {
@@ -178,6 +171,7 @@ impl Hub {
             submit_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             lease_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             waiters: Mutex::new(HashMap::new()),
+            shutdown,
         })
     }
 
@@ -211,15 +205,11 @@ impl Hub {
         let (recipients, response_for) = match packet.kind {
             Kind::Edoc => (packet.to.clone(), None),
             Kind::Status => {
+                // To the sender of the answered document. (sender, DocumentId) is how the hub
+                // itself identifies documents, so ResponseFor/OrganId is that sender; documents
+                // from before the hub are routed the same way.
                 let rf = &packet.response_for[0];
-                // The sender of the answered document, as the hub recorded it when it knows it.
-                let known = self
-                    .store
-                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?;
-                let target = match known {
-                    Some(seq) => self.store.doc(seq)?.map_or(rf.organ_id.clone(), |d| d.from),
-                    None => rf.organ_id.clone(),
-                };
+                let target = rf.organ_id.clone();
                 (vec![target], Some(rf.document_id.clone()))
             }
         };
@@ -441,12 +431,15 @@ impl Hub {
                 .await
                 .expect("inbox task panicked")?;
             let now = tokio::time::Instant::now();
-            if !items.is_empty() || now >= deadline {
+            if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(items);
             }
             // Wake on arrival, or at least every second to pick up expired leases.
             let nap = (deadline - now).min(Duration::from_secs(1));
-            let _ = tokio::time::timeout(nap, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(nap, notified) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
         }
     }
 

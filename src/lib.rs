@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod directory;
 pub mod edxml;
 pub mod http;

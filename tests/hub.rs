@@ -423,3 +423,74 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_waiting_long_polls_and_exits_cleanly() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let b = hub.client(B, HttpVersion::Http2);
+    // Make sure the connection is up and the poll is parked before the signal.
+    assert!(inbox(&b, "").await.is_empty());
+    let waiter = tokio::spawn(async move {
+        b.request(Method::GET, "/v1/inbox?wait=50", Bytes::new())
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    hub.stop(); // asserts exit status 0
+    let reply = waiter
+        .await
+        .unwrap()
+        .expect("the in-flight long poll gets an answer");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["items"], serde_json::json!([]));
+    // Functional check, not a timing benchmark: the drain did not sit out the 50 s wait.
+    assert!(started.elapsed() < std::time::Duration::from_secs(40));
+}
+
+/// Opens a raw mutual-TLS connection as `agency` (HTTP/1.1) for byte-level tests.
+async fn raw_tls(
+    hub: &TestHub,
+    agency: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let (cert, key) = hub.cert(agency);
+    let cfg = lienthong::tls::client_config(&hub.path("certs/ca.pem"), &cert, &key, &[b"http/1.1"])
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(&hub.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_with_clear_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[server]\nheader_timeout_secs = 1\nrequest_timeout_secs = 2\n[queue]\nmax_wait_secs = 1\n",
+    );
+    // Headers that never finish: the connection is closed.
+    let mut s = raw_tls(&hub, A).await;
+    s.write_all(b"GET /v1/inbox HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the hub keeps a connection with unfinished headers open"
+    );
+    // A body that never finishes: 408 request_timeout.
+    let mut s = raw_tls(&hub, A).await;
+    s.write_all(b"POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n<edXML")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    hub.stop();
+}

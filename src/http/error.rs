@@ -45,7 +45,6 @@ impl From<HubError> for ApiError {
             HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
-            HubError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
