@@ -1,0 +1,79 @@
+//! Core-path micro-benchmarks: edXML parse and a durable RocksDB commit.
+//!
+//! `cargo bench --bench core`. Numbers depend on the machine and its disk; compare runs side
+//! by side on one machine (see docs/performance.md once it exists).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lienthong::edxml::{self, Attachment, NewDocument};
+use lienthong::store::{Change, DocRecord, Store, dedup_key};
+
+fn packet(attachment: usize, recipients: usize) -> Vec<u8> {
+    let doc = NewDocument {
+        from: "000.00.01.H13".into(),
+        from_name: "Sở A".into(),
+        to: (0..recipients).map(|i| (format!("000.{:02}.{:02}.H13", i / 100, i % 100), "B".into())).collect(),
+        document_id: "000.00.01.H13,2026/11/28,1/VP".into(),
+        code_number: "1".into(),
+        code_notation: "VP".into(),
+        subject: "Về việc đo hiệu năng".into(),
+        date: "2026/11/28".into(),
+        attachments: vec![Attachment {
+            name: "a.pdf".into(),
+            content_type: "application/pdf".into(),
+            data: (0..attachment).map(|i| (i * 31 % 251) as u8).collect(),
+        }],
+    };
+    edxml::compose_document(&doc).into_bytes()
+}
+
+fn parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("edxml_parse");
+    for (label, size) in [("4KiB", 2_000), ("1MiB", 760_000)] {
+        let body = packet(size, 3);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(label), &body, |b, body| {
+            b.iter(|| edxml::parse(body).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let body = packet(2_000, 1);
+    let mut seq = 0u64;
+    let mut g = c.benchmark_group("store_commit_synced");
+    for recipients in [1usize, 519] {
+        let agencies: Vec<String> = (0..recipients).map(|i| format!("A{i}")).collect();
+        g.bench_function(BenchmarkId::from_parameter(format!("{recipients}_recipients")), |b| {
+            b.iter(|| {
+                seq += 1;
+                let rec = DocRecord {
+                    seq,
+                    kind: edxml::Kind::Edoc,
+                    from: "S".into(),
+                    recipients: agencies.clone(),
+                    document_id: Some(seq.to_string()),
+                    subject: None,
+                    status_code: None,
+                    response_for: None,
+                    business_type: 0,
+                    size: body.len() as u64,
+                    sha256: String::new(),
+                    received_at_ms: 0,
+                    has_signature: false,
+                    verdict: None,
+                };
+                let key = dedup_key("S", &seq.to_string());
+                let mut changes = vec![Change::Accept { record: &rec, body: &body, dedup_key: &key }];
+                changes.extend(agencies.iter().map(|a| Change::Enqueue { agency: a, seq }));
+                store.apply(&changes, true).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, commit);
+criterion_main!(benches);
