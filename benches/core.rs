@@ -11,7 +11,9 @@ fn packet(attachment: usize, recipients: usize) -> Vec<u8> {
     let doc = NewDocument {
         from: "000.00.01.H13".into(),
         from_name: "Sở A".into(),
-        to: (0..recipients).map(|i| (format!("000.{:02}.{:02}.H13", i / 100, i % 100), "B".into())).collect(),
+        to: (0..recipients)
+            .map(|i| (format!("000.{:02}.{:02}.H13", i / 100, i % 100), "B".into()))
+            .collect(),
         document_id: "000.00.01.H13,2026/11/28,1/VP".into(),
         code_number: "1".into(),
         code_notation: "VP".into(),
@@ -46,31 +48,39 @@ fn commit(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_commit_synced");
     for recipients in [1usize, 519] {
         let agencies: Vec<String> = (0..recipients).map(|i| format!("A{i}")).collect();
-        g.bench_function(BenchmarkId::from_parameter(format!("{recipients}_recipients")), |b| {
-            b.iter(|| {
-                seq += 1;
-                let rec = DocRecord {
-                    seq,
-                    kind: edxml::Kind::Edoc,
-                    from: "S".into(),
-                    recipients: agencies.clone(),
-                    document_id: Some(seq.to_string()),
-                    subject: None,
-                    status_code: None,
-                    response_for: None,
-                    business_type: 0,
-                    size: body.len() as u64,
-                    sha256: String::new(),
-                    received_at_ms: 0,
-                    has_signature: false,
-                    verdict: None,
-                };
-                let key = dedup_key("S", &seq.to_string());
-                let mut changes = vec![Change::Accept { record: &rec, body: &body, dedup_key: &key }];
-                changes.extend(agencies.iter().map(|a| Change::Enqueue { agency: a, seq }));
-                store.apply(&changes, true).unwrap();
-            })
-        });
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("{recipients}_recipients")),
+            |b| {
+                b.iter(|| {
+                    seq += 1;
+                    let rec = DocRecord {
+                        seq,
+                        kind: edxml::Kind::Edoc,
+                        from: "S".into(),
+                        recipients: agencies.clone(),
+                        document_id: Some(seq.to_string()),
+                        subject: None,
+                        status_code: None,
+                        response_for: None,
+                        business_type: 0,
+                        size: body.len() as u64,
+                        sha256: String::new(),
+                        received_at_ms: 0,
+                        has_signature: false,
+                        verdict: None,
+                        paper: false,
+                    };
+                    let key = dedup_key("S", &seq.to_string());
+                    let mut changes = vec![Change::Accept {
+                        record: &rec,
+                        body: &body,
+                        dedup_key: &key,
+                    }];
+                    changes.extend(agencies.iter().map(|a| Change::Enqueue { agency: a, seq }));
+                    store.apply(&changes, true).unwrap();
+                })
+            },
+        );
     }
     g.finish();
 }

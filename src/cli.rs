@@ -65,6 +65,17 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Rate statistics: hub-wide with an ops or auditor certificate, your own as an agency.
+    Stats {
+        /// 1m, 1h, 24h or 30d.
+        #[arg(long, default_value = "1h")]
+        window: String,
+        /// Show only this agency's row.
+        #[arg(long)]
+        agency: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Compose edXML packets.
     Edxml {
         #[command(subcommand)]
@@ -102,6 +113,10 @@ enum PkiCommand {
         /// Directory file (default: config/agencies.toml, else the embedded sample).
         #[arg(long)]
         agencies: Option<PathBuf>,
+        /// Role CNs to issue client certificates for (default: the [roles] of the
+        /// compiled-in configuration).
+        #[arg(long = "role")]
+        roles: Vec<String>,
     },
 }
 
@@ -220,20 +235,32 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Pki {
-            command: PkiCommand::Init { dir, agencies },
+            command:
+                PkiCommand::Init {
+                    dir,
+                    agencies,
+                    roles,
+                },
         } => {
+            let roles = if roles.is_empty() {
+                Config::load(None, &Overrides::default())
+                    .map(|c| c.roles.all())
+                    .unwrap_or_default()
+            } else {
+                roles
+            };
             let directory = match load_directory(agencies.as_deref()) {
                 Ok(d) => d,
                 Err(e) => return fail(e),
             };
-            match pki::init(&PkiPaths::new(&dir), &directory) {
+            match pki::init(&PkiPaths::new(&dir), &directory, &roles) {
                 Ok(r) => {
                     println!(
-                        "{}: CA {}, server certificate {}, {} agency certificates created",
+                        "{}: CA {}, server certificate {}, {} client certificates created",
                         dir.display(),
                         if r.created_ca { "created" } else { "kept" },
                         if r.created_server { "created" } else { "kept" },
-                        r.created_agencies
+                        r.created_clients
                     );
                     ExitCode::SUCCESS
                 }
@@ -347,6 +374,17 @@ async fn run(command: Command) -> ExitCode {
                     )
                 },
             )
+            .await
+        }
+        Command::Stats {
+            window,
+            agency,
+            conn,
+        } => {
+            let path = format!("/v1/stats?window={window}");
+            agency_call(&conn, Method::GET, &path, Bytes::new(), |v| {
+                render_stats(v, agency.as_deref())
+            })
             .await
         }
         Command::Edxml {
@@ -478,4 +516,62 @@ fn compose(
     let xml = edxml::compose_document(&doc);
     edxml::parse(xml.as_bytes()).map_err(|e| format!("composed packet is invalid: {e}"))?;
     Ok(xml)
+}
+
+/// The terminal table of `lienthong stats`.
+fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
+    let t = &v["totals"];
+    let share = |x: &serde_json::Value| {
+        x.as_f64()
+            .map_or("-".into(), |f| format!("{:.1}%", f * 100.0))
+    };
+    let mut out = format!(
+        "window {} (covering {} s) · scope {}\n\
+         accepted {} ({}/min) · acked {} · refused {} · pending {} · signed {} · electronic {}\n",
+        v["window"].as_str().unwrap_or("?"),
+        v["covered_secs"],
+        v["scope"].as_str().unwrap_or("?"),
+        t["accepted"],
+        t["accepted_per_min"],
+        t["acked"],
+        t["refused"],
+        v["pending"],
+        share(&t["signed_share"]),
+        share(&t["electronic_share"]),
+    );
+    if let Some(reasons) = t["refused_by_reason"].as_object().filter(|r| !r.is_empty()) {
+        let list: Vec<String> = reasons.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out.push_str(&format!("refusals: {}\n", list.join(", ")));
+    }
+    out.push_str(&format!(
+        "\n{:<15} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "AGENCY", "SENT", "RECEIVED", "ACKED", "REFUSED", "PENDING"
+    ));
+    for a in v["agencies"].as_array().into_iter().flatten() {
+        let id = a["agency"].as_str().unwrap_or("");
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
+        out.push_str(&format!(
+            "{:<15} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            id, a["accepted"], a["received"], a["acked"], a["refused"], a["pending"]
+        ));
+    }
+    let idle: Vec<String> = v["not_pulling"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| only.is_none_or(|o| a["agency"] == o))
+        .take(5)
+        .map(|a| {
+            let idle = a["idle_secs"]
+                .as_u64()
+                .map_or("never pulled".into(), |s| format!("idle {s} s"));
+            format!("{} ({idle})", a["agency"].as_str().unwrap_or(""))
+        })
+        .collect();
+    if !idle.is_empty() {
+        out.push_str(&format!("\nnot pulling: {}", idle.join(", ")));
+    }
+    out.trim_end().to_owned()
 }

@@ -19,6 +19,29 @@ pub struct Config {
     pub server: Server,
     pub tls: Tls,
     pub queue: Queue,
+    pub stats: Stats,
+    pub roles: Roles,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub flush_secs: u64,
+}
+
+/// Certificate CNs that act in a role instead of as an agency.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    pub ops: Vec<String>,
+    pub auditors: Vec<String>,
+}
+
+impl Roles {
+    /// Every role CN, for the dev PKI.
+    pub fn all(&self) -> Vec<String> {
+        self.ops.iter().chain(&self.auditors).cloned().collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +170,11 @@ impl Config {
         if self.queue.max_wait_secs >= s.request_timeout_secs {
             return Err(ConfigError::Invalid(
                 "queue.max_wait_secs must be smaller than server.request_timeout_secs".into(),
+            ));
+        }
+        if self.stats.flush_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "stats.flush_secs must be positive".into(),
             ));
         }
         if self.queue.lease_secs == 0 || self.queue.max_inbox_limit == 0 {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DEFAULTS};
 use crate::directory::{self, Directory, SharedDirectory};
-use crate::http::{Api, ApiLimits, Readiness, ServerLimits, run_https, run_ops};
+use crate::http::{Api, ApiLimits, OpsState, Readiness, ServerLimits, run_https, run_ops};
 use crate::hub::{Hub, HubSettings};
 use crate::pki::{self, PkiPaths};
 use crate::store::Store;
@@ -70,10 +70,10 @@ fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     if !t.dev_pki || !at_dev_paths {
         return Ok(()); // Loading will fail below with the missing path named.
     }
-    let report = pki::init(&paths, dir)?;
+    let report = pki::init(&paths, dir, &config.roles.all())?;
     tracing::warn!(
         dir = %paths.dir.display(),
-        agencies = report.created_agencies,
+        clients = report.created_clients,
         "created a DEVELOPMENT PKI (root CA, server and agency certificates); not for production"
     );
     Ok(())
@@ -152,26 +152,187 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             max_body_bytes: config.server.max_body_bytes,
             request_timeout: config.request_timeout(),
         },
+        config.roles.clone(),
+    ));
+    let metrics = install_metrics();
+    let maintenance = tokio::spawn(maintain(
+        hub.clone(),
+        metrics.clone(),
+        std::time::Duration::from_secs(config.stats.flush_secs),
+        shutdown.clone(),
     ));
     let limits = ServerLimits {
         max_connections: config.server.max_connections,
         header_timeout: config.header_timeout(),
         shutdown_grace: config.shutdown_grace(),
     };
-    let ops_task = tokio::spawn(run_ops(ops, ready.clone(), shutdown.clone()));
+    let ops_state = OpsState {
+        ready: ready.clone(),
+        hub: hub.clone(),
+        metrics,
+    };
+    let ops_task = tokio::spawn(run_ops(ops, ops_state, shutdown.clone()));
     ready.set(true);
     let clean = run_https(https, tls_config, api, limits, shutdown.clone()).await;
     ready.set(false);
     let _ = ops_task.await;
+    let _ = maintenance.await;
     let flush_hub = hub.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || flush_hub.flush())
-        .await
-        .expect("flush task")
+    if let Err(e) = tokio::task::spawn_blocking(move || {
+        flush_hub.flush_stats().and_then(|()| flush_hub.flush())
+    })
+    .await
+    .expect("flush task")
     {
         tracing::error!(error = %e, "flush on shutdown failed (the WAL still holds every accepted packet)");
     }
     tracing::info!(drained = clean, "lienthong stopped");
     Ok(())
+}
+
+/// Installs the process-wide Prometheus recorder; `None` if one is already installed.
+fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let seconds = [
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+        60.0,
+        300.0,
+        900.0,
+        3600.0,
+        4.0 * 3600.0,
+        86400.0,
+    ];
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&seconds)
+        .expect("bucket list is not empty")
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe_metrics();
+    Some(handle)
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "lienthong_packets_accepted_total",
+        "Packets accepted (durably stored), by kind"
+    );
+    describe_counter!(
+        "lienthong_packets_refused_total",
+        "Packets refused, by reason code"
+    );
+    describe_counter!(
+        "lienthong_items_delivered_total",
+        "Queue items listed to their recipient for the first time"
+    );
+    describe_counter!(
+        "lienthong_items_redelivered_total",
+        "Queue items listed again after a lease expired"
+    );
+    describe_counter!(
+        "lienthong_items_acked_total",
+        "Queue items acknowledged by their recipient"
+    );
+    describe_counter!(
+        "lienthong_status_notices_total",
+        "Status notices accepted, by edXML status code"
+    );
+    describe_counter!(
+        "lienthong_bytes_received_total",
+        Unit::Bytes,
+        "Packet bytes accepted"
+    );
+    describe_counter!(
+        "lienthong_bytes_sent_total",
+        Unit::Bytes,
+        "Packet bytes fetched by agencies"
+    );
+    describe_counter!(
+        "lienthong_agency_sent_total",
+        "Packets accepted per sending agency (519 label values)"
+    );
+    describe_counter!(
+        "lienthong_agency_received_total",
+        "Queue items per recipient agency (519 label values)"
+    );
+    describe_counter!(
+        "lienthong_signature_verdicts_total",
+        "Accepted packets by signature verdict"
+    );
+    describe_counter!(
+        "lienthong_tls_handshake_failures_total",
+        "TLS handshakes that failed, by reason"
+    );
+    describe_gauge!(
+        "lienthong_queue_depth",
+        "Pending items per recipient agency"
+    );
+    describe_gauge!(
+        "lienthong_queue_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest pending item per agency"
+    );
+    describe_gauge!(
+        "lienthong_rocksdb_live_sst_bytes",
+        Unit::Bytes,
+        "Size of live RocksDB SST files"
+    );
+    describe_gauge!(
+        "lienthong_rocksdb_pending_compaction_bytes",
+        Unit::Bytes,
+        "RocksDB's estimate of bytes awaiting compaction"
+    );
+    describe_histogram!(
+        "lienthong_submit_duration_seconds",
+        Unit::Seconds,
+        "POST /v1/documents from request to durable answer"
+    );
+    describe_histogram!(
+        "lienthong_delivery_latency_seconds",
+        Unit::Seconds,
+        "From acceptance to the recipient's ack"
+    );
+}
+
+/// Every `every`: flush statistics, refresh gauges, let the exporter do its upkeep.
+async fn maintain(
+    hub: Arc<Hub>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let h = hub.clone();
+        let res =
+            tokio::task::spawn_blocking(move || h.flush_stats().and_then(|()| h.refresh_gauges()))
+                .await;
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "statistics upkeep failed; will retry");
+        }
+        if let Some(m) = &metrics {
+            m.run_upkeep();
+        }
+    }
 }
 
 /// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory.

@@ -15,5 +15,6 @@ pub mod edxml;
 pub mod http;
 pub mod hub;
 pub mod pki;
+pub mod stats;
 pub mod store;
 pub mod tls;

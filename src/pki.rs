@@ -57,6 +57,12 @@ impl PkiPaths {
     pub fn agency_key(&self, id: &str) -> PathBuf {
         self.dir.join("agencies").join(format!("{id}.key"))
     }
+    pub fn role_cert(&self, cn: &str) -> PathBuf {
+        self.dir.join("roles").join(format!("{cn}.pem"))
+    }
+    pub fn role_key(&self, cn: &str) -> PathBuf {
+        self.dir.join("roles").join(format!("{cn}.key"))
+    }
 }
 
 /// What `init` created.
@@ -64,7 +70,8 @@ impl PkiPaths {
 pub struct InitReport {
     pub created_ca: bool,
     pub created_server: bool,
-    pub created_agencies: usize,
+    /// Agency and role client certificates created.
+    pub created_clients: usize,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -186,9 +193,14 @@ impl Ca {
     }
 }
 
-/// Creates whatever is missing of the dev PKI in `paths.dir`: CA, server certificate and one
-/// client certificate per directory agency. Existing files are kept.
-pub fn init(paths: &PkiPaths, directory: &Directory) -> Result<InitReport, PkiError> {
+/// Creates whatever is missing of the dev PKI in `paths.dir`: CA, server certificate, one
+/// client certificate per directory agency and one per role CN (`roles/<CN>.pem`). Existing
+/// files are kept.
+pub fn init(
+    paths: &PkiPaths,
+    directory: &Directory,
+    roles: &[String],
+) -> Result<InitReport, PkiError> {
     let mut report = InitReport::default();
     let ca = if paths.ca_cert().exists() && paths.ca_key().exists() {
         Ca::load_dev(paths)?
@@ -207,17 +219,31 @@ pub fn init(paths: &PkiPaths, directory: &Directory) -> Result<InitReport, PkiEr
         write_file(&paths.server_cert(), &cert, false)?;
         report.created_server = true;
     }
-    for agency in directory.agencies() {
-        let (cert_path, key_path) = (paths.agency_cert(&agency.id), paths.agency_key(&agency.id));
+    let clients = directory
+        .agencies()
+        .iter()
+        .map(|a| {
+            (
+                a.id.as_str(),
+                paths.agency_cert(&a.id),
+                paths.agency_key(&a.id),
+            )
+        })
+        .chain(
+            roles
+                .iter()
+                .map(|r| (r.as_str(), paths.role_cert(r), paths.role_key(r))),
+        );
+    for (cn, cert_path, key_path) in clients {
         if cert_path.exists() && key_path.exists() {
             continue;
         }
-        let (cert, key) = ca.issue_client(&agency.id)?;
+        let (cert, key) = ca.issue_client(cn)?;
         let _ = fs::remove_file(&cert_path);
         let _ = fs::remove_file(&key_path);
         write_file(&key_path, &key, true)?;
         write_file(&cert_path, &cert, false)?;
-        report.created_agencies += 1;
+        report.created_clients += 1;
     }
     Ok(report)
 }

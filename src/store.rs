@@ -7,10 +7,13 @@
 //!   that have no identity of their own)
 //! - `queue`  `recipient 0x00 seq`       → [`QueueEntry`]; a prefix scan lists an inbox oldest
 //!   first.
+//! - `delivery` `seq recipient`          → acked-at (ms), for "delivery to completion" times
+//! - `stats`  see [`crate::stats`]: counter buckets (merge-added u64) and `p agency` → last pull
 //!
 //! Every change goes through [`Store::apply`] as one atomic `WriteBatch`; durable changes are
 //! synced to the WAL before it returns. This module knows nothing of HTTP or of who may do what.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rocksdb::{
@@ -24,6 +27,16 @@ const CF_DOCS: &str = "docs";
 const CF_BODIES: &str = "bodies";
 const CF_DEDUP: &str = "dedup";
 const CF_QUEUE: &str = "queue";
+const CF_DELIVERY: &str = "delivery";
+const CF_STATS: &str = "stats";
+const ALL_CFS: [&str; 6] = [
+    CF_DOCS,
+    CF_BODIES,
+    CF_DEDUP,
+    CF_QUEUE,
+    CF_DELIVERY,
+    CF_STATS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,6 +83,9 @@ pub struct DocRecord {
     /// The signature verdict, once signature verification exists; `None` = not verified.
     #[serde(default)]
     pub verdict: Option<String>,
+    /// `Bussiness/Paper` was 1: a paper copy travels too (not electronic-only).
+    #[serde(default)]
+    pub paper: bool,
 }
 
 /// A recipient's queue entry: when its current lease ends and how often it was listed.
@@ -112,8 +128,12 @@ pub enum Change<'a> {
         seq: u64,
         entry: QueueEntry,
     },
-    /// The recipient acknowledged an item: it leaves the queue.
-    Ack { agency: &'a str, seq: u64 },
+    /// The recipient acknowledged an item at `at_ms`: it leaves the queue.
+    Ack {
+        agency: &'a str,
+        seq: u64,
+        at_ms: u64,
+    },
 }
 
 pub struct Store {
@@ -125,6 +145,18 @@ fn queue_key(agency: &str, seq: u64) -> Vec<u8> {
     k.extend_from_slice(agency.as_bytes());
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn delivery_key(seq: u64, agency: &str) -> Vec<u8> {
+    let mut k = seq.to_be_bytes().to_vec();
+    k.extend_from_slice(agency.as_bytes());
+    k
+}
+
+fn last_pull_key(agency: &str) -> Vec<u8> {
+    let mut k = vec![b'p'];
+    k.extend_from_slice(agency.as_bytes());
     k
 }
 
@@ -144,12 +176,15 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = [CF_DOCS, CF_BODIES, CF_DEDUP, CF_QUEUE].map(|name| {
+        let cfs = ALL_CFS.map(|name| {
             let mut cf = Options::default();
             if name == CF_BODIES {
                 cf.set_compression_type(rocksdb::DBCompressionType::None);
             } else {
                 cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            if name == CF_STATS {
+                cf.set_merge_operator_associative("add_u64", crate::stats::merge_add);
             }
             ColumnFamilyDescriptor::new(name, cf)
         });
@@ -263,6 +298,135 @@ impl Store {
         Ok(())
     }
 
+    /// When `agency` acked `seq`, if it did.
+    pub fn acked_at(&self, seq: u64, agency: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_DELIVERY), delivery_key(seq, agency))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Pending items per agency: one pass over the queue keys (at start-up only).
+    pub fn queue_depths(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for item in self.db.iterator_cf(self.cf(CF_QUEUE), IteratorMode::Start) {
+            let (k, _) = item?;
+            let agency = &k[..k.len().saturating_sub(9)];
+            *out.entry(String::from_utf8_lossy(agency).into_owned())
+                .or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// The oldest pending sequence number in `agency`'s queue: one seek.
+    pub fn oldest_pending(&self, agency: &str) -> Result<Option<u64>, StoreError> {
+        let mut first = None;
+        self.scan_queue(agency, |seq, _| {
+            first = Some(seq);
+            false
+        })?;
+        Ok(first)
+    }
+
+    /// Merges counter increments and records last-pull times (not synced: statistics only),
+    /// dropping buckets older than the retention.
+    pub fn apply_stats(
+        &self,
+        counters: &HashMap<Vec<u8>, u64>,
+        last_pulls: &HashMap<String, u64>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        use crate::stats::{HOUR, KEEP_HOURS, KEEP_MINUTES, MINUTE};
+        let cf = self.cf(CF_STATS);
+        let mut batch = WriteBatch::default();
+        for (k, n) in counters {
+            batch.merge_cf(cf, k, n.to_le_bytes());
+        }
+        for (agency, ms) in last_pulls {
+            batch.put_cf(cf, last_pull_key(agency), ms.to_be_bytes());
+        }
+        let minute = (now_ms / 60_000) as u32;
+        let hour = (now_ms / 3_600_000) as u32;
+        for (res, cutoff) in [
+            (MINUTE, minute.saturating_sub(KEEP_MINUTES)),
+            (HOUR, hour.saturating_sub(KEEP_HOURS)),
+        ] {
+            let mut to = vec![res];
+            to.extend_from_slice(&cutoff.to_be_bytes());
+            batch.delete_range_cf(cf, vec![res], to);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Calls `f(bucket, metric, agency, count)` for every counter of resolution `res` in
+    /// buckets `from..`.
+    pub fn scan_stats(
+        &self,
+        res: u8,
+        from_bucket: u32,
+        mut f: impl FnMut(u32, &str, &str, u64),
+    ) -> Result<(), StoreError> {
+        let mut start = vec![res];
+        start.extend_from_slice(&from_bucket.to_be_bytes());
+        let it = self.db.iterator_cf(
+            self.cf(CF_STATS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if k.first() != Some(&res) {
+                break;
+            }
+            if let Some((_, bucket, metric, agency)) = crate::stats::parse_key(&k) {
+                let n = v.as_ref().try_into().map(u64::from_le_bytes).unwrap_or(0);
+                f(bucket, metric, agency, n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Last time each agency listed its inbox (ms), as last flushed.
+    pub fn last_pulls(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let mut out = HashMap::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_STATS),
+            IteratorMode::From(b"p", Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            if let Ok(b) = v.as_ref().try_into() {
+                out.insert(
+                    String::from_utf8_lossy(&k[1..]).into_owned(),
+                    u64::from_be_bytes(b),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// (live SST bytes, estimated pending compaction bytes) for the metrics.
+    pub fn size_figures(&self) -> (u64, u64) {
+        let prop = |name: &str| {
+            ALL_CFS
+                .iter()
+                .filter_map(|cf| {
+                    self.db
+                        .property_int_value_cf(self.cf(cf), name)
+                        .ok()
+                        .flatten()
+                })
+                .sum()
+        };
+        (
+            prop("rocksdb.live-sst-files-size"),
+            prop("rocksdb.estimate-pending-compaction-bytes"),
+        )
+    }
+
     /// Applies `changes` as one atomic batch. With `durable`, the WAL is synced before return,
     /// so the changes survive a crash or power loss from then on.
     pub fn apply(&self, changes: &[Change<'_>], durable: bool) -> Result<(), StoreError> {
@@ -290,8 +454,13 @@ impl Store {
                 Change::Lease { agency, seq, entry } => {
                     batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
                 }
-                Change::Ack { agency, seq } => {
+                Change::Ack { agency, seq, at_ms } => {
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                    batch.put_cf(
+                        self.cf(CF_DELIVERY),
+                        delivery_key(*seq, agency),
+                        at_ms.to_be_bytes(),
+                    );
                 }
             }
         }
@@ -304,7 +473,7 @@ impl Store {
     /// Flushes memtables so the next start replays little WAL.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
-        for cf in [CF_DOCS, CF_BODIES, CF_DEDUP, CF_QUEUE] {
+        for cf in ALL_CFS {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())
@@ -331,6 +500,7 @@ mod tests {
             received_at_ms: 1,
             has_signature: false,
             verdict: None,
+            paper: false,
         }
     }
 
@@ -361,6 +531,7 @@ mod tests {
                 &[Change::Ack {
                     agency: "B",
                     seq: 2,
+                    at_ms: 5,
                 }],
                 true,
             )
@@ -378,5 +549,9 @@ mod tests {
         assert_eq!(s.dedup(&dedup_key("A", "D2")).unwrap(), Some(2));
         assert_eq!(s.body(300).unwrap().as_deref(), Some(&b"abc"[..]));
         assert_eq!(s.docs(&[1, 5, 300]).unwrap().len(), 2);
+        assert_eq!(s.acked_at(2, "B").unwrap(), Some(5));
+        assert_eq!(s.oldest_pending("B").unwrap(), Some(1));
+        let depths = s.queue_depths().unwrap();
+        assert_eq!((depths["B"], depths["C"]), (2, 3));
     }
 }

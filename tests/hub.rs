@@ -181,7 +181,7 @@ async fn wrong_certificates_are_refused() {
                 p
             }),
     );
-    assert!(out.contains("1 agency certificates created"), "{out}");
+    assert!(out.contains("1 client certificates created"), "{out}");
     let stranger = hub.client("000.00.99.H13", HttpVersion::Auto);
     let r = get(&stranger, "/v1/inbox").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);

@@ -59,6 +59,9 @@ pub struct Packet {
     pub has_signature: bool,
     /// Number of `AttachmentEncoded/Attachment` elements.
     pub attachments: usize,
+    /// `Bussiness/Paper` is 1: a paper copy is sent as well (the document is not
+    /// electronic-only).
+    pub paper: bool,
 }
 
 /// Why a packet was refused. Each variant has a stable machine-readable code.

@@ -58,6 +58,7 @@ enum Field {
     Subject,
     StatusCode,
     BusinessDocType,
+    Paper,
     /// Only checked against a length limit.
     Limited(&'static str, usize),
 }
@@ -107,6 +108,13 @@ fn field_at(path: &[String]) -> Option<Field> {
         ] => Some(Field::BusinessDocType),
         [
             "edXMLEnvelope",
+            "edXMLHeader",
+            "TraceHeaderList",
+            "Bussiness",
+            "Paper",
+        ] => Some(Field::Paper),
+        [
+            "edXMLEnvelope",
             "edXMLBody",
             "edXMLManifest",
             "Reference",
@@ -129,6 +137,7 @@ struct Collected {
     status_code: Option<String>,
     response_for: Vec<ResponseFor>,
     business_type: Option<String>,
+    paper: bool,
     has_signature: bool,
     attachments: usize,
 }
@@ -172,6 +181,7 @@ impl Collected {
             }
             Field::StatusCode => self.status_code = Some(value),
             Field::BusinessDocType => self.business_type = Some(value),
+            Field::Paper => self.paper = value == "1",
             Field::Limited(name, max) => limit(name, max)?,
         }
         Ok(())
@@ -264,6 +274,7 @@ impl Collected {
             business_type,
             has_signature: self.has_signature,
             attachments: self.attachments,
+            paper: self.paper,
         })
     }
 }

@@ -9,7 +9,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
-use crate::hub::{Hub, Principal};
+use crate::config::Roles;
+use crate::hub::{Hub, Principal, Scope, Window};
 use crate::tls::PeerCert;
 
 /// Request limits applied by the API.
@@ -22,6 +23,27 @@ pub struct ApiLimits {
 pub struct Api {
     hub: Arc<Hub>,
     limits: ApiLimits,
+    roles: Roles,
+}
+
+/// Who is calling, as the certificate and the configuration say.
+enum Caller {
+    Agency(Principal),
+    /// Ops staff or an auditor (by the `[roles]` table): may read hub-wide figures.
+    Staff,
+}
+
+impl Caller {
+    fn agency(self) -> Result<Principal, ApiError> {
+        match self {
+            Caller::Agency(p) => Ok(p),
+            Caller::Staff => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_an_agency",
+                "this endpoint is for agencies; role certificates may read /v1/stats",
+            )),
+        }
+    }
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -52,8 +74,8 @@ fn query_u64(query: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
 }
 
 impl Api {
-    pub fn new(hub: Arc<Hub>, limits: ApiLimits) -> Api {
-        Api { hub, limits }
+    pub fn new(hub: Arc<Hub>, limits: ApiLimits, roles: Roles) -> Api {
+        Api { hub, limits, roles }
     }
 
     /// Handles one request within the request timeout; never fails at the HTTP level.
@@ -73,8 +95,9 @@ impl Api {
         }
     }
 
-    /// The agency the client certificate names, if the directory knows it (and its pin fits).
-    fn principal(&self, peer: &PeerCert) -> Result<Principal, ApiError> {
+    /// The agency the client certificate names, if the directory knows it (and its pin fits),
+    /// or a role from the configuration.
+    fn caller(&self, peer: &PeerCert) -> Result<Caller, ApiError> {
         let forbidden = |code, msg: String| ApiError::new(StatusCode::FORBIDDEN, code, msg);
         let cn = peer.common_name.as_deref().ok_or_else(|| {
             forbidden(
@@ -82,6 +105,15 @@ impl Api {
                 "the client certificate has no subject CN".into(),
             )
         })?;
+        if self
+            .roles
+            .ops
+            .iter()
+            .chain(&self.roles.auditors)
+            .any(|r| r == cn)
+        {
+            return Ok(Caller::Staff);
+        }
         let dir = self.hub.directory().snapshot();
         let agency = dir.get(cn).ok_or_else(|| {
             forbidden(
@@ -100,21 +132,44 @@ impl Api {
                 ));
             }
         }
-        Ok(Principal {
+        Ok(Caller::Agency(Principal {
             organ_id: agency.id.clone(),
-        })
+        }))
     }
 
     async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let principal = self.principal(peer)?;
+        let caller = self.caller(peer)?;
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
-            (&Method::POST, ["v1", "documents"]) => self.submit(principal, req).await,
-            (&Method::GET, ["v1", "inbox"]) => self.inbox(principal, req.uri().query()).await,
-            (&Method::GET, ["v1", "documents", id]) => self.fetch(principal, id).await,
-            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(principal, id).await,
-            (_, ["v1", "documents"] | ["v1", "inbox"] | ["v1", "documents", _])
+            (&Method::POST, ["v1", "documents"]) => {
+                let principal = caller.agency()?;
+                let agency = principal.organ_id.clone();
+                let started = std::time::Instant::now();
+                let result = self.submit(principal, req).await;
+                match &result {
+                    Ok(_) => metrics::histogram!("lienthong_submit_duration_seconds")
+                        .record(started.elapsed().as_secs_f64()),
+                    Err(e) => self.hub.observe_refusal(Some(&agency), e.code),
+                }
+                result
+            }
+            (&Method::GET, ["v1", "inbox"]) => {
+                self.inbox(caller.agency()?, req.uri().query()).await
+            }
+            (&Method::GET, ["v1", "documents", id]) => self.fetch(caller.agency()?, id).await,
+            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(caller.agency()?, id).await,
+            (&Method::GET, ["v1", "stats"]) => {
+                let scope = match caller {
+                    Caller::Agency(p) => Scope::Agency(p.organ_id),
+                    Caller::Staff => Scope::Hub,
+                };
+                stats_response(&self.hub, req.uri().query(), scope).await
+            }
+            (
+                _,
+                ["v1", "documents"] | ["v1", "inbox"] | ["v1", "documents", _] | ["v1", "stats"],
+            )
             | (_, ["v1", "inbox", _, "ack"]) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -216,4 +271,35 @@ impl Api {
             &serde_json::json!({ "id": id, "acked": true, "removed": removed }),
         ))
     }
+}
+
+/// Reads `name=<text>` from a query string.
+fn query_str<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `GET /v1/stats?window=1m|1h|24h|30d` (also served hub-wide on the ops listener).
+pub(crate) async fn stats_response(
+    hub: &Arc<Hub>,
+    query: Option<&str>,
+    scope: Scope,
+) -> Result<Resp, ApiError> {
+    let w = query_str(query, "window").unwrap_or("1h");
+    let window = Window::parse(w).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("window must be 1m, 1h, 24h or 30d, got {w:?}"),
+        )
+    })?;
+    let hub = hub.clone();
+    let report = tokio::task::spawn_blocking(move || hub.stats(window, &scope))
+        .await
+        .expect("stats task panicked")?;
+    Ok(json(StatusCode::OK, &report))
 }

@@ -10,5 +10,5 @@ mod server;
 
 pub use api::{Api, ApiLimits};
 pub use error::ApiError;
-pub use ops::{Readiness, run_ops};
+pub use ops::{OpsState, Readiness, run_ops};
 pub use server::{ServerLimits, run_https};

@@ -1,18 +1,25 @@
-//! The ops listener: plain HTTP on a management address, for probes (and later metrics).
-//! It must never expose agency data.
+//! The ops listener: plain HTTP on a management address, for probes, Prometheus and the
+//! dashboard. It serves aggregate figures only — never a document or its metadata — and has no
+//! authentication, so it belongs on loopback or a management network.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, Scope};
+
+/// The dashboard page: one self-contained file, no CDN, compiled into the binary.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Whether the hub takes traffic: false before start-up completes and while draining.
 #[derive(Debug, Clone, Default)]
@@ -27,28 +34,57 @@ impl Readiness {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+/// What the ops endpoints read.
+#[derive(Clone)]
+pub struct OpsState {
+    pub ready: Readiness,
+    pub hub: Arc<Hub>,
+    /// `None` when another recorder was installed first (tests embedding the library).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(body.into()))
         .expect("valid response")
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 async fn handle(
-    ready: Readiness,
+    state: OpsState,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
+        "/readyz" if state.ready.get() => reply(StatusCode::OK, TEXT, "ready\n"),
+        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        "/metrics" => match &state.metrics {
+            Some(h) => reply(StatusCode::OK, "text/plain; version=0.0.4", h.render()),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                "metrics recorder not installed\n",
+            ),
+        },
+        "/dashboard" | "/dashboard/" => {
+            reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
+        }
+        "/dashboard/stats" => {
+            match super::api::stats_response(&state.hub, req.uri().query(), Scope::Hub).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     })
 }
 
 /// Serves the ops endpoints until `shutdown` fires.
-pub async fn run_ops(listener: TcpListener, ready: Readiness, shutdown: CancellationToken) {
+pub async fn run_ops(listener: TcpListener, state: OpsState, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -61,10 +97,10 @@ pub async fn run_ops(listener: TcpListener, ready: Readiness, shutdown: Cancella
                 }
             },
         };
-        let ready = ready.clone();
+        let state = state.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(ready.clone(), req));
+            let svc = service_fn(move |req| handle(state.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::select! {

@@ -78,10 +78,12 @@ pub async fn run_https(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%remote, error = %e, "TLS handshake refused");
+                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => handshake_reason(&e)).increment(1);
                     return;
                 }
                 Err(_) => {
                     tracing::info!(%remote, "TLS handshake timed out");
+                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "timeout").increment(1);
                     return;
                 }
             };
@@ -110,5 +112,25 @@ pub async fn run_https(
             tracing::warn!("shutdown grace period over; closing remaining connections");
             false
         }
+    }
+}
+
+/// A short, bounded label for a failed handshake.
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+        Some(Error::NoCertificatesPresented) => "no_client_certificate",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => "unknown_issuer",
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "certificate_expired",
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => "certificate_revoked",
+        Some(Error::InvalidCertificate(_)) => "bad_certificate",
+        Some(Error::NoApplicationProtocol) => "no_alpn",
+        Some(Error::InappropriateMessage { .. } | Error::InvalidMessage(_)) => "protocol_error",
+        Some(Error::PeerIncompatible(_)) => "incompatible",
+        Some(_) => "tls_error",
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "eof",
+        None => "io_error",
     }
 }

@@ -18,7 +18,13 @@ use tokio_util::sync::CancellationToken;
 use crate::digest::sha256_hex;
 use crate::directory::SharedDirectory;
 use crate::edxml::{self, EdxmlError, Kind};
+use crate::stats::Counters;
 use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
+
+mod observe;
+mod report;
+
+pub use report::{Scope, Window};
 
 /// Who is calling: an agency, identified by its OrganId (from its client certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +126,12 @@ pub struct Hub {
     /// Fires when the daemon starts draining: long polls answer at once instead of holding
     /// the drain up for their whole wait.
     shutdown: CancellationToken,
+    /// Statistics not yet flushed (see [`crate::stats`]).
+    counters: Counters,
+    /// Last inbox listing per agency (ms), not yet flushed.
+    last_pull: Mutex<HashMap<String, u64>>,
+    /// Pending items per agency, kept exact by [`Hub::commit`].
+    depth: Mutex<HashMap<String, u64>>,
 }
 
 /// Formats a sequence number as the public id.
@@ -163,7 +175,11 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Result<Hub, HubError> {
         let next = store.max_seq()? + 1;
+        let depth = store.queue_depths()?;
         Ok(Hub {
+            counters: Counters::default(),
+            last_pull: Mutex::new(HashMap::new()),
+            depth: Mutex::new(depth),
             store,
             directory,
             settings,
@@ -183,9 +199,10 @@ impl Hub {
         &self.settings
     }
 
-    /// The one place state changes are committed.
+    /// The one place state changes are committed; statistics and metrics observe them here.
     fn commit(&self, changes: &[Change<'_>], durable: bool) -> Result<(), HubError> {
         self.store.apply(changes, durable)?;
+        self.observe(changes);
         Ok(())
     }
 
@@ -266,6 +283,21 @@ impl Hub {
             received_at_ms: now_ms(),
             has_signature: packet.has_signature,
             verdict: None,
+            paper: packet.paper,
+        };
+        // Time from the receiver's ack to its "completed" notice, when the hub saw both.
+        let completion = match (&record.kind, record.status_code.as_deref()) {
+            (Kind::Status, Some("06")) => {
+                let rf = &packet.response_for[0];
+                match self
+                    .store
+                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
+                {
+                    Some(doc) => self.store.acked_at(doc, &record.from)?,
+                    None => None,
+                }
+            }
+            _ => None,
         };
         let mut changes = Vec::with_capacity(record.recipients.len() + 1);
         changes.push(Change::Accept {
@@ -278,6 +310,9 @@ impl Hub {
         }
         self.commit(&changes, true)?;
         drop(changes);
+        if let Some(acked) = completion {
+            self.observe_completion(&record.from, record.received_at_ms.saturating_sub(acked));
+        }
         for r in &record.recipients {
             self.wake(r);
         }
@@ -298,6 +333,10 @@ impl Hub {
             .lock()
             .expect("lease lock poisoned");
         let now = now_ms();
+        self.last_pull
+            .lock()
+            .expect("last-pull lock poisoned")
+            .insert(agency.to_owned(), now);
         let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
         self.store.scan_queue(agency, |seq, entry| {
             if entry.lease_until_ms <= now {
@@ -361,6 +400,7 @@ impl Hub {
             return Err(HubError::NotFound);
         }
         let body = self.store.body(seq)?.ok_or(HubError::NotFound)?;
+        self.observe_fetch(me, body.len() as u64);
         Ok((doc, body))
     }
 
@@ -370,7 +410,11 @@ impl Hub {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let agency = caller.organ_id.as_str();
         if self.store.queue_entry(agency, seq)?.is_some() {
-            self.commit(&[Change::Ack { agency, seq }], true)?;
+            let at_ms = now_ms();
+            self.commit(&[Change::Ack { agency, seq, at_ms }], true)?;
+            if let Some(doc) = self.store.doc(seq)? {
+                self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+            }
             return Ok(true);
         }
         match self.store.doc(seq)? {

@@ -1,0 +1,159 @@
+//! What the hub counts: Prometheus metrics (process-lifetime) and the persisted rate counters
+//! of `/v1/stats`. Fed only from [`Hub::commit`] and a few read paths, so no transport can
+//! forget to count. Nothing here may fail a request: statistics errors are logged.
+
+use metrics::{counter, gauge, histogram};
+
+use super::{Hub, HubError, now_ms};
+use crate::stats::HUB;
+use crate::store::Change;
+
+impl Hub {
+    /// Counts committed changes.
+    pub(super) fn observe(&self, changes: &[Change<'_>]) {
+        let now = now_ms();
+        let c = &self.counters;
+        for change in changes {
+            match change {
+                Change::Accept { record, .. } => {
+                    let sender = record.from.as_str();
+                    c.add(now, "accepted", sender, 1);
+                    c.add(now, "bytes_in", sender, record.size);
+                    if record.has_signature {
+                        c.add(now, "signed", sender, 1);
+                    }
+                    if !record.paper {
+                        c.add(now, "electronic", sender, 1);
+                    }
+                    counter!("lienthong_packets_accepted_total", "kind" => record.kind.as_str())
+                        .increment(1);
+                    counter!("lienthong_bytes_received_total").increment(record.size);
+                    counter!("lienthong_agency_sent_total", "agency" => sender.to_owned())
+                        .increment(1);
+                    let verdict = match (&record.verdict, record.has_signature) {
+                        (Some(v), _) => v.clone(),
+                        (None, true) => "not_verified".to_owned(),
+                        (None, false) => "unsigned".to_owned(),
+                    };
+                    counter!("lienthong_signature_verdicts_total", "verdict" => verdict)
+                        .increment(1);
+                    if let Some(code) = &record.status_code {
+                        c.add(now, &format!("status:{code}"), sender, 1);
+                        counter!("lienthong_status_notices_total", "code" => code.clone())
+                            .increment(1);
+                    }
+                }
+                Change::Enqueue { agency, .. } => {
+                    c.add(now, "received", agency, 1);
+                    counter!("lienthong_agency_received_total", "agency" => agency.to_string())
+                        .increment(1);
+                    *self
+                        .depth
+                        .lock()
+                        .expect("depth lock")
+                        .entry(agency.to_string())
+                        .or_default() += 1;
+                }
+                Change::Lease { agency, entry, .. } => {
+                    if entry.deliveries == 1 {
+                        c.add(now, "delivered", agency, 1);
+                        counter!("lienthong_items_delivered_total").increment(1);
+                    } else {
+                        counter!("lienthong_items_redelivered_total").increment(1);
+                    }
+                }
+                Change::Ack { agency, .. } => {
+                    c.add(now, "acked", agency, 1);
+                    counter!("lienthong_items_acked_total").increment(1);
+                    if let Some(d) = self.depth.lock().expect("depth lock").get_mut(*agency) {
+                        *d = d.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a refused packet (the refusal itself stored nothing).
+    pub fn observe_refusal(&self, agency: Option<&str>, code: &str) {
+        let now = now_ms();
+        let who = agency.unwrap_or(HUB);
+        self.counters.add(now, "refused", who, 1);
+        self.counters.add(now, &format!("refused:{code}"), who, 1);
+        counter!("lienthong_packets_refused_total", "reason" => code.to_owned()).increment(1);
+    }
+
+    pub(super) fn observe_fetch(&self, agency: &str, bytes: u64) {
+        self.counters.add(now_ms(), "bytes_out", agency, bytes);
+        counter!("lienthong_bytes_sent_total").increment(bytes);
+    }
+
+    pub(super) fn observe_delivery_latency(&self, ms: u64) {
+        histogram!("lienthong_delivery_latency_seconds").record(ms as f64 / 1000.0);
+    }
+
+    pub(super) fn observe_completion(&self, agency: &str, ms: u64) {
+        let now = now_ms();
+        self.counters.add(now, "completion_ms", agency, ms);
+        self.counters.add(now, "completion_count", agency, 1);
+    }
+
+    /// Writes pending statistics to RocksDB (every few seconds, on shutdown, before a query).
+    pub fn flush_stats(&self) -> Result<(), HubError> {
+        let counters = self.counters.drain();
+        let pulls = std::mem::take(&mut *self.last_pull.lock().expect("last-pull lock"));
+        if let Err(e) = self.store.apply_stats(&counters, &pulls, now_ms()) {
+            // Put them back so the next flush retries.
+            for (k, n) in counters {
+                self.counters.add_raw(k, n);
+            }
+            self.last_pull.lock().expect("last-pull lock").extend(pulls);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Pending items per agency (agencies with none are left out).
+    pub fn queue_depths(&self) -> Vec<(String, u64)> {
+        let d = self.depth.lock().expect("depth lock");
+        let mut v: Vec<(String, u64)> = d
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(a, n)| (a.clone(), *n))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Age in seconds of the oldest pending item of `agency`.
+    pub fn oldest_pending_secs(&self, agency: &str, now: u64) -> Result<Option<u64>, HubError> {
+        let Some(seq) = self.store.oldest_pending(agency)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .doc(seq)?
+            .map(|d| now.saturating_sub(d.received_at_ms) / 1000))
+    }
+
+    /// Updates the queue and storage gauges (from the maintenance task).
+    pub fn refresh_gauges(&self) -> Result<(), HubError> {
+        let now = now_ms();
+        let all: Vec<(String, u64)> = {
+            let d = self.depth.lock().expect("depth lock");
+            d.iter().map(|(a, n)| (a.clone(), *n)).collect()
+        };
+        for (agency, n) in all {
+            gauge!("lienthong_queue_depth", "agency" => agency.clone()).set(n as f64);
+            let age = if n > 0 {
+                self.oldest_pending_secs(&agency, now)?.unwrap_or(0)
+            } else {
+                0
+            };
+            gauge!("lienthong_queue_oldest_age_seconds", "agency" => agency).set(age as f64);
+        }
+        let (sst, pending) = self.store.size_figures();
+        gauge!("lienthong_rocksdb_live_sst_bytes").set(sst as f64);
+        gauge!("lienthong_rocksdb_pending_compaction_bytes").set(pending as f64);
+        Ok(())
+    }
+}
