@@ -85,5 +85,38 @@ fn commit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, commit);
+/// What statistics and metrics add per accepted packet (Hub::observe's work), with the
+/// Prometheus recorder installed as in the daemon.
+fn observe(c: &mut Criterion) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let _ = metrics::set_global_recorder(recorder);
+    let counters = lienthong::stats::Counters::default();
+    let mut g = c.benchmark_group("observe_accept");
+    for recipients in [1usize, 519] {
+        let agencies: Vec<String> = (0..recipients)
+            .map(|i| format!("000.{:02}.{:02}.H13", i / 100, i % 100))
+            .collect();
+        g.bench_function(BenchmarkId::from_parameter(format!("{recipients}_recipients")), |b| {
+            let mut now = 1_800_000_000_000u64;
+            b.iter(|| {
+                now += 1;
+                counters.add(now, "accepted", "000.00.01.H13", 1);
+                counters.add(now, "bytes_in", "000.00.01.H13", 4096);
+                counters.add(now, "electronic", "000.00.01.H13", 1);
+                metrics::counter!("lienthong_packets_accepted_total", "kind" => "edoc").increment(1);
+                metrics::counter!("lienthong_agency_sent_total", "agency" => "000.00.01.H13".to_owned()).increment(1);
+                for a in &agencies {
+                    counters.add(now, "received", a, 1);
+                    metrics::counter!("lienthong_agency_received_total", "agency" => a.clone()).increment(1);
+                }
+                if now % 4096 == 0 {
+                    counters.drain();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, commit, observe);
 criterion_main!(benches);

@@ -226,6 +226,32 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
         );
     }
 
+    // The terminal table for ops.
+    let table = run_ok(
+        Command::new(BIN)
+            .args(["stats", "--window", "1h", "--hub", &hub.url()])
+            .arg("--ca")
+            .arg(hub.path("certs/ca.pem"))
+            .arg("--cert")
+            .arg(hub.path("certs/roles/ops.pem"))
+            .arg("--key")
+            .arg(hub.path("certs/roles/ops.key")),
+    );
+    assert!(
+        table.contains("accepted 4") && table.contains("refused 1"),
+        "{table}"
+    );
+    assert!(table.contains("sender_mismatch 1"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(A))
+        .expect("a row for A");
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        [A, "3", "1", "0", "0", "1"],
+        "{table}"
+    );
+
     // Persisted: a restart loses nothing.
     hub.stop();
     hub.spawn();
