@@ -177,12 +177,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     ready.set(false);
     let _ = ops_task.await;
     let _ = maintenance.await;
-    let flush_hub = hub.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || {
-        flush_hub.flush_stats().and_then(|()| flush_hub.flush())
-    })
-    .await
-    .expect("flush task")
+    if let Err(e) = hub
+        .blocking(|h| h.flush_stats().and_then(|()| h.flush()))
+        .await
     {
         tracing::error!(error = %e, "flush on shutdown failed (the WAL still holds every accepted packet)");
     }
@@ -322,11 +319,10 @@ async fn maintain(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let h = hub.clone();
-        let res =
-            tokio::task::spawn_blocking(move || h.flush_stats().and_then(|()| h.refresh_gauges()))
-                .await;
-        if let Ok(Err(e)) = res {
+        let res = hub
+            .blocking(|h| h.flush_stats().and_then(|()| h.refresh_gauges()))
+            .await;
+        if let Err(e) = res {
             tracing::warn!(error = %e, "statistics upkeep failed; will retry");
         }
         if let Some(m) = &metrics {

@@ -33,6 +33,13 @@ fn ops_get(hub: &TestHub, path: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+async fn stats(c: &Client, path: &str) -> serde_json::Value {
+    c.call(Method::GET, path, Bytes::new())
+        .await
+        .unwrap()
+        .json()
+}
+
 /// Three documents A→B, one refused forgery, B acks two and reports one completed.
 async fn traffic(hub: &TestHub) {
     let (a, b) = (
@@ -77,11 +84,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     traffic(&hub).await;
 
     let ops = role_client(&hub, "ops");
-    let s = ops
-        .call(Method::GET, "/v1/stats?window=1h", Bytes::new())
-        .await
-        .unwrap()
-        .json();
+    let s = stats(&ops, "/v1/stats?window=1h").await;
     assert_eq!(s["scope"], "hub");
     let t = &s["totals"];
     assert_eq!(t["accepted"], 4, "{s}");
@@ -109,12 +112,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     assert_eq!(s["not_pulling"][0]["last_pull"], serde_json::Value::Null);
 
     // An agency sees its own figures only.
-    let mine = hub
-        .client(B, HttpVersion::Auto)
-        .call(Method::GET, "/v1/stats?window=24h", Bytes::new())
-        .await
-        .unwrap()
-        .json();
+    let mine = stats(&hub.client(B, HttpVersion::Auto), "/v1/stats?window=24h").await;
     assert_eq!(mine["scope"], B);
     assert_eq!(mine["totals"]["received"], 3);
     assert_eq!(mine["totals"]["accepted"], 1, "B sent one status notice");
@@ -256,11 +254,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     hub.stop();
     hub.spawn();
     let ops = role_client(&hub, "auditor");
-    let s = ops
-        .call(Method::GET, "/v1/stats?window=30d", Bytes::new())
-        .await
-        .unwrap()
-        .json();
+    let s = stats(&ops, "/v1/stats?window=30d").await;
     assert_eq!(s["totals"]["accepted"], 4, "{s}");
     assert_eq!(s["totals"]["refused"], 1);
     assert_eq!(s["pending"], 2);
@@ -272,11 +266,7 @@ async fn dashboard_in_headless_chromium_shows_what_stats_reports() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");
     traffic(&hub).await;
     let ops = role_client(&hub, "ops");
-    let s = ops
-        .call(Method::GET, "/v1/stats?window=1h", Bytes::new())
-        .await
-        .unwrap()
-        .json();
+    let s = stats(&ops, "/v1/stats?window=1h").await;
 
     let url = format!("http://{}/dashboard", hub.ops);
     let profile = hub.path("chromium-profile");

@@ -297,9 +297,6 @@ pub(crate) async fn stats_response(
             format!("window must be 1m, 1h, 24h or 30d, got {w:?}"),
         )
     })?;
-    let hub = hub.clone();
-    let report = tokio::task::spawn_blocking(move || hub.stats(window, &scope))
-        .await
-        .expect("stats task panicked")?;
+    let report = hub.blocking(move |hub| hub.stats(window, &scope)).await?;
     Ok(json(StatusCode::OK, &report))
 }

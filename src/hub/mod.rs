@@ -445,15 +445,23 @@ impl Hub {
 
 /// Async entry points: run the blocking core on the blocking pool.
 impl Hub {
+    /// Runs `f` on the blocking pool (RocksDB and hashing must not stall the async workers).
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Hub) -> T + Send + 'static,
+    ) -> T {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || f(&hub))
+            .await
+            .expect("hub task panicked")
+    }
+
     pub async fn submit_async(
         self: &Arc<Self>,
         caller: Principal,
         body: bytes::Bytes,
     ) -> Result<Accepted, HubError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.submit(&caller, &body))
-            .await
-            .expect("submit task panicked")
+        self.blocking(move |hub| hub.submit(&caller, &body)).await
     }
 
     /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.
@@ -469,11 +477,8 @@ impl Hub {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let hub = self.clone();
             let c = caller.clone();
-            let items = tokio::task::spawn_blocking(move || hub.list_inbox(&c, limit))
-                .await
-                .expect("inbox task panicked")?;
+            let items = self.blocking(move |hub| hub.list_inbox(&c, limit)).await?;
             let now = tokio::time::Instant::now();
             if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(items);
@@ -492,10 +497,7 @@ impl Hub {
         caller: Principal,
         id: String,
     ) -> Result<(DocRecord, Vec<u8>), HubError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.fetch(&caller, &id))
-            .await
-            .expect("fetch task panicked")
+        self.blocking(move |hub| hub.fetch(&caller, &id)).await
     }
 
     pub async fn ack_async(
@@ -503,9 +505,6 @@ impl Hub {
         caller: Principal,
         id: String,
     ) -> Result<bool, HubError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.ack(&caller, &id))
-            .await
-            .expect("ack task panicked")
+        self.blocking(move |hub| hub.ack(&caller, &id)).await
     }
 }
