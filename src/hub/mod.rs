@@ -132,6 +132,9 @@ pub struct Hub {
     last_pull: Mutex<HashMap<String, u64>>,
     /// Pending items per agency, kept exact by [`Hub::commit`].
     depth: Mutex<HashMap<String, u64>>,
+    /// Set when a write failed for lack of disk space: RocksDB then refuses writes until the
+    /// process restarts, and readiness reports it.
+    storage_full: std::sync::atomic::AtomicBool,
 }
 
 /// Formats a sequence number as the public id.
@@ -180,6 +183,7 @@ impl Hub {
             counters: Counters::default(),
             last_pull: Mutex::new(HashMap::new()),
             depth: Mutex::new(depth),
+            storage_full: std::sync::atomic::AtomicBool::new(false),
             store,
             directory,
             settings,
@@ -195,13 +199,23 @@ impl Hub {
         &self.directory
     }
 
+    /// False once a write failed for lack of space (see `storage_full`).
+    pub fn storage_ok(&self) -> bool {
+        !self.storage_full.load(Ordering::SeqCst)
+    }
+
     pub fn settings(&self) -> &HubSettings {
         &self.settings
     }
 
     /// The one place state changes are committed; statistics and metrics observe them here.
     fn commit(&self, changes: &[Change<'_>], durable: bool) -> Result<(), HubError> {
-        self.store.apply(changes, durable)?;
+        if let Err(e) = self.store.apply(changes, durable) {
+            if matches!(e, StoreError::NoSpace(_)) {
+                self.storage_full.store(true, Ordering::SeqCst);
+            }
+            return Err(e.into());
+        }
         self.observe(changes);
         Ok(())
     }
