@@ -520,6 +520,8 @@ fn compose(
 
 /// The terminal table of `lienthong stats`.
 fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
+    // serde_json's Display ignores width, so numbers go through u64 for the columns.
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
     let t = &v["totals"];
     let share = |x: &serde_json::Value| {
         x.as_f64()
@@ -554,7 +556,12 @@ fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
         }
         out.push_str(&format!(
             "{:<15} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            id, a["accepted"], a["received"], a["acked"], a["refused"], a["pending"]
+            id,
+            n(&a["accepted"]),
+            n(&a["received"]),
+            n(&a["acked"]),
+            n(&a["refused"]),
+            n(&a["pending"])
         ));
     }
     let idle: Vec<String> = v["not_pulling"]
