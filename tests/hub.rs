@@ -494,3 +494,41 @@ async fn slow_clients_are_cut_off_with_clear_errors() {
     assert!(text.contains("request_timeout"), "{text}");
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
+    );
+    let first = raw_tls(&hub, A).await;
+    let second = raw_tls(&hub, B).await;
+    // The third is not served while two are open...
+    let third = tokio::spawn({
+        let (cert, key) = hub.cert(C);
+        let ca = hub.path("certs/ca.pem");
+        let addr = hub.https.clone();
+        async move {
+            let cfg = lienthong::tls::client_config(&ca, &cert, &key, &[b"http/1.1"]).unwrap();
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections = 2"
+    );
+    // ...and is served as soon as one closes.
+    drop(first);
+    let done = tokio::time::timeout(std::time::Duration::from_secs(20), third).await;
+    assert!(
+        matches!(done, Ok(Ok(Ok(_)))),
+        "the waiting connection is served after one closed"
+    );
+    drop(second);
+    hub.stop();
+}
