@@ -65,6 +65,34 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Load test: many agency clients submitting, pulling or fanning out; reports throughput,
+    /// latency percentiles and the hub's CPU and peak RSS.
+    Bench {
+        #[arg(long, value_enum, default_value = "submit")]
+        mode: crate::load::Mode,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Packet size in bytes (1 KiB to 10 MiB).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1024..=10 * 1024 * 1024))]
+        size: u64,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// A running hub (default: start one on a temp dir).
+        #[arg(long)]
+        hub: Option<String>,
+        /// With --hub: the directory holding ca.pem and agencies/<OrganId>.pem|.key.
+        #[arg(long, requires = "hub")]
+        certs: Option<PathBuf>,
+        /// With --hub: the hub's pid, to report its CPU and peak RSS.
+        #[arg(long, requires = "hub")]
+        hub_pid: Option<u32>,
+        #[arg(long, conflicts_with = "http2")]
+        http1: bool,
+        #[arg(long)]
+        http2: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rate statistics: hub-wide with an ops or auditor certificate, your own as an agency.
     Stats {
         /// 1m, 1h, 24h or 30d.
@@ -375,6 +403,76 @@ async fn run(command: Command) -> ExitCode {
                 },
             )
             .await
+        }
+        Command::Bench {
+            mode,
+            clients,
+            size,
+            duration,
+            hub,
+            certs,
+            hub_pid,
+            http1,
+            http2,
+            json,
+        } => {
+            let spec = crate::load::LoadSpec {
+                mode,
+                clients,
+                size: size as usize,
+                duration: std::time::Duration::from_secs(duration),
+                version: if http1 {
+                    HttpVersion::Http1
+                } else if http2 {
+                    HttpVersion::Http2
+                } else {
+                    HttpVersion::Auto
+                },
+                hub: hub.map(|h| (h, certs.unwrap_or_else(|| PathBuf::from("certs")))),
+                hub_pid,
+                progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            match crate::load::run(spec).await {
+                Ok(r) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r).expect("report serializes")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    let opt = |x: Option<f64>, unit: &str| {
+                        x.map_or("n/a".into(), |v| format!("{v}{unit}"))
+                    };
+                    println!(
+                        "{:?} · {} clients · {} bytes · {} · {:.1} s\n\
+                         {} ok, {} errors · {:.1} packets/s · {:.2} MB/s\n\
+                         latency ms: p50 {} · p90 {} · p99 {} · p99.9 {} · max {}\n\
+                         hub: CPU {} · peak RSS {}",
+                        r.mode,
+                        r.clients,
+                        r.size_bytes,
+                        r.http,
+                        r.duration_secs,
+                        r.ok,
+                        r.errors,
+                        r.packets_per_sec,
+                        r.mb_per_sec,
+                        r.p50_ms,
+                        r.p90_ms,
+                        r.p99_ms,
+                        r.p999_ms,
+                        r.max_ms,
+                        opt(r.hub_cpu_percent, "%"),
+                        opt(r.hub_peak_rss_mb, " MiB"),
+                    );
+                    if let Some(e) = r.first_error {
+                        println!("first error: {e}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
         }
         Command::Stats {
             window,

@@ -14,6 +14,7 @@ pub mod directory;
 pub mod edxml;
 pub mod http;
 pub mod hub;
+pub mod load;
 pub mod pki;
 pub mod stats;
 pub mod store;

@@ -1,0 +1,406 @@
+//! `lienthong bench`: a load generator of many agency clients, each with its own certificate.
+//!
+//! It drives a hub it starts itself (the same binary, temp data dir, port 0) or one given by
+//! URL, and reports throughput, latency percentiles and the hub's CPU and peak RSS. It is a
+//! measuring tool, not a test: it never decides pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::Serialize;
+
+use crate::client::{Client, HttpVersion};
+use crate::edxml::{self, Attachment, NewDocument};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each client submits packets to the next agency.
+    Submit,
+    /// Packets are queued first; then each client pulls and acks its inbox.
+    Pull,
+    /// Each client submits packets addressed to every agency.
+    Fanout,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub mode: Mode,
+    pub clients: usize,
+    pub size: usize,
+    pub duration: Duration,
+    pub version: HttpVersion,
+    /// Hub URL and the certificate directory (`ca.pem`, `agencies/<id>.pem|.key`); `None`
+    /// starts a hub.
+    pub hub: Option<(String, PathBuf)>,
+    /// The hub's pid, for CPU and RSS, when it was not started here.
+    pub hub_pid: Option<u32>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub clients: usize,
+    pub size_bytes: usize,
+    pub http: &'static str,
+    pub duration_secs: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub packets_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// Average bytes per packet moved (submitted, or fetched in pull mode).
+    pub avg_packet_bytes: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub hub_cpu_percent: Option<f64>,
+    pub hub_peak_rss_mb: Option<f64>,
+    /// The first failure seen, to tell what the errors were.
+    pub first_error: Option<String>,
+}
+
+/// A hub started for the run; killed on drop.
+struct OwnHub {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnHub {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_hub() -> Result<(OwnHub, String, PathBuf), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let certs = dir.path().join("certs");
+    let child = Command::new(exe)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the hub: {e}"))?;
+    let mut hub = OwnHub { child, _dir: dir };
+    let bound = hub._dir.path().join("data/bound.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&bound) {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let url = format!("https://{}", v["https"].as_str().unwrap_or_default());
+            return Ok((hub, url, certs));
+        }
+        if let Ok(Some(status)) = hub.child.try_wait() {
+            return Err(format!("the hub exited during start-up: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("the hub did not start within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Agencies with a certificate in `certs/agencies`, sorted.
+fn agencies(certs: &Path) -> Result<Vec<String>, String> {
+    let dir = certs.join("agencies");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pem"))
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    if ids.len() < 2 {
+        return Err(format!(
+            "{}: need certificates of at least two agencies",
+            dir.display()
+        ));
+    }
+    Ok(ids)
+}
+
+/// CPU seconds (user + system) of `pid`, from /proc.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set (VmHWM) of `pid` in MiB.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn packet(from: &str, to: &[String], n: u64, size: usize) -> Vec<u8> {
+    let doc = NewDocument {
+        from: from.into(),
+        from_name: from.into(),
+        to: to.iter().map(|t| (t.clone(), t.clone())).collect(),
+        document_id: format!("{from},bench,{n}-{}", uuid::Uuid::now_v7().simple()),
+        code_number: "1".into(),
+        code_notation: "BENCH".into(),
+        subject: "lienthong bench".into(),
+        date: "2026/11/28".into(),
+        attachments: vec![Attachment {
+            name: "payload.bin".into(),
+            content_type: "application/octet-stream".into(),
+            // base64 grows 4/3: aim the whole packet at `size`.
+            data: vec![0x5a; size.saturating_sub(1200) * 3 / 4],
+        }],
+    };
+    edxml::compose_document(&doc).into_bytes()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+struct Shared {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    stop: AtomicBool,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, e: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().expect("lock").get_or_insert(e);
+    }
+}
+
+/// Runs one load test and reports.
+pub async fn run(spec: LoadSpec) -> Result<Report, String> {
+    let (own, url, certs) = match &spec.hub {
+        Some((url, certs)) => (None, url.clone(), certs.clone()),
+        None => {
+            let (h, url, certs) = tokio::task::spawn_blocking(start_hub)
+                .await
+                .map_err(|e| e.to_string())??;
+            (Some(h), url, certs)
+        }
+    };
+    let pid = own.as_ref().map(|h| h.child.id()).or(spec.hub_pid);
+    let ids = agencies(&certs)?;
+    let clients = spec.clients.max(1);
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let id = &ids[i % ids.len()];
+        let c = Client::new(
+            &url,
+            &certs.join("ca.pem"),
+            &certs.join(format!("agencies/{id}.pem")),
+            &certs.join(format!("agencies/{id}.key")),
+            spec.version,
+        )
+        .map_err(|e| e.to_string())?;
+        conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
+    }
+
+    // Pull mode: queue work for every client first (not measured).
+    if spec.mode == Mode::Pull {
+        let per_client = 200u64;
+        let mut fill = Vec::new();
+        for i in 0..conns.len() {
+            let (sender, _, c) = &conns[(i + 1) % conns.len()];
+            let (to, c) = (conns[i].0.clone(), c.clone());
+            let sender = sender.clone();
+            let size = spec.size;
+            fill.push(tokio::spawn(async move {
+                for n in 0..per_client {
+                    let body = packet(&sender, std::slice::from_ref(&to), n, size);
+                    c.call(Method::POST, "/v1/documents", Bytes::from(body))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            }));
+        }
+        for f in fill {
+            f.await.map_err(|e| e.to_string())??;
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        first_error: std::sync::Mutex::new(None),
+    });
+    let cpu0 = pid.and_then(cpu_secs);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (k, (me, next, c)) in conns.into_iter().enumerate() {
+        let shared = shared.clone();
+        let all = ids.clone();
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat: Vec<u32> = Vec::new();
+            let mut n = k as u64 * 1_000_000_000;
+            while !shared.stop.load(Ordering::Relaxed) {
+                n += 1;
+                match spec.mode {
+                    Mode::Submit | Mode::Fanout => {
+                        let to = if spec.mode == Mode::Fanout {
+                            all.clone()
+                        } else {
+                            vec![next.clone()]
+                        };
+                        let body = packet(&me, &to, n, spec.size);
+                        let len = body.len() as u64;
+                        let t = Instant::now();
+                        match c
+                            .request(Method::POST, "/v1/documents", Bytes::from(body))
+                            .await
+                        {
+                            Ok(r) if r.status == StatusCode::CREATED => {
+                                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                                shared.ok.fetch_add(1, Ordering::Relaxed);
+                                shared.bytes.fetch_add(len, Ordering::Relaxed);
+                            }
+                            Ok(r) => shared.fail(format!(
+                                "{} {}",
+                                r.status,
+                                String::from_utf8_lossy(&r.body)
+                            )),
+                            Err(e) => shared.fail(e.to_string()),
+                        }
+                        continue;
+                    }
+                    Mode::Pull => {}
+                }
+                // Pull: list, fetch and ack each item; latency per item.
+                let listed = match c
+                    .call(Method::GET, "/v1/inbox?limit=50", Bytes::new())
+                    .await
+                {
+                    Ok(r) => r.json()["items"].as_array().cloned().unwrap_or_default(),
+                    Err(e) => {
+                        shared.fail(e.to_string());
+                        continue;
+                    }
+                };
+                if listed.is_empty() {
+                    break; // this client's inbox is drained
+                }
+                for item in listed {
+                    let id = item["id"].as_str().unwrap_or_default().to_owned();
+                    let t0 = Instant::now();
+                    let fetched = c
+                        .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
+                        .await;
+                    let acked = c
+                        .call(Method::POST, &format!("/v1/inbox/{id}/ack"), Bytes::new())
+                        .await;
+                    match (fetched, acked) {
+                        (Ok(f), Ok(_)) => {
+                            lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            shared.ok.fetch_add(1, Ordering::Relaxed);
+                            shared
+                                .bytes
+                                .fetch_add(f.body.len() as u64, Ordering::Relaxed);
+                        }
+                        (Err(e), _) | (_, Err(e)) => shared.fail(e.to_string()),
+                    }
+                }
+            }
+            lat
+        }));
+    }
+
+    // Progress and the clock.
+    let mut last = 0;
+    while started.elapsed() < spec.duration && !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if spec.progress {
+            let secs = started.elapsed().as_secs_f64();
+            let ok = shared.ok.load(Ordering::Relaxed);
+            let frac = (secs / spec.duration.as_secs_f64()).min(1.0);
+            let bar: String = (0..30)
+                .map(|i| if (i as f64) < frac * 30.0 { '#' } else { ' ' })
+                .collect();
+            eprint!(
+                "\r[{bar}] {secs:5.1} s  {ok} ok  {} errors  {:.0}/s   ",
+                shared.errors.load(Ordering::Relaxed),
+                (ok - last) as f64 * 4.0
+            );
+            last = ok;
+        }
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<u32> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if spec.progress {
+        eprintln!();
+    }
+    let cpu = match (cpu0, pid.and_then(cpu_secs)) {
+        (Some(a), Some(b)) => Some(((b - a) / elapsed * 1000.0).round() / 10.0),
+        _ => None,
+    };
+    let rss = pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0);
+    drop(own);
+    lat.sort_unstable();
+    let ok = shared.ok.load(Ordering::Relaxed);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(Report {
+        mode: spec.mode,
+        clients,
+        size_bytes: spec.size,
+        http: match spec.version {
+            HttpVersion::Http1 => "http/1.1",
+            HttpVersion::Http2 => "h2",
+            HttpVersion::Auto => "auto",
+        },
+        duration_secs: round(elapsed),
+        ok,
+        errors: shared.errors.load(Ordering::Relaxed),
+        packets_per_sec: round(ok as f64 / elapsed),
+        mb_per_sec: round(shared.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6),
+        avg_packet_bytes: shared.bytes.load(Ordering::Relaxed) / ok.max(1),
+        p50_ms: percentile(&lat, 0.50),
+        p90_ms: percentile(&lat, 0.90),
+        p99_ms: percentile(&lat, 0.99),
+        p999_ms: percentile(&lat, 0.999),
+        max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        hub_cpu_percent: cpu,
+        hub_peak_rss_mb: rss,
+        first_error: shared.first_error.lock().expect("lock").take(),
+    })
+}
