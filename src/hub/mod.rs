@@ -132,6 +132,8 @@ pub struct Hub {
     last_pull: Mutex<HashMap<String, u64>>,
     /// Pending items per agency, kept exact by [`Hub::commit`].
     depth: Mutex<HashMap<String, u64>>,
+    /// Per-agency Prometheus counter handles (see `observe.rs`).
+    agency_metrics: Mutex<HashMap<String, observe::AgencyCounters>>,
     /// Set when a write failed for lack of disk space: RocksDB then refuses writes until the
     /// process restarts, and readiness reports it.
     storage_full: std::sync::atomic::AtomicBool,
@@ -183,6 +185,7 @@ impl Hub {
             counters: Counters::default(),
             last_pull: Mutex::new(HashMap::new()),
             depth: Mutex::new(depth),
+            agency_metrics: Mutex::new(HashMap::new()),
             storage_full: std::sync::atomic::AtomicBool::new(false),
             store,
             directory,
