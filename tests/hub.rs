@@ -532,3 +532,36 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     drop(second);
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_certificates_are_enforced() {
+    let wrong = "ab".repeat(32);
+    let pinned = SMALL_DIRECTORY.replace(
+        "name = \"Sở A\"",
+        &format!("name = \"Sở A\"\ncert_sha256 = \"{wrong}\""),
+    );
+    let mut hub = TestHub::start(&pinned, "");
+    let a = hub.client(A, HttpVersion::Auto);
+    let r = get(&a, "/v1/inbox").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&r), "certificate_not_pinned");
+    // Pin the certificate A really holds, reload: A is let in.
+    let der = lienthong::tls::load_certs(&hub.cert(A).0).unwrap();
+    let right = lienthong::digest::sha256_hex(der[0].as_ref());
+    std::fs::write(&hub.agencies, pinned.replace(&wrong, &right.to_uppercase())).unwrap();
+    hub.signal("HUP");
+    let mut status = StatusCode::FORBIDDEN;
+    for _ in 0..100 {
+        status = get(&a, "/v1/inbox").await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the pinned certificate is accepted after the reload"
+    );
+    hub.stop();
+}
