@@ -63,9 +63,61 @@ enum Field {
     Limited(&'static str, usize),
 }
 
+/// Every element name a path pattern below mentions. Paths hold these interned names (and
+/// [`UNKNOWN`] for anything else), so walking a packet allocates nothing per element.
+const KNOWN: &[&str] = &[
+    "edXMLEnvelope",
+    "edXMLHeader",
+    "MessageHeader",
+    "From",
+    "To",
+    "OrganId",
+    "OrganName",
+    "OrganizationInCharge",
+    "OrganAdd",
+    "Email",
+    "Telephone",
+    "Fax",
+    "ResponseFor",
+    "DocumentId",
+    "Subject",
+    "Content",
+    "StatusCode",
+    "Code",
+    "CodeNumber",
+    "CodeNotation",
+    "PromulgationInfo",
+    "Place",
+    "SignerInfo",
+    "FullName",
+    "OtherInfo",
+    "TyperNotation",
+    "Appendixes",
+    "Appendix",
+    "TraceHeaderList",
+    "Bussiness",
+    "BussinessDocType",
+    "Paper",
+    "edXMLBody",
+    "edXMLManifest",
+    "Reference",
+    "AttachmentName",
+    "AttachmentEncoded",
+    "Attachment",
+    "Signature",
+];
+const UNKNOWN: &str = "?";
+
+fn intern(local: &[u8]) -> &'static str {
+    KNOWN
+        .iter()
+        .copied()
+        .find(|k| k.as_bytes() == local)
+        .unwrap_or(UNKNOWN)
+}
+
 /// Which field, if any, the element at `path` (local names below the root) holds.
-fn field_at(path: &[String]) -> Option<Field> {
-    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+fn field_at(p: &[&'static str]) -> Option<Field> {
     let header = ["edXMLEnvelope", "edXMLHeader", "MessageHeader"];
     if let Some(rest) = p.strip_prefix(&header[..]) {
         return match rest {
@@ -98,7 +150,7 @@ fn field_at(path: &[String]) -> Option<Field> {
             _ => None,
         };
     }
-    match p.as_slice() {
+    match p {
         [
             "edXMLEnvelope",
             "edXMLHeader",
@@ -291,7 +343,7 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
     config.check_comments = true;
 
     // Local names below the root; `None` until the root has been seen.
-    let mut path: Vec<String> = Vec::with_capacity(16);
+    let mut path: Vec<&'static str> = Vec::with_capacity(16);
     let mut root_seen = false;
     let mut root_closed = false;
     let mut seen_anything = false;
@@ -328,14 +380,14 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
             }
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let is_empty = matches!(event, Event::Empty(_));
-                let local = std::str::from_utf8(e.local_name().into_inner())
-                    .map_err(malformed)?
-                    .to_owned();
+                let raw = e.local_name().into_inner();
+                let local = intern(raw);
+                let display = || String::from_utf8_lossy(raw).into_owned();
                 let in_ns =
                     matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NAMESPACE.as_bytes());
                 if !root_seen {
-                    if root_closed || local != "edXML" || !in_ns {
-                        let found = format!("{local} ({})", describe_ns(&ns));
+                    if root_closed || raw != b"edXML" || !in_ns {
+                        let found = format!("{} ({})", display(), describe_ns(&ns));
                         return Err(EdxmlError::WrongRoot(found));
                     }
                     root_seen = true;
@@ -360,9 +412,9 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                         if !is_empty {
                             signature_depth = Some(path.len());
                         }
-                    } else if !in_ns && STRUCTURAL.contains(&local.as_str()) {
+                    } else if !in_ns && STRUCTURAL.iter().any(|s| s.as_bytes() == raw) {
                         return Err(EdxmlError::WrongNamespace {
-                            element: local,
+                            element: display(),
                             found: describe_ns(&ns),
                         });
                     }
@@ -374,12 +426,7 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                 if signature_depth.is_some() {
                     continue;
                 }
-                match path
-                    .iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .as_slice()
-                {
+                match path.as_slice() {
                     [
                         "edXMLEnvelope",
                         "edXMLHeader",
