@@ -198,13 +198,7 @@ struct ConnArgs {
 
 impl ConnArgs {
     fn client(&self) -> Result<Client, ClientError> {
-        let v = if self.http1 {
-            HttpVersion::Http1
-        } else if self.http2 {
-            HttpVersion::Http2
-        } else {
-            HttpVersion::Auto
-        };
+        let v = HttpVersion::from_flags(self.http1, self.http2);
         Client::new(&self.hub, &self.ca, &self.cert, &self.key, v)
     }
 }
@@ -212,10 +206,7 @@ impl ConnArgs {
 fn load_directory(path: Option<&Path>) -> Result<Directory, directory::DirectoryError> {
     match path {
         Some(p) => Directory::load(p),
-        None if Path::new("config/agencies.toml").exists() => {
-            Directory::load(Path::new("config/agencies.toml"))
-        }
-        None => Directory::parse(directory::EMBEDDED),
+        None => Directory::load_or_embedded(Path::new(directory::DEFAULT_PATH), true),
     }
 }
 
@@ -421,13 +412,7 @@ async fn run(command: Command) -> ExitCode {
                 clients,
                 size: size as usize,
                 duration: std::time::Duration::from_secs(duration),
-                version: if http1 {
-                    HttpVersion::Http1
-                } else if http2 {
-                    HttpVersion::Http2
-                } else {
-                    HttpVersion::Auto
-                },
+                version: HttpVersion::from_flags(http1, http2),
                 hub: hub.map(|h| (h, certs.unwrap_or_else(|| PathBuf::from("certs")))),
                 hub_pid,
                 progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),

@@ -28,6 +28,17 @@ pub enum HttpVersion {
     Http2,
 }
 
+impl HttpVersion {
+    /// From the CLI's `--http1` / `--http2` flags (neither: ALPN decides).
+    pub fn from_flags(http1: bool, http2: bool) -> HttpVersion {
+        match (http1, http2) {
+            (true, _) => HttpVersion::Http1,
+            (_, true) => HttpVersion::Http2,
+            _ => HttpVersion::Auto,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid hub URL {0:?}: expected https://HOST:PORT")]

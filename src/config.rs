@@ -204,6 +204,10 @@ mod tests {
     fn precedence_flags_over_file_over_defaults() {
         let d = Config::load(None, &Overrides::default()).unwrap();
         assert_eq!(d.server.listen.port(), 8443);
+        assert_eq!(
+            d.server.agencies,
+            PathBuf::from(crate::directory::DEFAULT_PATH)
+        );
         assert_eq!(d.server.max_body_bytes, 64 << 20);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");

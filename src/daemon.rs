@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DEFAULTS};
+use crate::config::Config;
 use crate::directory::{self, Directory, SharedDirectory};
 use crate::http::{Api, ApiLimits, OpsState, Readiness, ServerLimits, run_https, run_ops};
 use crate::hub::{Hub, HubSettings};
@@ -45,16 +45,8 @@ pub enum DaemonError {
 /// configured path is the default one and does not exist.
 fn load_directory(config: &Config) -> Result<Directory, DaemonError> {
     let path = &config.server.agencies;
-    if !path.exists() && is_default_agencies_path(path) {
-        tracing::info!(path = %path.display(), "directory file absent: using the embedded sample directory");
-        return Ok(Directory::parse(directory::EMBEDDED)?);
-    }
-    Ok(Directory::load(path)?)
-}
-
-fn is_default_agencies_path(path: &Path) -> bool {
-    let defaults: toml::Table = toml::from_str(DEFAULTS).expect("defaults parse");
-    defaults["server"]["agencies"].as_str() == path.to_str()
+    let is_default = path == Path::new(directory::DEFAULT_PATH);
+    Ok(Directory::load_or_embedded(path, is_default)?)
 }
 
 /// Creates the dev PKI when the TLS files are missing at their dev paths and that is allowed.

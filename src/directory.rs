@@ -15,6 +15,9 @@ use crate::edxml::is_valid_organ_id;
 /// The sample directory compiled into the binary, used when no file is found.
 pub const EMBEDDED: &str = include_str!("../config/agencies.toml");
 
+/// Where the directory file is by default (`server.agencies` in config/lienthong.toml).
+pub const DEFAULT_PATH: &str = "config/agencies.toml";
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Agency {
@@ -104,6 +107,19 @@ impl Directory {
             source,
         })?;
         Directory::parse(&text)
+    }
+
+    /// Loads `path`; when it does not exist and `embedded_fallback` is set, the sample
+    /// compiled into the binary instead (so the hub runs outside a checkout).
+    pub fn load_or_embedded(
+        path: &Path,
+        embedded_fallback: bool,
+    ) -> Result<Directory, DirectoryError> {
+        if embedded_fallback && !path.exists() {
+            tracing::info!(path = %path.display(), "directory file absent: using the embedded sample directory");
+            return Directory::parse(EMBEDDED);
+        }
+        Directory::load(path)
     }
 
     pub fn get(&self, id: &str) -> Option<&Agency> {

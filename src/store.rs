@@ -148,6 +148,13 @@ fn queue_key(agency: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+fn decode_doc(seq: u64, bytes: &[u8]) -> Result<DocRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("docs/{seq}"),
+        why: e.to_string(),
+    })
+}
+
 fn delivery_key(seq: u64, agency: &str) -> Vec<u8> {
     let mut k = seq.to_be_bytes().to_vec();
     k.extend_from_slice(agency.as_bytes());
@@ -224,12 +231,7 @@ impl Store {
     pub fn doc(&self, seq: u64) -> Result<Option<DocRecord>, StoreError> {
         match self.db.get_pinned_cf(self.cf(CF_DOCS), seq.to_be_bytes())? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    key: format!("docs/{seq}"),
-                    why: e.to_string(),
-                }),
+            Some(v) => decode_doc(seq, &v).map(Some),
         }
     }
 
@@ -243,10 +245,7 @@ impl Store {
             .zip(self.db.batched_multi_get_cf(cf, &keys, false))
         {
             if let Some(v) = v? {
-                out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: format!("docs/{seq}"),
-                    why: e.to_string(),
-                })?);
+                out.push(decode_doc(*seq, &v)?);
             }
         }
         Ok(out)

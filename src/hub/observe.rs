@@ -54,11 +54,12 @@ impl Hub {
                         .increment(1);
                     counter!("lienthong_bytes_received_total").increment(record.size);
                     self.agency_counters(std::iter::once(sender), |m| m.sent.increment(1));
-                    let verdict = match (&record.verdict, record.has_signature) {
-                        (Some(v), _) => v.clone(),
-                        (None, true) => "not_verified".to_owned(),
-                        (None, false) => "unsigned".to_owned(),
-                    };
+                    let verdict: metrics::SharedString =
+                        match (&record.verdict, record.has_signature) {
+                            (Some(v), _) => v.clone().into(),
+                            (None, true) => "not_verified".into(),
+                            (None, false) => "unsigned".into(),
+                        };
                     counter!("lienthong_signature_verdicts_total", "verdict" => verdict)
                         .increment(1);
                     if let Some(code) = &record.status_code {
