@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod directory;
+pub mod dsig;
 pub mod edxml;
 pub mod http;
 pub mod hub;

@@ -109,8 +109,7 @@ pub fn peer_cert(der: &[u8]) -> PeerCert {
         .ok()
         .and_then(|c| c.tbs_certificate().subject().common_name().ok().flatten())
         .map(String::from);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = crate::digest::sha256_hex(der);
     PeerCert {
         common_name,
         sha256,
