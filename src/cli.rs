@@ -104,6 +104,41 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Sign an edXML packet (enveloped XML-DSig in edXMLHeader) with a signing certificate.
+    Sign {
+        /// The packet, or - for standard input.
+        file: PathBuf,
+        /// Signing certificate (PEM; may hold the chain, signer first).
+        #[arg(long, env = "LIENTHONG_SIGN_CERT")]
+        cert: PathBuf,
+        /// Its private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+        #[arg(long, env = "LIENTHONG_SIGN_KEY")]
+        key: PathBuf,
+        /// Signature method; it must fit the key. Default: rsa-sha256 for an RSA key,
+        /// ecdsa-sha256 for a P-256 key.
+        #[arg(long, value_enum)]
+        algorithm: Option<crate::dsig::SignAlgorithm>,
+        /// Write to FILE instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Verify a packet's signature as the hub does; exits non-zero unless it verifies.
+    Verify {
+        /// The packet, or - for standard input.
+        file: PathBuf,
+        /// Signature trust store: a directory of CA certificates (PEM or DER).
+        #[arg(long, default_value = "certs/trust")]
+        trust: PathBuf,
+        /// CRL files to check (repeatable).
+        #[arg(long = "crl")]
+        crls: Vec<PathBuf>,
+        /// Directory file, for signing-certificate pins (default: config/agencies.toml, else
+        /// the embedded one).
+        #[arg(long)]
+        agencies: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compose edXML packets.
     Edxml {
         #[command(subcommand)]
@@ -130,6 +165,9 @@ struct ServeArgs {
     client_ca: Option<PathBuf>,
     #[arg(long)]
     agencies: Option<PathBuf>,
+    /// Signature trust store directory (default: [signature] trust_dir, certs/trust).
+    #[arg(long)]
+    trust: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -243,6 +281,7 @@ async fn run(command: Command) -> ExitCode {
                 tls_key: a.tls_key,
                 client_ca: a.client_ca,
                 agencies: a.agencies,
+                trust: a.trust,
             };
             let config = match Config::load(a.config.as_deref(), &overrides) {
                 Ok(c) => c,
@@ -275,17 +314,32 @@ async fn run(command: Command) -> ExitCode {
             match pki::init(&PkiPaths::new(&dir), &directory, &roles) {
                 Ok(r) => {
                     println!(
-                        "{}: CA {}, server certificate {}, {} client certificates created",
+                        "{}: CA {}, server certificate {}, {} client and {} signing certificates created",
                         dir.display(),
                         if r.created_ca { "created" } else { "kept" },
                         if r.created_server { "created" } else { "kept" },
-                        r.created_clients
+                        r.created_clients,
+                        r.created_signing
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),
             }
         }
+        Command::Sign {
+            file,
+            cert,
+            key,
+            algorithm,
+            output,
+        } => sign(&file, &cert, &key, algorithm, output.as_deref()),
+        Command::Verify {
+            file,
+            trust,
+            crls,
+            agencies,
+            json,
+        } => verify(&file, &trust, &crls, agencies.as_deref(), json),
         Command::Send { file, conn } => {
             let body = match std::fs::read(&file) {
                 Ok(b) => b,
@@ -322,8 +376,8 @@ async fn run(command: Command) -> ExitCode {
                     return "inbox empty".into();
                 }
                 let mut out = format!(
-                    "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  SUBJECT / DOCUMENT\n",
-                    "ID", "KIND", "ST", "FROM", "BYTES"
+                    "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  {:<19}  SUBJECT / DOCUMENT\n",
+                    "ID", "KIND", "ST", "FROM", "BYTES", "SIGNATURE"
                 );
                 for i in items {
                     let label = i["subject"]
@@ -332,12 +386,13 @@ async fn run(command: Command) -> ExitCode {
                         .or(i["response_for"].as_str())
                         .unwrap_or("");
                     out.push_str(&format!(
-                        "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  {}\n",
+                        "{:<16}  {:<6}  {:<2}  {:<15}  {:>9}  {:<19}  {}\n",
                         i["id"].as_str().unwrap_or(""),
                         i["kind"].as_str().unwrap_or(""),
                         i["status_code"].as_str().unwrap_or(""),
                         i["from"].as_str().unwrap_or(""),
                         i["size"].as_u64().unwrap_or(0),
+                        i["verdict"].as_str().unwrap_or("-"),
                         label
                     ));
                 }
@@ -612,7 +667,7 @@ fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
     };
     let mut out = format!(
         "window {} (covering {} s) · scope {}\n\
-         accepted {} ({}/min) · acked {} · refused {} · pending {} · signed {} · electronic {}\n",
+         accepted {} ({}/min) · acked {} · refused {} · pending {} · signature verified {} · electronic {}\n",
         v["window"].as_str().unwrap_or("?"),
         v["covered_secs"],
         v["scope"].as_str().unwrap_or("?"),
@@ -621,7 +676,7 @@ fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
         t["acked"],
         t["refused"],
         v["pending"],
-        share(&t["signed_share"]),
+        share(&t["verified_share"]),
         share(&t["electronic_share"]),
     );
     if let Some(reasons) = t["refused_by_reason"].as_object().filter(|r| !r.is_empty()) {
@@ -664,4 +719,119 @@ fn render_stats(v: &serde_json::Value, only: Option<&str>) -> String {
         out.push_str(&format!("\nnot pulling: {}", idle.join(", ")));
     }
     out.trim_end().to_owned()
+}
+
+fn read_input(file: &Path) -> Result<Vec<u8>, String> {
+    if file == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| e.to_string())?;
+        Ok(buf)
+    } else {
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
+fn sign(
+    file: &Path,
+    cert: &Path,
+    key: &Path,
+    algorithm: Option<crate::dsig::SignAlgorithm>,
+    output: Option<&Path>,
+) -> ExitCode {
+    let body = match read_input(file) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let signer = match crate::dsig::Signer::load(cert, key) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Some(a) = algorithm
+        && a != signer.algorithm()
+    {
+        return fail(format!(
+            "--algorithm {a:?} does not fit the key, which signs {:?}",
+            signer.algorithm()
+        ));
+    }
+    let signed = match signer.sign(&body) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let res = match output {
+        Some(p) => std::fs::write(p, &signed),
+        None => std::io::Write::write_all(&mut std::io::stdout(), &signed),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn verify(
+    file: &Path,
+    trust: &Path,
+    crls: &[PathBuf],
+    agencies: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    let body = match read_input(file) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let packet = match edxml::parse(&body) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{}: {e}", e.code())),
+    };
+    let store = match crate::dsig::TrustStore::load(trust, crls, std::time::Duration::ZERO) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    for e in &store.crl_errors {
+        eprintln!("lienthong: warning: CRL not used: {e}");
+    }
+    let pins = load_directory(agencies)
+        .ok()
+        .and_then(|d| d.get(&packet.from).map(|a| a.signing_cert_sha256.clone()))
+        .unwrap_or_default();
+    let verdict = crate::dsig::verify_for_sender(
+        &body,
+        &packet.from,
+        &pins,
+        &store,
+        std::time::SystemTime::now(),
+    );
+    match verdict {
+        Ok(v) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verdict": crate::dsig::VERDICT_VERIFIED,
+                        "algorithm": v.algorithm, "signer": v.signer_cn,
+                        "cert_sha256": v.cert_sha256, "from": packet.from})
+                );
+            } else {
+                println!(
+                    "verified: {} signature by {} (certificate sha256 {}), the sender {}",
+                    v.algorithm,
+                    v.signer_cn.as_deref().unwrap_or("?"),
+                    v.cert_sha256,
+                    packet.from
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"verdict": f.code.as_str(), "message": f.message,
+                        "from": packet.from})
+                );
+            } else {
+                println!("{}: {}", f.code.as_str(), f.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
 }

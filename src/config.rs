@@ -21,6 +21,26 @@ pub struct Config {
     pub queue: Queue,
     pub stats: Stats,
     pub roles: Roles,
+    pub signature: Signature,
+}
+
+/// What the hub does with packet signatures (see `dsig`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignaturePolicy {
+    /// Refuse unsigned and invalid packets (422 with the reason code).
+    Require,
+    /// Accept them and store the verdict.
+    Record,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub policy: SignaturePolicy,
+    pub trust_dir: PathBuf,
+    pub crl_files: Vec<PathBuf>,
+    pub cache_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +122,7 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
     pub agencies: Option<PathBuf>,
+    pub trust: Option<PathBuf>,
 }
 
 /// Recursively lays `over` on top of `base`.
@@ -146,6 +167,9 @@ impl Config {
         }
         if let Some(v) = o.agencies {
             config.server.agencies = v;
+        }
+        if let Some(v) = o.trust {
+            config.signature.trust_dir = v;
         }
         if let Some(v) = o.tls_cert {
             config.tls.cert = v;

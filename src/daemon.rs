@@ -33,6 +33,8 @@ pub enum DaemonError {
     },
     #[error("cannot start the hub: {0}")]
     Hub(#[from] crate::hub::HubError),
+    #[error("cannot start the hub: {0}")]
+    Trust(#[from] crate::dsig::TrustError),
     #[error("{what} {addr}: {source}")]
     Io {
         what: &'static str,
@@ -49,16 +51,19 @@ fn load_directory(config: &Config) -> Result<Directory, DaemonError> {
     Ok(Directory::load_or_embedded(path, is_default)?)
 }
 
-/// Creates the dev PKI when the TLS files are missing at their dev paths and that is allowed.
+/// Creates the dev PKI when the TLS files or the signature trust store are missing at their
+/// dev paths and that is allowed.
 fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     let t = &config.tls;
-    if t.cert.exists() && t.key.exists() && t.client_ca.exists() {
+    let trust = &config.signature.trust_dir;
+    if t.cert.exists() && t.key.exists() && t.client_ca.exists() && trust.exists() {
         return Ok(());
     }
     let paths = PkiPaths::new(&t.dev_pki_dir);
     let at_dev_paths = t.cert == paths.server_cert()
         && t.key == paths.server_key()
-        && t.client_ca == paths.ca_cert();
+        && t.client_ca == paths.ca_cert()
+        && *trust == paths.trust_dir();
     if !t.dev_pki || !at_dev_paths {
         return Ok(()); // Loading will fail below with the missing path named.
     }
@@ -66,6 +71,7 @@ fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     tracing::warn!(
         dir = %paths.dir.display(),
         clients = report.created_clients,
+        signing = report.created_signing,
         "created a DEVELOPMENT PKI (root CA, server and agency certificates); not for production"
     );
     Ok(())
@@ -101,6 +107,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         path: db_path.clone(),
         source,
     })?;
+    let signatures = crate::hub::Signatures::load(&config.signature)?;
     let directory = SharedDirectory::new(dir);
     let shutdown = CancellationToken::new();
     let hub = Arc::new(Hub::new(
@@ -111,6 +118,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             max_inbox_limit: config.queue.max_inbox_limit,
             max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
         },
+        signatures,
         shutdown.clone(),
     )?);
 
@@ -136,7 +144,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     );
 
     let ready = Readiness::default();
-    tokio::spawn(signals(shutdown.clone(), directory, config.clone()));
+    tokio::spawn(signals(shutdown.clone(), hub.clone(), config.clone()));
 
     let api = Arc::new(Api::new(
         hub.clone(),
@@ -263,6 +271,14 @@ fn describe_metrics() {
         "Accepted packets by signature verdict"
     );
     describe_counter!(
+        "lienthong_signature_chain_cache_total",
+        "Signer certificate chain verdict cache lookups by result (hit, miss)"
+    );
+    describe_counter!(
+        "lienthong_crl_load_errors_total",
+        "CRL files that could not be read at start or on SIGHUP"
+    );
+    describe_counter!(
         "lienthong_tls_handshake_failures_total",
         "TLS handshakes that failed, by reason"
     );
@@ -323,8 +339,9 @@ async fn maintain(
     }
 }
 
-/// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory.
-async fn signals(shutdown: CancellationToken, directory: SharedDirectory, config: Config) {
+/// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature trust
+/// store (anchors and CRLs).
+async fn signals(shutdown: CancellationToken, hub: Arc<Hub>, config: Config) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -332,13 +349,21 @@ async fn signals(shutdown: CancellationToken, directory: SharedDirectory, config
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => match load_directory(&config) {
-                Ok(d) => {
-                    tracing::info!(agencies = d.len(), "directory reloaded");
-                    directory.replace(d);
+            _ = hup.recv() => {
+                match load_directory(&config) {
+                    Ok(d) => {
+                        tracing::info!(agencies = d.len(), "directory reloaded");
+                        hub.directory().replace(d);
+                    }
+                    Err(e) => tracing::error!(error = %e, "directory reload refused; keeping the old directory"),
                 }
-                Err(e) => tracing::error!(error = %e, "directory reload refused; keeping the old directory"),
-            },
+                let h = hub.clone();
+                match tokio::task::spawn_blocking(move || h.signatures().reload()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "trust store reload refused; keeping the old one"),
+                    Err(e) => tracing::error!(error = %e, "trust store reload failed"),
+                }
+            }
         }
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");

@@ -28,6 +28,11 @@ pub struct Agency {
     /// SHA-256 (hex) of the agency's TLS client certificate, when pinned.
     #[serde(default)]
     pub cert_sha256: Option<String>,
+    /// SHA-256 (hex) of the agency's document-signing certificates. When set, only these may
+    /// sign its packets; when empty, a signer whose subject CN is the OrganId may (see
+    /// docs/signatures.md).
+    #[serde(default)]
+    pub signing_cert_sha256: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -69,13 +74,12 @@ impl Directory {
                     a.id
                 )));
             }
-            if let Some(pin) = &a.cert_sha256 {
-                if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(DirectoryError::Invalid(format!(
-                        "agency {}: cert_sha256 must be 64 hex digits",
-                        a.id
-                    )));
-                }
+            let is_hash = |p: &String| p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit());
+            if a.cert_sha256.iter().chain(&a.signing_cert_sha256).any(|p| !is_hash(p)) {
+                return Err(DirectoryError::Invalid(format!(
+                    "agency {}: cert_sha256 and signing_cert_sha256 values must be 64 hex digits",
+                    a.id
+                )));
             }
             if by_id.insert(a.id.clone(), i).is_some() {
                 return Err(DirectoryError::Invalid(format!(

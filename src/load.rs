@@ -15,6 +15,7 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 
 use crate::client::{Client, HttpVersion};
+use crate::dsig::Signer;
 use crate::edxml::{self, Attachment, NewDocument};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -119,6 +120,15 @@ fn start_hub() -> Result<(OwnHub, String, PathBuf), String> {
     }
 }
 
+/// The agency's document-signing key from `certs/signing` (the dev PKI layout).
+fn signer(certs: &Path, id: &str) -> Result<Signer, String> {
+    let cert = certs.join(format!("signing/{id}.pem"));
+    let key = certs.join(format!("signing/{id}.key"));
+    Signer::load(&cert, &key).map_err(|e| {
+        format!("no usable signing certificate for {id} (packets must be signed): {e}")
+    })
+}
+
 /// Agencies with a certificate in `certs/agencies`, sorted.
 fn agencies(certs: &Path) -> Result<Vec<String>, String> {
     let dir = certs.join("agencies");
@@ -217,6 +227,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     let ids = agencies(&certs)?;
     let clients = spec.clients.max(1);
     let mut conns = Vec::with_capacity(clients);
+    let mut signers = Vec::with_capacity(clients);
     for i in 0..clients {
         let id = &ids[i % ids.len()];
         let c = Client::new(
@@ -228,6 +239,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         )
         .map_err(|e| e.to_string())?;
         conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
+        signers.push(Arc::new(signer(&certs, id)?));
     }
 
     // Pull mode: queue work for every client first (not measured).
@@ -238,10 +250,13 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
             let (sender, _, c) = &conns[(i + 1) % conns.len()];
             let (to, c) = (conns[i].0.clone(), c.clone());
             let sender = sender.clone();
+            let signer = signers[(i + 1) % conns.len()].clone();
             let size = spec.size;
             fill.push(tokio::spawn(async move {
                 for n in 0..per_client {
-                    let body = packet(&sender, std::slice::from_ref(&to), n, size);
+                    let body = signer
+                        .sign(&packet(&sender, std::slice::from_ref(&to), n, size))
+                        .map_err(|e| e.to_string())?;
                     c.call(Method::POST, "/v1/documents", Bytes::from(body))
                         .await
                         .map_err(|e| e.to_string())?;
@@ -264,7 +279,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     let cpu0 = pid.and_then(cpu_secs);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
-    for (k, (me, next, c)) in conns.into_iter().enumerate() {
+    for (k, ((me, next, c), signer)) in conns.into_iter().zip(signers).enumerate() {
         let shared = shared.clone();
         let all = ids.clone();
         let spec = spec.clone();
@@ -280,7 +295,15 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
                         } else {
                             vec![next.clone()]
                         };
-                        let body = packet(&me, &to, n, spec.size);
+                        // Signing is client work, as at a real agency: it runs on the
+                        // same cores as the hub here, so it lowers the measured rate.
+                        let body = match signer.sign(&packet(&me, &to, n, spec.size)) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                shared.fail(e.to_string());
+                                break;
+                            }
+                        };
                         let len = body.len() as u64;
                         let t = Instant::now();
                         match c

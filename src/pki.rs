@@ -1,4 +1,5 @@
-//! Development PKI: a root CA, the hub's server certificate and one client certificate per agency.
+//! Development PKI: a root CA, the hub's server certificate, one TLS client certificate and one
+//! document-signing certificate per agency, and a signature trust store holding the CA.
 //!
 //! `lienthong pki init` and the first `serve` on default paths use this so curl and the CLI work
 //! at once. It only ever adds missing files; it never overwrites a key. Production deployments
@@ -9,8 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -27,6 +29,8 @@ pub enum PkiError {
     },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The files of a PKI directory.
@@ -57,6 +61,17 @@ impl PkiPaths {
     pub fn agency_key(&self, id: &str) -> PathBuf {
         self.dir.join("agencies").join(format!("{id}.key"))
     }
+    /// The agency's document-signing certificate (`lienthong sign --cert`).
+    pub fn signing_cert(&self, id: &str) -> PathBuf {
+        self.dir.join("signing").join(format!("{id}.pem"))
+    }
+    pub fn signing_key(&self, id: &str) -> PathBuf {
+        self.dir.join("signing").join(format!("{id}.key"))
+    }
+    /// The signature trust store directory (`[signature] trust_dir`).
+    pub fn trust_dir(&self) -> PathBuf {
+        self.dir.join("trust")
+    }
     pub fn role_cert(&self, cn: &str) -> PathBuf {
         self.dir.join("roles").join(format!("{cn}.pem"))
     }
@@ -72,6 +87,8 @@ pub struct InitReport {
     pub created_server: bool,
     /// Agency and role client certificates created.
     pub created_clients: usize,
+    /// Agency document-signing certificates created.
+    pub created_signing: usize,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -141,7 +158,7 @@ impl Ca {
     }
 
     /// Loads the dev CA written by [`init`]. Only the key and the name are needed to issue.
-    fn load_dev(paths: &PkiPaths) -> Result<Ca, PkiError> {
+    pub fn load_dev(paths: &PkiPaths) -> Result<Ca, PkiError> {
         let key = KeyPair::from_pem(&read(&paths.ca_key())?)?;
         let params = ca_params(CA_CN);
         Ok(Ca {
@@ -190,6 +207,82 @@ impl Ca {
         params.not_after = not_before + Duration::days(days);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// The key type of a document-signing certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKey {
+    /// ECDSA P-256: fast to generate (the dev PKI makes 519 of them).
+    EcdsaP256,
+    /// RSA 2048: what CA-issued signing tokens hold; ~0.3 s each to generate here.
+    Rsa2048,
+}
+
+impl Ca {
+    /// Issues a document-signing certificate: subject CN `cn` (the OrganId, per the signer
+    /// rule), key usage digitalSignature + nonRepudiation, valid from `not_before` for `days`.
+    pub fn issue_signing(
+        &self,
+        cn: &str,
+        key_type: SigningKey,
+        not_before: OffsetDateTime,
+        days: i64,
+    ) -> Result<(String, String), PkiError> {
+        let key = match key_type {
+            SigningKey::EcdsaP256 => KeyPair::generate()?,
+            SigningKey::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
+            }
+        };
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "lienthong dev signing");
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::ContentCommitment,
+        ];
+        // rcgen writes extensions (key usage included) only when one of these is set.
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = not_before;
+        params.not_after = not_before + Duration::days(days);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A CRL from this CA revoking the given certificates (PEM), valid for a week.
+    pub fn crl_revoking(&self, cert_pems: &[&str]) -> Result<String, PkiError> {
+        use der::Decode;
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
+        for pem in cert_pems {
+            let der = CertificateDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| PkiError::Invalid(format!("bad certificate PEM: {e:?}")))?;
+            let cert = x509_cert::Certificate::from_der(&der)
+                .map_err(|e| PkiError::Invalid(format!("bad certificate: {e}")))?;
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(
+                    cert.tbs_certificate().serial_number().as_bytes(),
+                ),
+                revocation_time: now - Duration::minutes(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 
@@ -244,6 +337,24 @@ pub fn init(
         write_file(&key_path, &key, true)?;
         write_file(&cert_path, &cert, false)?;
         report.created_clients += 1;
+    }
+    // Document signing: one certificate per agency, and the CA as the signature trust anchor.
+    let trust = paths.trust_dir().join("dev-ca.pem");
+    if !trust.exists() {
+        write_file(&trust, &read(&paths.ca_cert())?, false)?;
+    }
+    let now = OffsetDateTime::now_utc() - Duration::hours(1);
+    for a in directory.agencies() {
+        let (cert_path, key_path) = (paths.signing_cert(&a.id), paths.signing_key(&a.id));
+        if cert_path.exists() && key_path.exists() {
+            continue;
+        }
+        let (cert, key) = ca.issue_signing(&a.id, SigningKey::EcdsaP256, now, 365 * 2)?;
+        let _ = fs::remove_file(&cert_path);
+        let _ = fs::remove_file(&key_path);
+        write_file(&key_path, &key, true)?;
+        write_file(&cert_path, &cert, false)?;
+        report.created_signing += 1;
     }
     Ok(report)
 }

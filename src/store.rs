@@ -80,9 +80,15 @@ pub struct DocRecord {
     /// Milliseconds since the Unix epoch.
     pub received_at_ms: u64,
     pub has_signature: bool,
-    /// The signature verdict, once signature verification exists; `None` = not verified.
+    /// The signature verdict: `verified`, or the failure code under policy `record`. `None`
+    /// only for records written before signatures were verified.
     #[serde(default)]
     pub verdict: Option<String>,
+    /// Subject CN and SHA-256 (hex) of the certificate that signed, when it verified.
+    #[serde(default)]
+    pub signer: Option<String>,
+    #[serde(default)]
+    pub signer_sha256: Option<String>,
     /// `Bussiness/Paper` was 1: a paper copy travels too (not electronic-only).
     #[serde(default)]
     pub paper: bool,
@@ -499,6 +505,8 @@ mod tests {
             received_at_ms: 1,
             has_signature: false,
             verdict: None,
+            signer: None,
+            signer_sha256: None,
             paper: false,
         }
     }

@@ -41,7 +41,7 @@ async fn full_disk_refuses_with_507_and_loses_nothing() {
     let mut accepted = Vec::new();
     let mut refusal = None;
     for n in 0..100 {
-        let body = packet(A, &[B], &format!("FULL-{n}"), &attachment);
+        let body = hub.packet(A, &[B], &format!("FULL-{n}"), &attachment);
         let r = submit(&a, body.clone()).await;
         if r.status == StatusCode::CREATED {
             accepted.push((r.json()["id"].as_str().unwrap().to_owned(), body));
@@ -103,7 +103,7 @@ async fn full_disk_refuses_with_507_and_loses_nothing() {
         accepted.len(),
         "every accepted packet is queued after the restart"
     );
-    let r = submit(&a, packet(A, &[B], "AFTER", b"")).await;
+    let r = submit(&a, hub.packet(A, &[B], "AFTER", b"")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     hub.stop();
 }

@@ -31,7 +31,7 @@ async fn send_pull_ack_over_http1_and_http2() {
             hub.client(B, version),
             hub.client(C, version),
         );
-        let body = packet(
+        let body = hub.packet(
             A,
             &[B, C],
             &format!("{A},2026/11/28,{n}/VP"),
@@ -94,7 +94,7 @@ async fn one_packet_to_all_519_agencies_is_stored_once() {
     assert_eq!(all.len(), 519);
     let sender = all[0];
     let attachment = noise(256 * 1024, 7);
-    let body = packet(
+    let body = hub.packet(
         sender,
         &all,
         &format!("{sender},2026/11/28,1/CT"),
@@ -181,7 +181,10 @@ async fn wrong_certificates_are_refused() {
                 p
             }),
     );
-    assert!(out.contains("1 client certificates created"), "{out}");
+    assert!(
+        out.contains("1 client and 1 signing certificates created"),
+        "{out}"
+    );
     let stranger = hub.client("000.00.99.H13", HttpVersion::Auto);
     let r = get(&stranger, "/v1/inbox").await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -197,7 +200,7 @@ async fn agencies_cannot_touch_each_others_items_or_forge_senders() {
         hub.client(B, HttpVersion::Auto),
         hub.client(C, HttpVersion::Auto),
     );
-    let r = submit(&a, packet(A, &[B], "X-1", b"")).await;
+    let r = submit(&a, hub.packet(A, &[B], "X-1", b"")).await;
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let leak = get(&c, &format!("/v1/documents/{id}")).await;
     assert_eq!(leak.status, StatusCode::NOT_FOUND);
@@ -219,13 +222,13 @@ async fn agencies_cannot_touch_each_others_items_or_forge_senders() {
     );
 
     // C sends a packet claiming to be from A.
-    let forged = submit(&c, packet(A, &[B], "X-2", b"")).await;
+    let forged = submit(&c, hub.packet(A, &[B], "X-2", b"")).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&forged), "sender_mismatch");
     // Unknown recipients are named; nothing is queued for the known ones.
     let r = submit(
         &a,
-        packet(A, &[C, "000.00.77.H13", "000.00.78.H13"], "X-3", b""),
+        hub.packet(A, &[C, "000.00.77.H13", "000.00.78.H13"], "X-3", b""),
     )
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -246,7 +249,7 @@ async fn resubmission_is_idempotent_and_conflicts_are_refused() {
         hub.client(A, HttpVersion::Auto),
         hub.client(B, HttpVersion::Auto),
     );
-    let body = packet(A, &[B], "DUP-1", b"first");
+    let body = hub.packet(A, &[B], "DUP-1", b"first");
     let first = submit(&a, body.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED);
     let second = submit(&a, body.clone()).await;
@@ -254,7 +257,7 @@ async fn resubmission_is_idempotent_and_conflicts_are_refused() {
     assert_eq!(second.json()["id"], first.json()["id"]);
     assert_eq!(second.json()["created"], false);
     assert_eq!(inbox(&b, "").await.len(), 1, "a retry does not duplicate");
-    let other = submit(&a, packet(A, &[B], "DUP-1", b"second")).await;
+    let other = submit(&a, hub.packet(A, &[B], "DUP-1", b"second")).await;
     assert_eq!(other.status, StatusCode::CONFLICT);
     assert_eq!(error_code(&other), "duplicate_document_id");
     hub.stop();
@@ -264,7 +267,7 @@ async fn resubmission_is_idempotent_and_conflicts_are_refused() {
 async fn restart_keeps_queues_and_leases_expire() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "[queue]\nlease_secs = 2\n");
     let a = hub.client(A, HttpVersion::Auto);
-    let r = submit(&a, packet(A, &[B, C], "R-1", b"kept")).await;
+    let r = submit(&a, hub.packet(A, &[B, C], "R-1", b"kept")).await;
     assert_eq!(r.status, StatusCode::CREATED);
     let id = r.json()["id"].as_str().unwrap().to_owned();
     let b = hub.client(B, HttpVersion::Auto);
@@ -288,7 +291,7 @@ async fn restart_keeps_queues_and_leases_expire() {
     assert_eq!(items[0]["id"], id.as_str());
     assert_eq!(items[0]["deliveries"], 2);
     // A new packet after the restart gets a fresh id.
-    let r2 = submit(&a_client(&hub), packet(A, &[B], "R-2", b"")).await;
+    let r2 = submit(&a_client(&hub), hub.packet(A, &[B], "R-2", b"")).await;
     assert_ne!(r2.json()["id"], id.as_str());
     hub.stop();
 }
@@ -304,7 +307,7 @@ async fn long_poll_returns_what_arrives() {
     let a = hub.client(A, HttpVersion::Http2);
     let waiter = tokio::spawn(async move { inbox(&b, "wait=20").await });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    submit(&a, packet(A, &[B], "LP-1", b"")).await;
+    submit(&a, hub.packet(A, &[B], "LP-1", b"")).await;
     let items = waiter.await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["document_id"], "LP-1");
@@ -318,7 +321,7 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
         hub.client(A, HttpVersion::Auto),
         hub.client(B, HttpVersion::Auto),
     );
-    let big = submit(&a, packet(A, &[B], "BIG", &noise(200_000, 3))).await;
+    let big = submit(&a, hub.packet(A, &[B], "BIG", &noise(200_000, 3))).await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&big), "body_too_large");
     let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
@@ -394,7 +397,7 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");
     let a = hub.client(A, HttpVersion::Auto);
     let new_agency = "000.00.04.H13";
-    let r = submit(&a, packet(A, &[new_agency], "H-1", b"")).await;
+    let r = submit(&a, hub.packet(A, &[new_agency], "H-1", b"")).await;
     assert_eq!(error_code(&r), "unknown_recipient");
     std::fs::write(
         &hub.agencies,
@@ -404,7 +407,7 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     hub.signal("HUP");
     let mut accepted = false;
     for _ in 0..100 {
-        if submit(&a, packet(A, &[new_agency], "H-1", b""))
+        if submit(&a, hub.packet(A, &[new_agency], "H-1", b""))
             .await
             .status
             == StatusCode::CREATED
@@ -419,7 +422,7 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     std::fs::write(&hub.agencies, "[[agency]\nthis is not toml").unwrap();
     hub.signal("HUP");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = submit(&a, packet(A, &[new_agency], "H-2", b"")).await;
+    let r = submit(&a, hub.packet(A, &[new_agency], "H-2", b"")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     hub.stop();
 }

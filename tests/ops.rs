@@ -47,11 +47,13 @@ async fn traffic(hub: &TestHub) {
         hub.client(B, HttpVersion::Auto),
     );
     for n in 1..=3 {
-        let r = submit(&a, packet(A, &[B], &format!("S-{n}"), b"")).await;
+        let r = submit(&a, hub.packet(A, &[B], &format!("S-{n}"), b"")).await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
-    let forged = submit(&b, packet(A, &[B], "S-X", b"")).await;
+    let forged = submit(&b, hub.packet(A, &[B], "S-X", b"")).await;
     assert_eq!(error_code(&forged), "sender_mismatch");
+    let unsigned = submit(&b, packet(B, &[A], "S-U", b"")).await;
+    assert_eq!(error_code(&unsigned), "signature_missing");
     let items = inbox(&b, "limit=2").await;
     for item in &items {
         let id = item["id"].as_str().unwrap();
@@ -73,7 +75,7 @@ async fn traffic(hub: &TestHub) {
         "2026/11/28 10:00:00",
     );
     assert_eq!(
-        submit(&b, done.into_bytes()).await.status,
+        submit(&b, hub.sign(B, done.as_bytes())).await.status,
         StatusCode::CREATED
     );
 }
@@ -88,14 +90,16 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     assert_eq!(s["scope"], "hub");
     let t = &s["totals"];
     assert_eq!(t["accepted"], 4, "{s}");
-    assert_eq!(t["refused"], 1);
+    assert_eq!(t["refused"], 2);
     assert_eq!(t["refused_by_reason"]["sender_mismatch"], 1);
+    assert_eq!(t["refused_by_reason"]["signature_missing"], 1);
     assert_eq!(t["acked"], 2);
     assert_eq!(t["delivered"], 2);
     assert_eq!(t["status_notices"]["06"], 1);
     assert_eq!(t["delivery_to_completed"]["count"], 1);
     assert_eq!(t["electronic_share"], 1.0);
-    assert_eq!(t["signed_share"], 0.0);
+    assert_eq!(t["signed_share"], 1.0);
+    assert_eq!(t["verified_share"], 1.0);
     assert_eq!(
         s["pending"], 2,
         "one document for B, the status notice for A"
@@ -236,7 +240,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
             .arg(hub.path("certs/roles/ops.key")),
     );
     assert!(
-        table.contains("accepted 4") && table.contains("refused 1"),
+        table.contains("accepted 4") && table.contains("refused 2"),
         "{table}"
     );
     assert!(table.contains("sender_mismatch 1"), "{table}");
@@ -256,7 +260,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     let ops = role_client(&hub, "auditor");
     let s = stats(&ops, "/v1/stats?window=30d").await;
     assert_eq!(s["totals"]["accepted"], 4, "{s}");
-    assert_eq!(s["totals"]["refused"], 1);
+    assert_eq!(s["totals"]["refused"], 2);
     assert_eq!(s["pending"], 2);
     hub.stop();
 }

@@ -73,7 +73,7 @@ fn quick_start_with_curl_and_the_cli() {
         519 * 2
     );
 
-    // Compose with the CLI, send with curl over HTTP/2.
+    // Compose and sign with the CLI, send with curl over HTTP/2.
     run_ok(Command::new(BIN).current_dir(cwd).args([
         "edxml",
         "new",
@@ -86,13 +86,31 @@ fn quick_start_with_curl_and_the_cli() {
         "-o",
         "p.edxml",
     ]));
+    // Unsigned, it is refused (the default policy requires a valid signature).
+    let (body, status) = curl(
+        cwd,
+        A,
+        &["--data-binary", "@p.edxml", &format!("{url}/v1/documents")],
+    );
+    assert_eq!(status, "422 2", "{body}");
+    assert!(body.contains("signature_missing"), "{body}");
+    run_ok(Command::new(BIN).current_dir(cwd).args([
+        "sign",
+        "p.edxml",
+        "--cert",
+        &format!("certs/signing/{A}.pem"),
+        "--key",
+        &format!("certs/signing/{A}.key"),
+        "-o",
+        "p.signed.edxml",
+    ]));
     let (body, status) = curl(
         cwd,
         A,
         &[
             "--http2",
             "--data-binary",
-            "@p.edxml",
+            "@p.signed.edxml",
             &format!("{url}/v1/documents"),
         ],
     );
@@ -106,11 +124,13 @@ fn quick_start_with_curl_and_the_cli() {
     let items: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(items["items"][0]["id"], id.as_str());
     assert_eq!(items["items"][0]["subject"], "Giấy mời họp");
+    assert_eq!(items["items"][0]["verdict"], "verified");
+    assert_eq!(items["items"][0]["signer"], A);
     let (fetched, status) = curl(cwd, B, &[&format!("{url}/v1/documents/{id}")]);
     assert_eq!(status, "200 2");
     assert_eq!(
         fetched.as_bytes(),
-        std::fs::read(cwd.join("p.edxml")).unwrap().as_slice()
+        std::fs::read(cwd.join("p.signed.edxml")).unwrap().as_slice()
     );
     let (_, status) = curl(cwd, B, &["-X", "POST", &format!("{url}/v1/inbox/{id}/ack")]);
     assert_eq!(status, "200 2");
@@ -124,6 +144,8 @@ fn quick_start_with_curl_and_the_cli() {
                 .env("LIENTHONG_CERT", format!("certs/agencies/{agency}.pem"))
                 .env("LIENTHONG_KEY", format!("certs/agencies/{agency}.key"))
                 .env("LIENTHONG_CA", "certs/ca.pem")
+                .env("LIENTHONG_SIGN_CERT", format!("certs/signing/{agency}.pem"))
+                .env("LIENTHONG_SIGN_KEY", format!("certs/signing/{agency}.key"))
                 .args(args),
         )
     };
@@ -139,19 +161,23 @@ fn quick_start_with_curl_and_the_cli() {
         "-o",
         "q.edxml",
     ]));
-    let sent = cli(A, &["send", "q.edxml", "--json"]);
+    cli(A, &["sign", "q.edxml", "-o", "q.signed.edxml"]);
+    let sent = cli(A, &["send", "q.signed.edxml", "--json"]);
     let sent: serde_json::Value = serde_json::from_str(&sent).unwrap();
     let id2 = sent["id"].as_str().unwrap().to_owned();
     let listing = cli(B, &["inbox"]);
     assert!(
-        listing.contains(&id2) && listing.contains("Công văn 2"),
+        listing.contains(&id2) && listing.contains("Công văn 2") && listing.contains("verified"),
         "{listing}"
     );
     cli(B, &["fetch", &id2, "-o", "got.edxml"]);
     assert_eq!(
         std::fs::read(cwd.join("got.edxml")).unwrap(),
-        std::fs::read(cwd.join("q.edxml")).unwrap()
+        std::fs::read(cwd.join("q.signed.edxml")).unwrap()
     );
+    // The recipient checks the signature itself against the dev trust store.
+    let verdict = cli(B, &["verify", "got.edxml"]);
+    assert!(verdict.starts_with("verified:"), "{verdict}");
     assert!(cli(B, &["ack", &id2]).contains(&format!("acked {id2}")));
     assert!(cli(B, &["inbox"]).contains("inbox empty"));
     // A failure exits non-zero with the hub's message.

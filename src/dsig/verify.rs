@@ -307,3 +307,19 @@ pub fn verify(doc: &[u8], trust: &TrustStore, now: SystemTime) -> Result<Verifie
         cert_sha256: hex(digest::digest(&digest::SHA256, &loc.certificates[leaf]).as_ref()),
     })
 }
+
+/// [`verify`], then the signer-to-sender rule for `from` with the directory's `pins` for it.
+pub fn verify_for_sender(
+    doc: &[u8],
+    from: &str,
+    pins: &[String],
+    trust: &TrustStore,
+    now: SystemTime,
+) -> Result<Verified, SigFailure> {
+    let v = verify(doc, trust, now)?;
+    if v.belongs_to(from, pins) {
+        Ok(v)
+    } else {
+        Err(v.not_sender(from))
+    }
+}

@@ -41,7 +41,9 @@ impl From<HubError> for ApiError {
             HubError::Edxml(EdxmlError::Malformed(_) | EdxmlError::WrongRoot(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            HubError::Edxml(_) | HubError::UnknownRecipients(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HubError::Edxml(_) | HubError::UnknownRecipients(_) | HubError::Signature(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,

@@ -23,8 +23,10 @@ use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
 
 mod observe;
 mod report;
+mod signatures;
 
 pub use report::{Scope, Window};
+pub use signatures::{Gate, Signatures};
 
 /// Who is calling: an agency, identified by its OrganId (from its client certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub enum HubError {
         document_id: String,
         existing: String,
     },
+    #[error("signature refused: {0}")]
+    Signature(#[from] crate::dsig::SigFailure),
     #[error("no such item")]
     NotFound,
     #[error(transparent)]
@@ -64,6 +68,7 @@ impl HubError {
             HubError::SenderMismatch { .. } => "sender_mismatch",
             HubError::UnknownRecipients(_) => "unknown_recipient",
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
+            HubError::Signature(f) => f.code.as_str(),
             HubError::NotFound => "not_found",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
             HubError::Store(_) => "storage_error",
@@ -96,7 +101,10 @@ pub struct InboxItem {
     pub sha256: String,
     pub received_at: String,
     pub has_signature: bool,
+    /// `verified`, or the reason code the signature failed with (policy `record`).
     pub verdict: Option<String>,
+    /// Subject CN of the signing certificate, when the signature verified.
+    pub signer: Option<String>,
     pub lease_expires_at: String,
     /// How many times this item has been listed (1 on first delivery).
     pub deliveries: u32,
@@ -114,6 +122,7 @@ const STRIPES: usize = 64;
 
 pub struct Hub {
     store: Store,
+    signatures: Signatures,
     directory: SharedDirectory,
     settings: HubSettings,
     next_seq: AtomicU64,
@@ -177,6 +186,7 @@ impl Hub {
         store: Store,
         directory: SharedDirectory,
         settings: HubSettings,
+        signatures: Signatures,
         shutdown: CancellationToken,
     ) -> Result<Hub, HubError> {
         let next = store.max_seq()? + 1;
@@ -188,6 +198,7 @@ impl Hub {
             agency_metrics: Mutex::new(HashMap::new()),
             storage_full: std::sync::atomic::AtomicBool::new(false),
             store,
+            signatures,
             directory,
             settings,
             next_seq: AtomicU64::new(next),
@@ -209,6 +220,10 @@ impl Hub {
 
     pub fn settings(&self) -> &HubSettings {
         &self.settings
+    }
+
+    pub fn signatures(&self) -> &Signatures {
+        &self.signatures
     }
 
     /// The one place state changes are committed; statistics and metrics observe them here.
@@ -255,6 +270,18 @@ impl Hub {
         if !unknown.is_empty() {
             return Err(HubError::UnknownRecipients(unknown));
         }
+        let pins = directory
+            .get(&packet.from)
+            .map(|a| a.signing_cert_sha256.as_slice())
+            .unwrap_or_default();
+        let (verdict, signer, signer_sha256) = match self.signatures.check(body, &packet.from, pins)? {
+            Gate::Verified(v) => (
+                crate::dsig::VERDICT_VERIFIED.to_owned(),
+                v.signer_cn,
+                Some(v.cert_sha256),
+            ),
+            Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
+        };
 
         // Identity for duplicate detection: the DocumentId of a new document; the body's hash
         // for status notices and revoke/update/replace packets, which reuse another's id.
@@ -299,7 +326,9 @@ impl Hub {
             sha256,
             received_at_ms: now_ms(),
             has_signature: packet.has_signature,
-            verdict: None,
+            verdict: Some(verdict),
+            signer,
+            signer_sha256,
             paper: packet.paper,
         };
         // Time from the receiver's ack to its "completed" notice, when the hub saw both.
@@ -402,6 +431,7 @@ impl Hub {
                 received_at: rfc3339(d.received_at_ms),
                 has_signature: d.has_signature,
                 verdict: d.verdict,
+                signer: d.signer,
                 lease_expires_at: rfc3339(lease_until),
             })
             .collect())

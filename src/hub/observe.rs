@@ -47,6 +47,9 @@ impl Hub {
                     if record.has_signature {
                         c.add(now, "signed", sender, 1);
                     }
+                    if record.verdict.as_deref() == Some(crate::dsig::VERDICT_VERIFIED) {
+                        c.add(now, "verified", sender, 1);
+                    }
                     if !record.paper {
                         c.add(now, "electronic", sender, 1);
                     }

@@ -112,6 +112,8 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
         "bytes_out": get("bytes_out"),
         "signed": get("signed"),
         "signed_share": share(get("signed"), accepted),
+        "verified": get("verified"),
+        "verified_share": share(get("verified"), accepted),
         "electronic": get("electronic"),
         "electronic_share": share(get("electronic"), accepted),
         "delivery_to_completed": {

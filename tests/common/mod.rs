@@ -106,6 +106,8 @@ impl TestHub {
             .arg(certs.join("server.key"))
             .arg("--client-ca")
             .arg(certs.join("ca.pem"))
+            .arg("--trust")
+            .arg(certs.join("trust"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -175,6 +177,28 @@ impl TestHub {
             self.path(&format!("certs/agencies/{agency}.pem")),
             self.path(&format!("certs/agencies/{agency}.key")),
         )
+    }
+
+    /// The agency's document-signing certificate and key made by `pki init`.
+    pub fn signing(&self, agency: &str) -> (PathBuf, PathBuf) {
+        (
+            self.path(&format!("certs/signing/{agency}.pem")),
+            self.path(&format!("certs/signing/{agency}.key")),
+        )
+    }
+
+    /// `body` signed with the agency's dev signing certificate.
+    pub fn sign(&self, agency: &str, body: &[u8]) -> Vec<u8> {
+        let (cert, key) = self.signing(agency);
+        lienthong::dsig::Signer::load(&cert, &key)
+            .unwrap()
+            .sign(body)
+            .unwrap()
+    }
+
+    /// [`packet`], signed by its sender.
+    pub fn packet(&self, from: &str, to: &[&str], document_id: &str, attachment: &[u8]) -> Vec<u8> {
+        self.sign(from, &packet(from, to, document_id, attachment))
     }
 
     pub fn client(&self, agency: &str, version: HttpVersion) -> Client {
