@@ -1,4 +1,5 @@
-//! Core-path micro-benchmarks: edXML parse and a durable RocksDB commit.
+//! Core-path micro-benchmarks: edXML parse, signature verification and a durable RocksDB
+//! commit.
 //!
 //! `cargo bench --bench core`. Numbers depend on the machine and its disk; compare runs side
 //! by side on one machine (see docs/performance.md once it exists).
@@ -68,6 +69,8 @@ fn commit(c: &mut Criterion) {
                         received_at_ms: 0,
                         has_signature: false,
                         verdict: None,
+                        signer: None,
+                        signer_sha256: None,
                         paper: false,
                     };
                     let key = dedup_key("S", &seq.to_string());
@@ -135,5 +138,50 @@ fn observe(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, commit, observe);
+/// Signature verification as the hub does it per submission (digest of the canonical packet,
+/// signature over SignedInfo, cached chain verdict), for RSA-2048 and P-256 signers; and once
+/// with the chain cache off, to show what building the chain costs.
+fn verify(c: &mut Criterion) {
+    use lienthong::pki::{Ca, SigningKey};
+    let (ca, ca_pem, _) = Ca::generate("bench CA").unwrap();
+    let trust_dir = tempfile::tempdir().unwrap();
+    std::fs::write(trust_dir.path().join("ca.pem"), ca_pem).unwrap();
+    let ttl = std::time::Duration::from_secs(300);
+    let trust = lienthong::dsig::TrustStore::load(trust_dir.path(), &[], ttl).unwrap();
+    let no_cache =
+        lienthong::dsig::TrustStore::load(trust_dir.path(), &[], std::time::Duration::ZERO)
+            .unwrap();
+    let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let now = std::time::SystemTime::now();
+    let mut g = c.benchmark_group("signature_verify");
+    g.throughput(Throughput::Elements(1));
+    for (key_label, key) in [
+        ("rsa2048", SigningKey::Rsa2048),
+        ("p256", SigningKey::EcdsaP256),
+    ] {
+        let (cert, key) = ca
+            .issue_signing("000.00.01.H13", key, not_before, 30)
+            .unwrap();
+        let signer = lienthong::dsig::Signer::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        for (label, size) in [("4KiB", 2_000), ("1MiB", 760_000)] {
+            let body = signer.sign(&packet(size, 3)).unwrap();
+            lienthong::dsig::verify(&body, &trust, now).unwrap();
+            g.bench_with_input(
+                BenchmarkId::from_parameter(format!("{label}_{key_label}")),
+                &body,
+                |b, body| b.iter(|| lienthong::dsig::verify(body, &trust, now).unwrap()),
+            );
+            if size == 2_000 {
+                g.bench_with_input(
+                    BenchmarkId::from_parameter(format!("{label}_{key_label}_chain_uncached")),
+                    &body,
+                    |b, body| b.iter(|| lienthong::dsig::verify(body, &no_cache, now).unwrap()),
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, verify, commit, observe);
 criterion_main!(benches);

@@ -92,6 +92,8 @@ fn write_bound(data: &Path, https: SocketAddr, ops: SocketAddr) -> Result<(), Da
 /// Runs the hub until SIGTERM or Ctrl-C. Returns once drained and flushed.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     tls::install_provider();
+    // First, so that start-up events (a CRL that cannot be read) are counted too.
+    let metrics = install_metrics();
     let dir = load_directory(&config)?;
     ensure_dev_pki(&config, &dir)?;
     let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
@@ -154,7 +156,6 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         },
         config.roles.clone(),
     ));
-    let metrics = install_metrics();
     let maintenance = tokio::spawn(maintain(
         hub.clone(),
         metrics.clone(),

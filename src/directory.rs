@@ -75,7 +75,11 @@ impl Directory {
                 )));
             }
             let is_hash = |p: &String| p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit());
-            if a.cert_sha256.iter().chain(&a.signing_cert_sha256).any(|p| !is_hash(p)) {
+            if a.cert_sha256
+                .iter()
+                .chain(&a.signing_cert_sha256)
+                .any(|p| !is_hash(p))
+            {
                 return Err(DirectoryError::Invalid(format!(
                     "agency {}: cert_sha256 and signing_cert_sha256 values must be 64 hex digits",
                     a.id

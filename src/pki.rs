@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -229,6 +229,22 @@ impl Ca {
         not_before: OffsetDateTime,
         days: i64,
     ) -> Result<(String, String), PkiError> {
+        let usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::ContentCommitment,
+        ];
+        self.issue_signing_with(cn, key_type, not_before, days, usages)
+    }
+
+    /// [`Ca::issue_signing`] with chosen key usages (tests issue certificates that may not sign).
+    pub fn issue_signing_with(
+        &self,
+        cn: &str,
+        key_type: SigningKey,
+        not_before: OffsetDateTime,
+        days: i64,
+        key_usages: Vec<KeyUsagePurpose>,
+    ) -> Result<(String, String), PkiError> {
         let key = match key_type {
             SigningKey::EcdsaP256 => KeyPair::generate()?,
             SigningKey::Rsa2048 => {
@@ -240,10 +256,7 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::OrganizationName, "lienthong dev signing");
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::ContentCommitment,
-        ];
+        params.key_usages = key_usages;
         // rcgen writes extensions (key usage included) only when one of these is set.
         params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;

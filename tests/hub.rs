@@ -7,18 +7,6 @@ use common::*;
 use http::{Method, StatusCode};
 use lienthong::client::HttpVersion;
 
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_pull_ack_over_http1_and_http2() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");

@@ -130,7 +130,9 @@ fn quick_start_with_curl_and_the_cli() {
     assert_eq!(status, "200 2");
     assert_eq!(
         fetched.as_bytes(),
-        std::fs::read(cwd.join("p.signed.edxml")).unwrap().as_slice()
+        std::fs::read(cwd.join("p.signed.edxml"))
+            .unwrap()
+            .as_slice()
     );
     let (_, status) = curl(cwd, B, &["-X", "POST", &format!("{url}/v1/inbox/{id}/ack")]);
     assert_eq!(status, "200 2");

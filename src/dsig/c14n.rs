@@ -175,7 +175,12 @@ fn normalize_newlines(raw: &[u8]) -> Cow<'_, [u8]> {
 
 /// Resolves a character reference (`#65`, `#x41`) or a predefined entity name.
 fn resolve_reference(name: &[u8]) -> Result<char, C14nError> {
-    let bad = || C14nError(format!("unknown reference &{};", String::from_utf8_lossy(name)));
+    let bad = || {
+        C14nError(format!(
+            "unknown reference &{};",
+            String::from_utf8_lossy(name)
+        ))
+    };
     if let Some(num) = name.strip_prefix(b"#") {
         let (digits, radix) = match num.strip_prefix(b"x") {
             Some(hex) => (hex, 16),
@@ -280,9 +285,9 @@ struct Attr {
 /// Where the reader is relative to the document element.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Place {
-    BeforeRoot,
-    InRoot,
-    AfterRoot,
+    Before,
+    Inside,
+    After,
 }
 
 /// Canonicalizes `subset` of `doc` with `c14n`, writing the canonical bytes to `sink`.
@@ -323,7 +328,7 @@ impl Canonicalizer<'_, '_> {
     fn run(&mut self, doc: &[u8], subset: Subset) -> Result<(), C14nError> {
         let mut reader = Reader::from_reader(doc);
         reader.config_mut().check_end_names = true;
-        let mut place = Place::BeforeRoot;
+        let mut place = Place::Before;
         let mut depth = 0usize;
         // Depth at which output started (element subset) or was suspended (excluded element).
         let mut apex: Option<usize> = None;
@@ -336,7 +341,7 @@ impl Canonicalizer<'_, '_> {
             match event {
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let empty = matches!(event, Event::Empty(_));
-                    place = Place::InRoot;
+                    place = Place::Inside;
                     let mut output = output;
                     match subset {
                         Subset::Document { exclude: Some(x) } if x == pos && output => {
@@ -373,18 +378,18 @@ impl Canonicalizer<'_, '_> {
                         break;
                     }
                     if depth == 0 {
-                        place = Place::AfterRoot;
+                        place = Place::After;
                     }
                 }
-                Event::Text(t) if output && place == Place::InRoot => {
+                Event::Text(t) if output && place == Place::Inside => {
                     let text = normalize_newlines(&t);
                     self.out.text(&text);
                 }
-                Event::CData(t) if output && place == Place::InRoot => {
+                Event::CData(t) if output && place == Place::Inside => {
                     let text = normalize_newlines(&t);
                     self.out.text(&text);
                 }
-                Event::GeneralRef(r) if output && place == Place::InRoot => {
+                Event::GeneralRef(r) if output && place == Place::Inside => {
                     let c = resolve_reference(&r)?;
                     let mut tmp = [0u8; 4];
                     self.out.text(c.encode_utf8(&mut tmp).as_bytes());
@@ -425,11 +430,11 @@ impl Canonicalizer<'_, '_> {
 
     /// Comments and PIs outside the document element are separated from it by a line feed.
     fn top_level(&mut self, place: Place, write: impl FnOnce(&mut Out<'_>)) {
-        if place == Place::AfterRoot {
+        if place == Place::After {
             self.out.put(b"\n");
         }
         write(&mut self.out);
-        if place == Place::BeforeRoot {
+        if place == Place::Before {
             self.out.put(b"\n");
         }
     }
@@ -595,7 +600,10 @@ mod tests {
     fn c14n(doc: &str, subset: Subset, method: &str, prefixes: Option<&str>) -> String {
         let m = C14n::from_uri(method, prefixes).unwrap();
         let mut out = Vec::new();
-        canonicalize(doc.as_bytes(), subset, &m, &mut |b| out.extend_from_slice(b)).unwrap();
+        canonicalize(doc.as_bytes(), subset, &m, &mut |b| {
+            out.extend_from_slice(b)
+        })
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -629,7 +637,12 @@ mod tests {
         let doc = "<r xmlns=\"urn:r\" xmlns:p=\"urn:p\" xml:lang=\"vi\"><h><p:x/><S xmlns=\"urn:s\"><SI a=\"1\"><M/></SI></S></h></r>";
         let sig = doc.find("<S ").unwrap();
         assert_eq!(
-            c14n(doc, Subset::Document { exclude: Some(sig) }, C14n::INCLUSIVE, None),
+            c14n(
+                doc,
+                Subset::Document { exclude: Some(sig) },
+                C14n::INCLUSIVE,
+                None
+            ),
             "<r xmlns=\"urn:r\" xmlns:p=\"urn:p\" xml:lang=\"vi\"><h><p:x></p:x></h></r>"
         );
         let si = doc.find("<SI").unwrap();
@@ -644,7 +657,12 @@ mod tests {
             "<SI xmlns=\"urn:s\" a=\"1\"><M></M></SI>"
         );
         assert_eq!(
-            c14n(doc, Subset::Element { start: si }, C14n::EXCLUSIVE, Some("p")),
+            c14n(
+                doc,
+                Subset::Element { start: si },
+                C14n::EXCLUSIVE,
+                Some("p")
+            ),
             "<SI xmlns=\"urn:s\" xmlns:p=\"urn:p\" a=\"1\"><M></M></SI>"
         );
     }

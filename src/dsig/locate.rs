@@ -88,9 +88,8 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
                 let empty = matches!(event, Event::Empty(_));
                 let local = e.local_name().into_inner().to_vec();
                 if sig_depth.is_none() {
-                    let in_header = path.len() == 3
-                        && path[1] == b"edXMLEnvelope"
-                        && path[2] == b"edXMLHeader";
+                    let in_header =
+                        path.len() == 3 && path[1] == b"edXMLEnvelope" && path[2] == b"edXMLHeader";
                     if in_header && local == b"Signature" {
                         if found {
                             return Err(malformed(
@@ -175,8 +174,7 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
                             out.signature_value = base64("SignatureValue", &text)?;
                         }
                         (Some(b"X509Data"), b"X509Certificate") => {
-                            out.certificates
-                                .push(base64("X509Certificate", &text)?);
+                            out.certificates.push(base64("X509Certificate", &text)?);
                         }
                         _ => {}
                     }

@@ -86,7 +86,9 @@ fn parse_key(der: &PrivateKeyDer<'_>) -> Result<Key, SignError> {
             .map(Key::Rsa)
     };
     rsa().or_else(|_| ec()).map_err(|_| {
-        SignError::Key("the key is neither an RSA key (2048 bits or more) nor an EC P-256 key".into())
+        SignError::Key(
+            "the key is neither an RSA key (2048 bits or more) nor an EC P-256 key".into(),
+        )
     })
 }
 
@@ -97,7 +99,9 @@ impl Signer {
             .collect::<Result<_, _>>()
             .map_err(|e| SignError::Key(format!("bad certificate PEM: {e:?}")))?;
         if chain.is_empty() {
-            return Err(SignError::Key("no certificate in the certificate file".into()));
+            return Err(SignError::Key(
+                "no certificate in the certificate file".into(),
+            ));
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| SignError::Key(format!("bad key PEM: {e:?}")))?;
@@ -178,9 +182,12 @@ impl Signer {
         // The reference digest: the packet without the Signature is the packet as given.
         let c14n = C14n::from_uri(C14n::EXCLUSIVE, None).expect("known method");
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        c14n::canonicalize(packet, Subset::Document { exclude: None }, &c14n, &mut |b| {
-            ctx.update(b)
-        })
+        c14n::canonicalize(
+            packet,
+            Subset::Document { exclude: None },
+            &c14n,
+            &mut |b| ctx.update(b),
+        )
         .map_err(|e| SignError::Other(e.to_string()))?;
         let digest = b64.encode(ctx.finish().as_ref());
 

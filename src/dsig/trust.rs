@@ -36,12 +36,15 @@ pub enum TrustError {
     Invalid { path: PathBuf, why: String },
 }
 
+/// A chain verdict and until when it may be reused.
+type CachedVerdict = (Result<(), SigFailure>, Instant);
+
 /// Trust anchors, CRLs and cached chain verdicts. Immutable once loaded except for the cache;
 /// a reload builds a new store (and so an empty cache).
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<CertRevocationList<'static>>,
-    cache: Mutex<HashMap<[u8; 32], (Result<(), SigFailure>, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], CachedVerdict>>,
     ttl: Duration,
     /// CRL files that could not be read (logged and counted by the caller; never fatal).
     pub crl_errors: Vec<String>,
@@ -96,7 +99,11 @@ impl TrustStore {
     /// Loads every `*.pem`/`*.crt`/`*.der` certificate in `dir` as a trust anchor and the
     /// given CRL files. A missing or unreadable directory is an error; a CRL that cannot be
     /// read is reported in [`TrustStore::crl_errors`] and skipped.
-    pub fn load(dir: &Path, crl_files: &[PathBuf], ttl: Duration) -> Result<TrustStore, TrustError> {
+    pub fn load(
+        dir: &Path,
+        crl_files: &[PathBuf],
+        ttl: Duration,
+    ) -> Result<TrustStore, TrustError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| TrustError::Io { path, source }
@@ -121,12 +128,11 @@ impl TrustStore {
                 vec![CertificateDer::from(bytes)]
             };
             for der in ders {
-                let anchor = webpki::anchor_from_trusted_cert(&der).map_err(|e| {
-                    TrustError::Invalid {
+                let anchor =
+                    webpki::anchor_from_trusted_cert(&der).map_err(|e| TrustError::Invalid {
                         path: path.clone(),
                         why: format!("not a usable certificate: {e:?}"),
-                    }
-                })?;
+                    })?;
                 anchors.push(anchor.to_owned());
             }
         }
@@ -170,7 +176,11 @@ impl TrustStore {
             ctx.update(&(i.len() as u64).to_be_bytes());
             ctx.update(i);
         }
-        let key: [u8; 32] = ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes");
+        let key: [u8; 32] = ctx
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
         let instant = Instant::now();
         if let Some((verdict, until)) = self.cache.lock().expect("trust cache").get(&key)
             && *until > instant
@@ -179,8 +189,7 @@ impl TrustStore {
                 .increment(1);
             return verdict.clone();
         }
-        metrics::counter!("lienthong_signature_chain_cache_total", "result" => "miss")
-            .increment(1);
+        metrics::counter!("lienthong_signature_chain_cache_total", "result" => "miss").increment(1);
         let (verdict, valid_for) = self.check_uncached(leaf, intermediates, now);
         let until = instant + valid_for.min(self.ttl);
         let mut cache = self.cache.lock().expect("trust cache");

@@ -39,7 +39,8 @@ impl Verified {
         if pins.is_empty() {
             self.signer_cn.as_deref() == Some(organ_id)
         } else {
-            pins.iter().any(|p| p.eq_ignore_ascii_case(&self.cert_sha256))
+            pins.iter()
+                .any(|p| p.eq_ignore_ascii_case(&self.cert_sha256))
         }
     }
 
@@ -49,7 +50,9 @@ impl Verified {
             SigCode::SignerNotSender,
             format!(
                 "the packet is signed by {} (certificate sha256 {}), which is not a signing certificate of the sender {organ_id}",
-                self.signer_cn.as_deref().unwrap_or("a certificate without CN"),
+                self.signer_cn
+                    .as_deref()
+                    .unwrap_or("a certificate without CN"),
                 self.cert_sha256
             ),
         )
@@ -201,7 +204,10 @@ fn verify_signature_value(
                     ));
                 }
                 match method {
-                    SigMethod::RsaSha1 => (&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, "RSA"),
+                    SigMethod::RsaSha1 => (
+                        &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                        "RSA",
+                    ),
                     _ => (&signature::RSA_PKCS1_2048_8192_SHA256, "RSA"),
                 }
             }

@@ -274,14 +274,15 @@ impl Hub {
             .get(&packet.from)
             .map(|a| a.signing_cert_sha256.as_slice())
             .unwrap_or_default();
-        let (verdict, signer, signer_sha256) = match self.signatures.check(body, &packet.from, pins)? {
-            Gate::Verified(v) => (
-                crate::dsig::VERDICT_VERIFIED.to_owned(),
-                v.signer_cn,
-                Some(v.cert_sha256),
-            ),
-            Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
-        };
+        let (verdict, signer, signer_sha256) =
+            match self.signatures.check(body, &packet.from, pins)? {
+                Gate::Verified(v) => (
+                    crate::dsig::VERDICT_VERIFIED.to_owned(),
+                    v.signer_cn,
+                    Some(v.cert_sha256),
+                ),
+                Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
+            };
 
         // Identity for duplicate detection: the DocumentId of a new document; the body's hash
         // for status notices and revoke/update/replace packets, which reuse another's id.

@@ -57,6 +57,8 @@ impl TestHub {
         let agencies = dir.path().join("agencies.toml");
         std::fs::write(&agencies, directory).unwrap();
         let config = dir.path().join("lienthong.toml");
+        // `{DIR}` in the extra config stands for the hub's temp dir.
+        let extra_config = extra_config.replace("{DIR}", &dir.path().display().to_string());
         std::fs::write(&config, extra_config).unwrap();
         run_ok(
             Command::new(BIN)
@@ -221,6 +223,19 @@ impl Drop for TestHub {
             let _ = c.wait();
         }
     }
+}
+
+/// Deterministic pseudo-random bytes (attachments that do not compress).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// A valid packet from `from` to `to`, with an optional attachment.
