@@ -92,6 +92,10 @@ enum Command {
         http2: bool,
         #[arg(long)]
         json: bool,
+        /// Send unsigned packets (measures the hub without signature work; a hub given by
+        /// --hub must run [signature] policy = "record").
+        #[arg(long)]
+        unsigned: bool,
     },
     /// Rate statistics: hub-wide with an ops or auditor certificate, your own as an agency.
     Stats {
@@ -461,8 +465,10 @@ async fn run(command: Command) -> ExitCode {
             http1,
             http2,
             json,
+            unsigned,
         } => {
             let spec = crate::load::LoadSpec {
+                unsigned,
                 mode,
                 clients,
                 size: size as usize,

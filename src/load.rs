@@ -42,6 +42,9 @@ pub struct LoadSpec {
     /// The hub's pid, for CPU and RSS, when it was not started here.
     pub hub_pid: Option<u32>,
     pub progress: bool,
+    /// Send unsigned packets, to measure the hub without signature work (the hub must run
+    /// `[signature] policy = "record"`; a hub started here does).
+    pub unsigned: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,10 +87,14 @@ impl Drop for OwnHub {
     }
 }
 
-fn start_hub() -> Result<(OwnHub, String, PathBuf), String> {
+fn start_hub(record_only: bool) -> Result<(OwnHub, String, PathBuf), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let certs = dir.path().join("certs");
+    let config = dir.path().join("bench.toml");
+    let policy = if record_only { "record" } else { "require" };
+    std::fs::write(&config, format!("[signature]\npolicy = \"{policy}\"\n"))
+        .map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .current_dir(dir.path())
         .args([
@@ -96,7 +103,9 @@ fn start_hub() -> Result<(OwnHub, String, PathBuf), String> {
             "127.0.0.1:0",
             "--ops-listen",
             "127.0.0.1:0",
+            "--config",
         ])
+        .arg(&config)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
@@ -127,6 +136,13 @@ fn signer(certs: &Path, id: &str) -> Result<Signer, String> {
     Signer::load(&cert, &key).map_err(|e| {
         format!("no usable signing certificate for {id} (packets must be signed): {e}")
     })
+}
+
+fn sign(signer: Option<&Signer>, packet: Vec<u8>) -> Result<Vec<u8>, String> {
+    match signer {
+        Some(s) => s.sign(&packet).map_err(|e| e.to_string()),
+        None => Ok(packet),
+    }
 }
 
 /// Agencies with a certificate in `certs/agencies`, sorted.
@@ -214,10 +230,11 @@ impl Shared {
 
 /// Runs one load test and reports.
 pub async fn run(spec: LoadSpec) -> Result<Report, String> {
+    let unsigned = spec.unsigned;
     let (own, url, certs) = match &spec.hub {
         Some((url, certs)) => (None, url.clone(), certs.clone()),
         None => {
-            let (h, url, certs) = tokio::task::spawn_blocking(start_hub)
+            let (h, url, certs) = tokio::task::spawn_blocking(move || start_hub(unsigned))
                 .await
                 .map_err(|e| e.to_string())??;
             (Some(h), url, certs)
@@ -239,7 +256,11 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         )
         .map_err(|e| e.to_string())?;
         conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
-        signers.push(Arc::new(signer(&certs, id)?));
+        signers.push(if spec.unsigned {
+            None
+        } else {
+            Some(Arc::new(signer(&certs, id)?))
+        });
     }
 
     // Pull mode: queue work for every client first (not measured).
@@ -254,9 +275,10 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
             let size = spec.size;
             fill.push(tokio::spawn(async move {
                 for n in 0..per_client {
-                    let body = signer
-                        .sign(&packet(&sender, std::slice::from_ref(&to), n, size))
-                        .map_err(|e| e.to_string())?;
+                    let body = sign(
+                        signer.as_deref(),
+                        packet(&sender, std::slice::from_ref(&to), n, size),
+                    )?;
                     c.call(Method::POST, "/v1/documents", Bytes::from(body))
                         .await
                         .map_err(|e| e.to_string())?;
@@ -297,7 +319,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
                         };
                         // Signing is client work, as at a real agency: it runs on the
                         // same cores as the hub here, so it lowers the measured rate.
-                        let body = match signer.sign(&packet(&me, &to, n, spec.size)) {
+                        let body = match sign(signer.as_deref(), packet(&me, &to, n, spec.size)) {
                             Ok(b) => b,
                             Err(e) => {
                                 shared.fail(e.to_string());

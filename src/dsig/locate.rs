@@ -56,12 +56,12 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, SigFailure> {
 }
 
 fn base64(field: &str, text: &str) -> Result<Vec<u8>, SigFailure> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if compact.is_empty() {
         return Err(malformed(format!("{field} is empty")));
     }
     base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
+        .decode(&compact)
         .map_err(|e| malformed(format!("{field} is not valid base64: {e}")))
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use der::Decode;
@@ -39,12 +39,24 @@ pub enum TrustError {
 /// A chain verdict and until when it may be reused.
 type CachedVerdict = (Result<(), SigFailure>, Instant);
 
+/// A signer certificate's public key, parsed once, with what a verdict reports about it.
+pub struct SignerKey {
+    pub key: aws_lc_rs::signature::ParsedPublicKey,
+    /// "RSA" or "EC P-256", for messages.
+    pub kind: &'static str,
+    pub common_name: Option<String>,
+    pub cert_sha256: String,
+}
+
 /// Trust anchors, CRLs and cached chain verdicts. Immutable once loaded except for the cache;
 /// a reload builds a new store (and so an empty cache).
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<CertRevocationList<'static>>,
     cache: Mutex<HashMap<[u8; 32], CachedVerdict>>,
+    /// Parsed signer keys by (certificate SHA-256, signature method): parsing the certificate
+    /// and setting up an RSA key cost more than the signature check itself.
+    keys: Mutex<HashMap<([u8; 32], u8), Arc<SignerKey>>>,
     ttl: Duration,
     /// CRL files that could not be read (logged and counted by the caller; never fatal).
     pub crl_errors: Vec<String>,
@@ -91,6 +103,7 @@ impl TrustStore {
             anchors: Vec::new(),
             crls: Vec::new(),
             cache: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(300),
             crl_errors: Vec::new(),
         }
@@ -148,9 +161,35 @@ impl TrustStore {
             anchors,
             crls,
             cache: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
             ttl,
             crl_errors,
         })
+    }
+
+    /// The parsed key of a signer certificate for a signature method, built by `build` on a
+    /// miss. Failures are not cached (they are rare and cheap to recompute).
+    pub(super) fn signer_key(
+        &self,
+        fingerprint: [u8; 32],
+        method: u8,
+        build: impl FnOnce() -> Result<SignerKey, SigFailure>,
+    ) -> Result<Arc<SignerKey>, SigFailure> {
+        if let Some(k) = self
+            .keys
+            .lock()
+            .expect("key cache")
+            .get(&(fingerprint, method))
+        {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(build()?);
+        let mut keys = self.keys.lock().expect("key cache");
+        if keys.len() >= CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert((fingerprint, method), key.clone());
+        Ok(key)
     }
 
     pub fn anchor_count(&self) -> usize {

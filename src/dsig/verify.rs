@@ -12,6 +12,7 @@ use x509_cert::Certificate;
 
 use super::c14n::{self, C14n, Method, Subset};
 use super::locate::{Located, locate};
+use super::trust::SignerKey;
 use super::{SigCode, SigFailure, TrustStore, alg};
 use crate::digest::hex;
 
@@ -60,6 +61,7 @@ impl Verified {
 }
 
 #[derive(Clone, Copy)]
+#[repr(u8)]
 enum SigMethod {
     RsaSha1,
     RsaSha256,
@@ -148,42 +150,42 @@ fn canonical_digest(
 }
 
 /// Picks the signer among the KeyInfo certificates: the one that issued none of the others
-/// (the first, in the usual single-certificate case). The rest are offered as intermediates.
-fn split_chain(certs: &[Vec<u8>]) -> Result<(usize, Vec<Certificate>), SigFailure> {
+/// (the only one, in the usual case). The rest are offered as intermediates.
+fn pick_leaf(certs: &[Vec<u8>]) -> Result<usize, SigFailure> {
     if certs.is_empty() {
         return Err(SigFailure::new(
             SigCode::CertUntrusted,
             "KeyInfo carries no X509Certificate, so the signer cannot be identified",
         ));
     }
+    if certs.len() == 1 {
+        return Ok(0);
+    }
     let parsed = certs
         .iter()
-        .map(|d| {
-            Certificate::from_der(d).map_err(|e| {
-                SigFailure::new(
-                    SigCode::Malformed,
-                    format!("X509Certificate is not a valid DER certificate: {e}"),
-                )
-            })
-        })
+        .map(|d| parse_cert(d))
         .collect::<Result<Vec<_>, _>>()?;
-    let leaf = (0..parsed.len())
+    Ok((0..parsed.len())
         .find(|&i| {
             let subject = parsed[i].tbs_certificate().subject();
             !parsed.iter().enumerate().any(|(j, other)| {
                 j != i && other.tbs_certificate().issuer() == subject && other != &parsed[i]
             })
         })
-        .unwrap_or(0);
-    Ok((leaf, parsed))
+        .unwrap_or(0))
 }
 
-fn verify_signature_value(
-    method: SigMethod,
-    cert: &Certificate,
-    signed_info: &[u8],
-    value: &[u8],
-) -> Result<(), SigFailure> {
+fn parse_cert(der: &[u8]) -> Result<Certificate, SigFailure> {
+    Certificate::from_der(der).map_err(|e| {
+        SigFailure::new(
+            SigCode::Malformed,
+            format!("X509Certificate is not a valid DER certificate: {e}"),
+        )
+    })
+}
+
+/// Parses the signer certificate's public key for `method` (once per certificate: cached).
+fn signer_key(method: SigMethod, cert: &Certificate, der: &[u8]) -> Result<SignerKey, SigFailure> {
     let spki = cert.tbs_certificate().subject_public_key_info();
     let key_oid = spki.algorithm.oid.to_string();
     let key = spki.subject_public_key.raw_bytes();
@@ -193,7 +195,7 @@ fn verify_signature_value(
         .as_ref()
         .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
         .map(|o| o.to_string());
-    let (algorithm, key_kind): (&'static dyn signature::VerificationAlgorithm, &str) =
+    let (algorithm, kind): (&'static dyn signature::VerificationAlgorithm, &'static str) =
         match (method, key_oid.as_str()) {
             (SigMethod::RsaSha1 | SigMethod::RsaSha256, OID_RSA) => {
                 // The DER RSAPublicKey of a 2048-bit key is 270 bytes.
@@ -235,17 +237,24 @@ fn verify_signature_value(
                 ));
             }
         };
-    signature::UnparsedPublicKey::new(algorithm, key)
-        .verify(signed_info, value)
-        .map_err(|_| {
-            SigFailure::new(
-                SigCode::SignatureInvalid,
-                format!(
-                    "SignatureValue does not verify over SignedInfo with the certificate's {key_kind} key ({})",
-                    method.name()
-                ),
-            )
-        })
+    let parsed = signature::ParsedPublicKey::new(algorithm, key).map_err(|e| {
+        SigFailure::new(
+            SigCode::Malformed,
+            format!("the certificate's {kind} public key is not usable: {e}"),
+        )
+    })?;
+    Ok(SignerKey {
+        key: parsed,
+        kind,
+        common_name: cert
+            .tbs_certificate()
+            .subject()
+            .common_name()
+            .ok()
+            .flatten()
+            .map(String::from),
+        cert_sha256: hex(digest::digest(&digest::SHA256, der).as_ref()),
+    })
 }
 
 /// Verifies the packet's signature at time `now` against `trust`. The signer-to-sender rule
@@ -262,7 +271,15 @@ pub fn verify(doc: &[u8], trust: &TrustStore, now: SystemTime) -> Result<Verifie
         other => return Err(unsupported("DigestMethod", other)),
     };
     let ref_c14n = reference_c14n(&loc)?;
-    let (leaf, certs) = split_chain(&loc.certificates)?;
+    let leaf = pick_leaf(&loc.certificates)?;
+    let leaf_der = &loc.certificates[leaf];
+    let fingerprint: [u8; 32] = digest::digest(&digest::SHA256, leaf_der)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes");
+    let key = trust.signer_key(fingerprint, method as u8, || {
+        signer_key(method, &parse_cert(leaf_der)?, leaf_der)
+    })?;
 
     let actual = canonical_digest(
         doc,
@@ -289,7 +306,18 @@ pub fn verify(doc: &[u8], trust: &TrustStore, now: SystemTime) -> Result<Verifie
         &mut |b| signed_info.extend_from_slice(b),
     )
     .map_err(|e| SigFailure::new(SigCode::Malformed, e.to_string()))?;
-    verify_signature_value(method, &certs[leaf], &signed_info, &loc.signature_value)?;
+    key.key
+        .verify_sig(&signed_info, &loc.signature_value)
+        .map_err(|_| {
+            SigFailure::new(
+                SigCode::SignatureInvalid,
+                format!(
+                    "SignatureValue does not verify over SignedInfo with the certificate's {} key ({})",
+                    key.kind,
+                    method.name()
+                ),
+            )
+        })?;
 
     let intermediates: Vec<Vec<u8>> = loc
         .certificates
@@ -298,19 +326,12 @@ pub fn verify(doc: &[u8], trust: &TrustStore, now: SystemTime) -> Result<Verifie
         .filter(|(i, _)| *i != leaf)
         .map(|(_, d)| d.clone())
         .collect();
-    trust.check(&loc.certificates[leaf], &intermediates, now)?;
+    trust.check(leaf_der, &intermediates, now)?;
 
-    let signer_cn = certs[leaf]
-        .tbs_certificate()
-        .subject()
-        .common_name()
-        .ok()
-        .flatten()
-        .map(String::from);
     Ok(Verified {
         algorithm: method.name(),
-        signer_cn,
-        cert_sha256: hex(digest::digest(&digest::SHA256, &loc.certificates[leaf]).as_ref()),
+        signer_cn: key.common_name.clone(),
+        cert_sha256: key.cert_sha256.clone(),
     })
 }
 
