@@ -39,6 +39,9 @@ pub enum TrustError {
 /// A chain verdict and until when it may be reused.
 type CachedVerdict = (Result<(), SigFailure>, Instant);
 
+/// (certificate SHA-256, signature method).
+type KeyId = ([u8; 32], u8);
+
 /// A signer certificate's public key, parsed once, with what a verdict reports about it.
 pub struct SignerKey {
     pub key: aws_lc_rs::signature::ParsedPublicKey,
@@ -56,7 +59,7 @@ pub struct TrustStore {
     cache: Mutex<HashMap<[u8; 32], CachedVerdict>>,
     /// Parsed signer keys by (certificate SHA-256, signature method): parsing the certificate
     /// and setting up an RSA key cost more than the signature check itself.
-    keys: Mutex<HashMap<([u8; 32], u8), Arc<SignerKey>>>,
+    keys: Mutex<HashMap<KeyId, Arc<SignerKey>>>,
     ttl: Duration,
     /// CRL files that could not be read (logged and counted by the caller; never fatal).
     pub crl_errors: Vec<String>,
