@@ -80,7 +80,7 @@ fn commit(c: &mut Criterion) {
                         dedup_key: &key,
                     }];
                     changes.extend(agencies.iter().map(|a| Change::Enqueue { agency: a, seq }));
-                    store.apply(&changes, true).unwrap();
+                    store.apply(&changes, vec![], true).unwrap();
                 })
             },
         );

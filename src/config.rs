@@ -22,6 +22,16 @@ pub struct Config {
     pub stats: Stats,
     pub roles: Roles,
     pub signature: Signature,
+    pub audit: Audit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub signing_cert: PathBuf,
+    pub signing_key: PathBuf,
+    pub head_interval_secs: u64,
+    pub head_every_entries: u64,
 }
 
 /// What the hub does with packet signatures (see `dsig`).

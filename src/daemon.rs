@@ -35,6 +35,8 @@ pub enum DaemonError {
     Hub(#[from] crate::hub::HubError),
     #[error("cannot start the hub: {0}")]
     Trust(#[from] crate::dsig::TrustError),
+    #[error("cannot start the hub: the hub signing key ([audit] signing_cert/key): {0}")]
+    Notary(#[from] crate::dsig::SignError),
     #[error("{what} {addr}: {source}")]
     Io {
         what: &'static str,
@@ -56,14 +58,23 @@ fn load_directory(config: &Config) -> Result<Directory, DaemonError> {
 fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     let t = &config.tls;
     let trust = &config.signature.trust_dir;
-    if t.cert.exists() && t.key.exists() && t.client_ca.exists() && trust.exists() {
+    let a = &config.audit;
+    if t.cert.exists()
+        && t.key.exists()
+        && t.client_ca.exists()
+        && trust.exists()
+        && a.signing_cert.exists()
+        && a.signing_key.exists()
+    {
         return Ok(());
     }
     let paths = PkiPaths::new(&t.dev_pki_dir);
     let at_dev_paths = t.cert == paths.server_cert()
         && t.key == paths.server_key()
         && t.client_ca == paths.ca_cert()
-        && *trust == paths.trust_dir();
+        && *trust == paths.trust_dir()
+        && a.signing_cert == paths.hub_signing_cert()
+        && a.signing_key == paths.hub_signing_key();
     if !t.dev_pki || !at_dev_paths {
         return Ok(()); // Loading will fail below with the missing path named.
     }
@@ -110,6 +121,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         source,
     })?;
     let signatures = crate::hub::Signatures::load(&config.signature)?;
+    let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;
     let directory = SharedDirectory::new(dir);
     let shutdown = CancellationToken::new();
     let hub = Arc::new(Hub::new(
@@ -121,6 +133,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
         },
         signatures,
+        notary,
         shutdown.clone(),
     )?);
 
@@ -156,6 +169,20 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         },
         config.roles.clone(),
     ));
+    let heads = tokio::spawn(sign_heads(
+        hub.clone(),
+        std::time::Duration::from_secs(config.audit.head_interval_secs.max(1)),
+        config.audit.head_every_entries.max(1),
+        shutdown.clone(),
+    ));
+    let roles = serde_json::json!({"ops": config.roles.ops, "auditors": config.roles.auditors});
+    let started = crate::audit::AuditEvent::new("started", crate::hub::now_ms()).detail(
+        serde_json::json!({"roles": roles, "agencies": hub.directory().snapshot().len(),
+            "version": env!("CARGO_PKG_VERSION")}),
+    );
+    if let Err(e) = hub.blocking(move |h| h.record(started)).await {
+        tracing::warn!(error = %e, "could not log the start in the audit log");
+    }
     let maintenance = tokio::spawn(maintain(
         hub.clone(),
         metrics.clone(),
@@ -178,6 +205,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     ready.set(false);
     let _ = ops_task.await;
     let _ = maintenance.await;
+    let _ = heads.await;
+    // A final signed head covering everything logged before the stop.
+    if let Err(e) = hub.blocking(|h| h.maybe_sign_head(true, 1)).await {
+        tracing::warn!(error = %e, "could not sign the final tree head");
+    }
     if let Err(e) = hub
         .blocking(|h| h.flush_stats().and_then(|()| h.flush()))
         .await
@@ -340,6 +372,31 @@ async fn maintain(
     }
 }
 
+/// Signs audit tree heads: every `interval` while the log grows, and whenever `every` entries
+/// have been added since the last head (checked each second).
+async fn sign_heads(
+    hub: Arc<Hub>,
+    interval: std::time::Duration,
+    every: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = last.elapsed() >= interval;
+        match hub.blocking(move |h| h.maybe_sign_head(due, every)).await {
+            Ok(Some(_)) => last = tokio::time::Instant::now(),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "signing a tree head failed; will retry"),
+        }
+    }
+}
+
 /// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature trust
 /// store (anchors and CRLs).
 async fn signals(shutdown: CancellationToken, hub: Arc<Hub>, config: Config) {
@@ -354,7 +411,12 @@ async fn signals(shutdown: CancellationToken, hub: Arc<Hub>, config: Config) {
                 match load_directory(&config) {
                     Ok(d) => {
                         tracing::info!(agencies = d.len(), "directory reloaded");
+                        let event = crate::audit::AuditEvent::new("directory_reloaded", crate::hub::now_ms())
+                            .detail(serde_json::json!({"agencies": d.len()}));
                         hub.directory().replace(d);
+                        if let Err(e) = hub.blocking(move |h| h.record(event)).await {
+                            tracing::warn!(error = %e, "could not log the reload in the audit log");
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "directory reload refused; keeping the old directory"),
                 }

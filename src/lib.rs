@@ -5,6 +5,7 @@
 //! change) → [`store`] (RocksDB). [`edxml`], [`directory`], [`config`], [`tls`] and [`pki`] are
 //! the pieces they share; [`client`] is the agency side.
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod dsig;
 pub mod edxml;
 pub mod http;
 pub mod hub;
+pub mod jws;
 pub mod load;
 pub mod pki;
 pub mod stats;

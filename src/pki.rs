@@ -68,6 +68,13 @@ impl PkiPaths {
     pub fn signing_key(&self, id: &str) -> PathBuf {
         self.dir.join("signing").join(format!("{id}.key"))
     }
+    /// The hub's own signing certificate (receipts, tree heads).
+    pub fn hub_signing_cert(&self) -> PathBuf {
+        self.dir.join("hub-signing.pem")
+    }
+    pub fn hub_signing_key(&self) -> PathBuf {
+        self.dir.join("hub-signing.key")
+    }
     /// The signature trust store directory (`[signature] trust_dir`).
     pub fn trust_dir(&self) -> PathBuf {
         self.dir.join("trust")
@@ -350,6 +357,14 @@ pub fn init(
         write_file(&key_path, &key, true)?;
         write_file(&cert_path, &cert, false)?;
         report.created_clients += 1;
+    }
+    if !paths.hub_signing_cert().exists() || !paths.hub_signing_key().exists() {
+        let now = OffsetDateTime::now_utc() - Duration::hours(1);
+        let (cert, key) = ca.issue_signing("lienthong hub", SigningKey::EcdsaP256, now, 365 * 2)?;
+        let _ = fs::remove_file(paths.hub_signing_cert());
+        let _ = fs::remove_file(paths.hub_signing_key());
+        write_file(&paths.hub_signing_key(), &key, true)?;
+        write_file(&paths.hub_signing_cert(), &cert, false)?;
     }
     // Document signing: one certificate per agency, and the CA as the signature trust anchor.
     let trust = paths.trust_dir().join("dev-ca.pem");

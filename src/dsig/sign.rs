@@ -156,7 +156,21 @@ impl Signer {
         }
     }
 
-    fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
+    /// The JWS `alg` of this key: `RS256` or `ES256` (raw `r‖s`, as JWS wants).
+    pub fn jws_alg(&self) -> &'static str {
+        match self.key {
+            Key::Rsa(_) => "RS256",
+            Key::Ec(_) => "ES256",
+        }
+    }
+
+    /// The signer certificate (DER).
+    pub fn certificate(&self) -> &[u8] {
+        &self.chain[0]
+    }
+
+    /// Signs arbitrary bytes with RSA PKCS#1 v1.5 SHA-256 or ECDSA P-256 SHA-256 (`r‖s`).
+    pub fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         let fail = |_| SignError::Other("the key refused to sign".into());
         match &self.key {
             Key::Rsa(k) => {

@@ -29,18 +29,20 @@ pub struct Api {
 /// Who is calling, as the certificate and the configuration say.
 enum Caller {
     Agency(Principal),
-    /// Ops staff or an auditor (by the `[roles]` table): may read hub-wide figures.
-    Staff,
+    /// Ops staff (by the `[roles]` table): may read hub-wide figures.
+    Ops,
+    /// An auditor: hub-wide figures and the whole audit log.
+    Auditor,
 }
 
 impl Caller {
     fn agency(self) -> Result<Principal, ApiError> {
         match self {
             Caller::Agency(p) => Ok(p),
-            Caller::Staff => Err(ApiError::new(
+            Caller::Ops | Caller::Auditor => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_an_agency",
-                "this endpoint is for agencies; role certificates may read /v1/stats",
+                "this endpoint is for agencies; role certificates may read /v1/stats (and auditors /v1/audit)",
             )),
         }
     }
@@ -105,14 +107,11 @@ impl Api {
                 "the client certificate has no subject CN".into(),
             )
         })?;
-        if self
-            .roles
-            .ops
-            .iter()
-            .chain(&self.roles.auditors)
-            .any(|r| r == cn)
-        {
-            return Ok(Caller::Staff);
+        if self.roles.auditors.iter().any(|r| r == cn) {
+            return Ok(Caller::Auditor);
+        }
+        if self.roles.ops.iter().any(|r| r == cn) {
+            return Ok(Caller::Ops);
         }
         let dir = self.hub.directory().snapshot();
         let agency = dir.get(cn).ok_or_else(|| {
@@ -150,7 +149,12 @@ impl Api {
                 match &result {
                     Ok(_) => metrics::histogram!("lienthong_submit_duration_seconds")
                         .record(started.elapsed().as_secs_f64()),
-                    Err(e) => self.hub.observe_refusal(Some(&agency), e.code),
+                    Err(e) => {
+                        let code = e.code;
+                        self.hub
+                            .blocking(move |h| h.observe_refusal(Some(&agency), code))
+                            .await
+                    }
                 }
                 result
             }
@@ -162,9 +166,78 @@ impl Api {
             (&Method::GET, ["v1", "stats"]) => {
                 let scope = match caller {
                     Caller::Agency(p) => Scope::Agency(p.organ_id),
-                    Caller::Staff => Scope::Hub,
+                    Caller::Ops | Caller::Auditor => Scope::Hub,
                 };
                 stats_response(&self.hub, req.uri().query(), scope).await
+            }
+            (&Method::GET, ["v1", "documents", id, "receipts"]) => {
+                let p = caller.agency()?;
+                let id = (*id).to_owned();
+                let receipts = self.hub.blocking(move |h| h.receipts(&p, &id)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "receipts": receipts }),
+                ))
+            }
+            (&Method::GET, ["v1", "audit", "head"]) => {
+                let jws = self.hub.blocking(|h| h.tree_head()).await?;
+                Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/jose")
+                    .body(Full::new(Bytes::from(jws)))
+                    .expect("valid response"))
+            }
+            (&Method::GET, ["v1", "audit", "proof", index]) => {
+                let index: u64 = index.parse().map_err(|_| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "the index must be a number",
+                    )
+                })?;
+                let size = query_u64(req.uri().query(), "tree_size")?;
+                let v = self
+                    .hub
+                    .blocking(move |h| h.inclusion_proof(index, size))
+                    .await?;
+                Ok(json(StatusCode::OK, &v))
+            }
+            (&Method::GET, ["v1", "audit", "consistency"]) => {
+                let q = req.uri().query();
+                let missing = || {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "from and to are required",
+                    )
+                };
+                let from = query_u64(q, "from")?.ok_or_else(missing)?;
+                let to = query_u64(q, "to")?.ok_or_else(missing)?;
+                let v = self
+                    .hub
+                    .blocking(move |h| h.consistency_proof(from, to))
+                    .await?;
+                Ok(json(StatusCode::OK, &v))
+            }
+            (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
+            (&Method::GET, ["v1", "audit", "export"]) => {
+                if !matches!(caller, Caller::Auditor) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "not_an_auditor",
+                        "only auditors may export the audit log",
+                    ));
+                }
+                let size = match query_u64(req.uri().query(), "size")? {
+                    Some(s) => s,
+                    None => self.hub.blocking(|h| h.audit_size()).await,
+                };
+                let body = self.hub.blocking(move |h| h.audit_export(size)).await?;
+                Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/x-ndjson")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("valid response"))
             }
             (
                 _,
@@ -265,11 +338,46 @@ impl Api {
     }
 
     async fn ack(&self, principal: Principal, id: &str) -> Result<Resp, ApiError> {
-        let removed = self.hub.ack_async(principal, id.to_owned()).await?;
+        let acked = self.hub.ack_async(principal, id.to_owned()).await?;
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "id": id, "acked": true, "removed": removed }),
+            &serde_json::to_value(&acked).expect("serializable"),
         ))
+    }
+
+    /// `GET /v1/audit?agency=&document=&from=&to=&cursor=&limit=`: auditors read everything,
+    /// an agency the events of its own documents; ops staff nothing.
+    async fn audit_page(&self, caller: Caller, query: Option<&str>) -> Result<Resp, ApiError> {
+        let filter = crate::hub::AuditFilter {
+            agency: query_str(query, "agency").map(str::to_owned),
+            document: query_str(query, "document").map(str::to_owned),
+            from: query_str(query, "from").map(str::to_owned),
+            to: query_str(query, "to").map(str::to_owned),
+        };
+        let cursor = query_u64(query, "cursor")?.unwrap_or(0);
+        let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
+        let agency = match caller {
+            Caller::Auditor => None,
+            Caller::Agency(p) => Some(p),
+            Caller::Ops => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "not_an_auditor",
+                    "the audit log is for auditors (and agencies, for their own documents)",
+                ));
+            }
+        };
+        let v = self
+            .hub
+            .blocking(move |h| {
+                let reader = match &agency {
+                    None => crate::hub::Reader::Auditor,
+                    Some(p) => crate::hub::Reader::Agency(p),
+                };
+                h.audit_page(reader, &filter, cursor, limit)
+            })
+            .await?;
+        Ok(json(StatusCode::OK, &v))
     }
 }
 

@@ -47,6 +47,8 @@ impl From<HubError> for ApiError {
             HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
+            HubError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HubError::Notary(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

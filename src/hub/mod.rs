@@ -21,10 +21,13 @@ use crate::edxml::{self, EdxmlError, Kind};
 use crate::stats::Counters;
 use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
 
+mod events;
+mod notary;
 mod observe;
 mod report;
 mod signatures;
 
+pub use notary::{AuditFilter, Reader};
 pub use report::{Scope, Window};
 pub use signatures::{Gate, Signatures};
 
@@ -57,6 +60,10 @@ pub enum HubError {
     Signature(#[from] crate::dsig::SigFailure),
     #[error("no such item")]
     NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the hub could not sign: {0}")]
+    Notary(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,6 +77,8 @@ impl HubError {
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
             HubError::Signature(f) => f.code.as_str(),
             HubError::NotFound => "not_found",
+            HubError::Invalid(_) => "bad_request",
+            HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
             HubError::Store(_) => "storage_error",
         }
@@ -85,6 +94,19 @@ pub struct Accepted {
     pub recipients: Vec<String>,
     /// False when this exact packet had been accepted before (nothing new was queued).
     pub created: bool,
+    /// The hub-signed submission receipt (JWS compact; see docs/audit.md).
+    pub receipt: String,
+}
+
+/// The answer to an acknowledgement.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Acked {
+    pub id: String,
+    pub acked: bool,
+    /// False when it had been acked before.
+    pub removed: bool,
+    /// The hub-signed delivery receipt (JWS compact).
+    pub receipt: Option<String>,
 }
 
 /// One inbox line: metadata only; the body is fetched separately.
@@ -123,6 +145,8 @@ const STRIPES: usize = 64;
 pub struct Hub {
     store: Store,
     signatures: Signatures,
+    /// The hub's own key: signs receipts and tree heads.
+    notary: crate::dsig::Signer,
     directory: SharedDirectory,
     settings: HubSettings,
     next_seq: AtomicU64,
@@ -187,6 +211,7 @@ impl Hub {
         directory: SharedDirectory,
         settings: HubSettings,
         signatures: Signatures,
+        notary: crate::dsig::Signer,
         shutdown: CancellationToken,
     ) -> Result<Hub, HubError> {
         let next = store.max_seq()? + 1;
@@ -199,6 +224,7 @@ impl Hub {
             storage_full: std::sync::atomic::AtomicBool::new(false),
             store,
             signatures,
+            notary,
             directory,
             settings,
             next_seq: AtomicU64::new(next),
@@ -226,16 +252,35 @@ impl Hub {
         &self.signatures
     }
 
-    /// The one place state changes are committed; statistics and metrics observe them here.
-    fn commit(&self, changes: &[Change<'_>], durable: bool) -> Result<(), HubError> {
-        if let Err(e) = self.store.apply(changes, durable) {
-            if matches!(e, StoreError::NoSpace(_)) {
-                self.storage_full.store(true, Ordering::SeqCst);
+    /// The one place state changes are committed, with their audit entries (plus `extra`
+    /// ones) in the same batch; statistics and metrics observe them here. Returns the log
+    /// indexes of the entries, in order.
+    fn commit(
+        &self,
+        changes: &[Change<'_>],
+        extra: Vec<crate::audit::AuditEvent>,
+        durable: bool,
+    ) -> Result<Vec<u64>, HubError> {
+        let mut events = events::for_changes(changes, now_ms());
+        events.extend(extra);
+        let indexes = match self.store.apply(changes, events, durable) {
+            Ok(i) => i,
+            Err(e) => {
+                if matches!(e, StoreError::NoSpace(_)) {
+                    self.storage_full.store(true, Ordering::SeqCst);
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
         self.observe(changes);
-        Ok(())
+        Ok(indexes)
+    }
+
+    /// Records an event that changes no state (a refusal, a reload). Not synced: losing the
+    /// last of these in a crash loses no document.
+    pub fn record(&self, event: crate::audit::AuditEvent) -> Result<u64, HubError> {
+        let idx = self.commit(&[], vec![event], false)?;
+        Ok(idx.first().copied().unwrap_or_default())
     }
 
     /// Validates, routes and durably stores a packet; see the API docs for the rules.
@@ -297,12 +342,19 @@ impl Hub {
         if let Some(seq) = self.store.dedup(&dkey)? {
             let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
             if existing.sha256 == sha256 {
+                let id = format_id(seq);
+                let receipt = self
+                    .receipts(caller, &id)?
+                    .into_iter()
+                    .next()
+                    .ok_or(HubError::NotFound)?;
                 return Ok(Accepted {
-                    id: format_id(seq),
+                    id,
                     document_id: existing.document_id,
                     sha256,
                     recipients: existing.recipients,
                     created: false,
+                    receipt,
                 });
             }
             return Err(HubError::DuplicateDocumentId {
@@ -355,7 +407,7 @@ impl Hub {
         for r in &record.recipients {
             changes.push(Change::Enqueue { agency: r, seq });
         }
-        self.commit(&changes, true)?;
+        let indexes = self.commit(&changes, vec![], true)?;
         drop(changes);
         if let Some(acked) = completion {
             self.observe_completion(&record.from, record.received_at_ms.saturating_sub(acked));
@@ -363,12 +415,15 @@ impl Hub {
         for r in &record.recipients {
             self.wake(r);
         }
+        // The first entry of the commit is `accepted`.
+        let receipt = self.submission_receipt(&record, indexes[0])?;
         Ok(Accepted {
             id: format_id(seq),
             document_id: record.document_id,
             sha256: record.sha256,
             recipients: record.recipients,
             created: true,
+            receipt,
         })
     }
 
@@ -412,7 +467,7 @@ impl Hub {
             .map(|&(seq, entry)| Change::Lease { agency, seq, entry })
             .collect();
         // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
-        self.commit(&changes, false)?;
+        self.commit(&changes, vec![], false)?;
         let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
         let docs = self.store.docs(&seqs)?;
         let by_seq: HashMap<u64, u32> = leased.iter().map(|(s, e)| (*s, e.deliveries)).collect();
@@ -454,19 +509,34 @@ impl Hub {
 
     /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
     /// queued for the caller is `NotFound`. Returns whether this call removed it.
-    pub fn ack(&self, caller: &Principal, id: &str) -> Result<bool, HubError> {
+    pub fn ack(&self, caller: &Principal, id: &str) -> Result<Acked, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let agency = caller.organ_id.as_str();
         if self.store.queue_entry(agency, seq)?.is_some() {
             let at_ms = now_ms();
-            self.commit(&[Change::Ack { agency, seq, at_ms }], true)?;
+            let indexes = self.commit(&[Change::Ack { agency, seq, at_ms }], vec![], true)?;
+            let mut receipt = None;
             if let Some(doc) = self.store.doc(seq)? {
                 self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                receipt = Some(self.delivery_receipt(&doc, agency, at_ms, indexes[0])?);
             }
-            return Ok(true);
+            return Ok(Acked {
+                id: id.to_owned(),
+                acked: true,
+                removed: true,
+                receipt,
+            });
         }
         match self.store.doc(seq)? {
-            Some(d) if d.recipients.iter().any(|r| r == agency) => Ok(false),
+            Some(d) if d.recipients.iter().any(|r| r == agency) => {
+                let receipt = self.receipts(caller, id)?.into_iter().next();
+                Ok(Acked {
+                    id: id.to_owned(),
+                    acked: true,
+                    removed: false,
+                    receipt,
+                })
+            }
             _ => Err(HubError::NotFound),
         }
     }
@@ -552,7 +622,7 @@ impl Hub {
         self: &Arc<Self>,
         caller: Principal,
         id: String,
-    ) -> Result<bool, HubError> {
+    ) -> Result<Acked, HubError> {
         self.blocking(move |hub| hub.ack(&caller, &id)).await
     }
 }

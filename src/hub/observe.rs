@@ -118,6 +118,15 @@ impl Hub {
 
     /// Counts a refused packet (the refusal itself stored nothing).
     pub fn observe_refusal(&self, agency: Option<&str>, code: &str) {
+        // The refusal goes in the audit log too (nothing else was stored).
+        let mut event = crate::audit::AuditEvent::new("refused", super::now_ms())
+            .detail(serde_json::json!({ "reason": code }));
+        if let Some(a) = agency {
+            event = event.agency(a);
+        }
+        if let Err(e) = self.record(event) {
+            tracing::warn!(error = %e, "could not log a refusal in the audit log");
+        }
         let now = now_ms();
         let who = agency.unwrap_or(HUB);
         self.counters.add(now, "refused", who, 1);

@@ -88,7 +88,10 @@ impl TestHub {
         let bound = self.path("data/bound.json");
         let _ = std::fs::remove_file(&bound);
         let certs = self.path("certs");
+        // In the temp dir, so the defaults for everything not given (certs/hub-signing.pem,
+        // …) are the dev PKI's files there.
         let child = Command::new(BIN)
+            .current_dir(self.dir.path())
             .arg("serve")
             .arg("--config")
             .arg(&self.config)

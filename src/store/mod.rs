@@ -9,16 +9,25 @@
 //!   first.
 //! - `delivery` `seq recipient`          → acked-at (ms), for "delivery to completion" times
 //! - `stats`  see [`crate::stats`]: counter buckets (merge-added u64) and `p agency` → last pull
+//! - `audit`  `index`                    → one audit log entry (a JSON line, see [`crate::audit`])
+//! - `merkle` `level(1) index(8)`        → hash of a perfect subtree of the log (RFC 6962)
+//! - `doc_audit` `seq index`             → "" : the log entries about a document
+//! - `heads`  `tree_size`                → a signed tree head (JWS)
+//! - `receipts` `seq recipient`          → a signed receipt (JWS; recipient empty: submission)
 //!
-//! Every change goes through [`Store::apply`] as one atomic `WriteBatch`; durable changes are
-//! synced to the WAL before it returns. This module knows nothing of HTTP or of who may do what.
+//! Every change goes through [`Store::apply`] as one atomic `WriteBatch` together with the
+//! audit entries it causes, written by the single writer thread ([`writer`]) that groups
+//! concurrent batches under one WAL sync; durable changes are synced before it returns. This
+//! module knows nothing of HTTP or of who may do what.
+
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
-};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::edxml::Kind;
@@ -29,16 +38,33 @@ const CF_DEDUP: &str = "dedup";
 const CF_QUEUE: &str = "queue";
 const CF_DELIVERY: &str = "delivery";
 const CF_STATS: &str = "stats";
-const ALL_CFS: [&str; 6] = [
+const CF_AUDIT: &str = "audit";
+const CF_MERKLE: &str = "merkle";
+const CF_DOC_AUDIT: &str = "doc_audit";
+const CF_HEADS: &str = "heads";
+const CF_RECEIPTS: &str = "receipts";
+const ALL_CFS: [&str; 11] = [
     CF_DOCS,
     CF_BODIES,
     CF_DEDUP,
     CF_QUEUE,
     CF_DELIVERY,
     CF_STATS,
+    CF_AUDIT,
+    CF_MERKLE,
+    CF_DOC_AUDIT,
+    CF_HEADS,
+    CF_RECEIPTS,
 ];
 
-#[derive(Debug, thiserror::Error)]
+fn merkle_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the disk is full: {0}")]
     NoSpace(String),
@@ -143,7 +169,8 @@ pub enum Change<'a> {
 }
 
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
+    writer: writer::Writer,
 }
 
 fn queue_key(agency: &str, seq: u64) -> Vec<u8> {
@@ -201,8 +228,44 @@ impl Store {
             }
             ColumnFamilyDescriptor::new(name, cf)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Store { db })
+        let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+        let state = Self::tree_state(&db)?;
+        let writer = writer::Writer::start(db.clone(), state);
+        Ok(Store { db, writer })
+    }
+
+    /// Where the audit log's Merkle tree stands, read back at open: its size (one seek) and
+    /// the newest perfect node of each level (one seek per level).
+    fn tree_state(db: &DB) -> Result<writer::TreeState, StoreError> {
+        let audit = db.cf_handle(CF_AUDIT).expect("audit cf");
+        let size = match db.iterator_cf(audit, IteratorMode::End).next() {
+            None => 0,
+            Some(item) => {
+                let (k, _) = item?;
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("audit/{k:?}"),
+                    why: "audit key is not 8 bytes".into(),
+                })?) + 1
+            }
+        };
+        let merkle = db.cf_handle(CF_MERKLE).expect("merkle cf");
+        let mut last = Vec::new();
+        for level in 0..64u32 {
+            let mut it = db.raw_iterator_cf(merkle);
+            it.seek_for_prev(merkle_key(level, u64::MAX));
+            let found = match (it.key(), it.value()) {
+                (Some(k), Some(v)) if k.len() == 9 && k[0] == level as u8 && v.len() == 32 => {
+                    let i = u64::from_be_bytes(k[1..].try_into().expect("8 bytes"));
+                    Some((i, v.try_into().expect("32 bytes")))
+                }
+                _ => None,
+            };
+            if found.is_none() && level > 0 && last.iter().all(Option::is_none) {
+                break;
+            }
+            last.push(found);
+        }
+        Ok(writer::TreeState { size, last })
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -432,9 +495,15 @@ impl Store {
         )
     }
 
-    /// Applies `changes` as one atomic batch. With `durable`, the WAL is synced before return,
-    /// so the changes survive a crash or power loss from then on.
-    pub fn apply(&self, changes: &[Change<'_>], durable: bool) -> Result<(), StoreError> {
+    /// Applies `changes` as one atomic batch, with `events` appended to the audit log in the
+    /// same batch; returns the events' log indexes. With `durable`, the WAL is synced before
+    /// return, so the changes survive a crash or power loss from then on.
+    pub fn apply(
+        &self,
+        changes: &[Change<'_>],
+        events: Vec<crate::audit::AuditEvent>,
+        durable: bool,
+    ) -> Result<Vec<u64>, StoreError> {
         let mut batch = WriteBatch::default();
         for c in changes {
             match c {
@@ -469,19 +538,126 @@ impl Store {
                 }
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(durable);
-        self.db.write_opt(batch, &wo)?;
+        self.writer.commit(batch, events, durable)
+    }
+
+    /// Number of audit log entries written and synced.
+    pub fn audit_size(&self) -> u64 {
+        self.writer.committed.load(Ordering::SeqCst)
+    }
+
+    /// Audit entries `from..` (at most `limit`, below `end`), as stored.
+    pub fn audit_entries(
+        &self,
+        from: u64,
+        end: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_AUDIT),
+            IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            let i = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
+            if i >= end || out.len() >= limit {
+                break;
+            }
+            out.push((i, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The audit indexes of the entries about document `seq`, in order.
+    pub fn document_audit(&self, seq: u64) -> Result<Vec<u64>, StoreError> {
+        let prefix = seq.to_be_bytes();
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_DOC_AUDIT),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if k.len() != 16 || k[..8] != prefix {
+                break;
+            }
+            out.push(u64::from_be_bytes(k[8..].try_into().expect("8 bytes")));
+        }
+        Ok(out)
+    }
+
+    /// Stores a signed tree head for `size` (unsynced: heads can be signed again).
+    pub fn put_head(&self, size: u64, jws: &str) -> Result<(), StoreError> {
+        self.db
+            .put_cf(self.cf(CF_HEADS), size.to_be_bytes(), jws.as_bytes())?;
         Ok(())
+    }
+
+    /// The latest signed tree head: (tree size, JWS).
+    pub fn latest_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        match self
+            .db
+            .iterator_cf(self.cf(CF_HEADS), IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                let size = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+                Ok(Some((size, String::from_utf8_lossy(&v).into_owned())))
+            }
+        }
+    }
+
+    fn receipt_key(seq: u64, recipient: &str) -> Vec<u8> {
+        let mut k = seq.to_be_bytes().to_vec();
+        k.extend_from_slice(recipient.as_bytes());
+        k
+    }
+
+    /// Stores a receipt (unsynced: a lost receipt is signed again from the log on request).
+    pub fn put_receipt(&self, seq: u64, recipient: &str, jws: &str) -> Result<(), StoreError> {
+        self.db.put_cf(
+            self.cf(CF_RECEIPTS),
+            Self::receipt_key(seq, recipient),
+            jws.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    pub fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_RECEIPTS), Self::receipt_key(seq, recipient))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Flushes memtables so the next start replays little WAL.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.writer.stop();
         self.db.flush_wal(true)?;
         for cf in ALL_CFS {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())
+    }
+}
+
+impl crate::audit::merkle::NodeSource for Store {
+    type Error = StoreError;
+    fn perfect(&self, level: u32, index: u64) -> Result<crate::audit::merkle::Hash, StoreError> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_MERKLE), merkle_key(level, index))?
+            .ok_or_else(|| StoreError::Corrupt {
+                key: format!("merkle/{level}/{index}"),
+                why: "missing Merkle node".into(),
+            })?;
+        v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            key: format!("merkle/{level}/{index}"),
+            why: "node is not 32 bytes".into(),
+        })
     }
 }
 
@@ -530,6 +706,7 @@ mod tests {
                         Change::Enqueue { agency: "B", seq },
                         Change::Enqueue { agency: "C", seq },
                     ],
+                    vec![crate::audit::AuditEvent::new("accepted", 1).document(seq)],
                     true,
                 )
                 .unwrap();
@@ -540,6 +717,7 @@ mod tests {
                     seq: 2,
                     at_ms: 5,
                 }],
+                vec![],
                 true,
             )
             .unwrap();

@@ -1,0 +1,336 @@
+//! What the hub signs and proves: receipts, signed tree heads, Merkle proofs, and reading the
+//! audit log (auditors everything, an agency the events of its own documents).
+
+use serde_json::{Value, json};
+
+use super::{Hub, HubError, Principal, format_id, now_ms, parse_id, rfc3339};
+use crate::audit::Entry;
+use crate::audit::merkle::{Hash, NodeSource, leaf_hash};
+use crate::digest::hex;
+use crate::store::DocRecord;
+
+/// Who reads the audit log.
+pub enum Reader<'a> {
+    Auditor,
+    Agency(&'a Principal),
+}
+
+/// The largest page of `GET /v1/audit` and the most entries scanned to fill one.
+const PAGE_MAX: usize = 1000;
+const SCAN_MAX: usize = 20_000;
+
+fn hash_hex(h: &Hash) -> String {
+    hex(h)
+}
+
+impl Hub {
+    fn sign(&self, payload: &Value) -> Result<String, HubError> {
+        crate::jws::sign(&self.notary, payload).map_err(|e| HubError::Notary(e.to_string()))
+    }
+
+    /// The submission receipt of `record`, whose `accepted` entry is `audit_index`.
+    pub(super) fn submission_receipt(
+        &self,
+        record: &DocRecord,
+        audit_index: u64,
+    ) -> Result<String, HubError> {
+        let jws = self.sign(&json!({
+            "type": "submission",
+            "id": format_id(record.seq),
+            "document_id": record.document_id,
+            "sha256": record.sha256,
+            "sender": record.from,
+            "recipients": record.recipients,
+            "accepted_at": rfc3339(record.received_at_ms),
+            "audit_index": audit_index,
+        }))?;
+        self.store.put_receipt(record.seq, "", &jws)?;
+        Ok(jws)
+    }
+
+    /// The delivery receipt of `record` to `recipient`, acked at `at_ms` (entry `audit_index`).
+    pub(super) fn delivery_receipt(
+        &self,
+        record: &DocRecord,
+        recipient: &str,
+        at_ms: u64,
+        audit_index: u64,
+    ) -> Result<String, HubError> {
+        let jws = self.sign(&json!({
+            "type": "delivery",
+            "id": format_id(record.seq),
+            "document_id": record.document_id,
+            "sha256": record.sha256,
+            "sender": record.from,
+            "recipient": recipient,
+            "delivered_at": rfc3339(at_ms),
+            "audit_index": audit_index,
+        }))?;
+        self.store.put_receipt(record.seq, recipient, &jws)?;
+        Ok(jws)
+    }
+
+    /// The log entries about document `seq`, decoded.
+    fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
+        let mut out = Vec::new();
+        for i in self.store.document_audit(seq)? {
+            for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {
+                if let Ok(e) = serde_json::from_slice::<Entry>(&bytes) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The receipts of a document: the sender gets the submission receipt and every delivery
+    /// receipt, a recipient its own delivery receipt. Receipts lost in a crash (they are
+    /// stored unsynced) are signed again from the audit log.
+    pub fn receipts(&self, caller: &Principal, id: &str) -> Result<Vec<String>, HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+        let me = caller.organ_id.as_str();
+        let is_sender = doc.from == me;
+        if !is_sender && !doc.recipients.iter().any(|r| r == me) {
+            return Err(HubError::NotFound);
+        }
+        let entries = self.document_entries(seq)?;
+        let mut out = Vec::new();
+        if is_sender {
+            let jws = match self.store.receipt(seq, "")? {
+                Some(j) => j,
+                None => match entries.iter().find(|e| e.event == "accepted") {
+                    Some(e) => self.submission_receipt(&doc, e.index)?,
+                    None => return Err(HubError::NotFound),
+                },
+            };
+            out.push(jws);
+        }
+        for e in entries.iter().filter(|e| e.event == "delivered") {
+            let Some(recipient) = e.agency.as_deref() else {
+                continue;
+            };
+            if !is_sender && recipient != me {
+                continue;
+            }
+            let jws = match self.store.receipt(seq, recipient)? {
+                Some(j) => j,
+                None => {
+                    let at = time::OffsetDateTime::parse(
+                        &e.at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as u64)
+                    .unwrap_or_else(|_| now_ms());
+                    self.delivery_receipt(&doc, recipient, at, e.index)?
+                }
+            };
+            out.push(jws);
+        }
+        Ok(out)
+    }
+
+    /// The latest signed tree head, signing a new one first when the log has grown since.
+    pub fn tree_head(&self) -> Result<String, HubError> {
+        let size = self.store.audit_size();
+        if let Some((s, jws)) = self.store.latest_head()?
+            && s == size
+        {
+            return Ok(jws);
+        }
+        self.sign_head(size)
+    }
+
+    fn sign_head(&self, size: u64) -> Result<String, HubError> {
+        let root = self.store.root(size)?;
+        let jws = self.sign(&json!({
+            "type": "tree_head",
+            "tree_size": size,
+            "root_hash": hash_hex(&root),
+            "timestamp": rfc3339(now_ms()),
+        }))?;
+        self.store.put_head(size, &jws)?;
+        Ok(jws)
+    }
+
+    /// Signs a tree head when the log grew by `every` entries, or at all and `due` is set
+    /// (the periodic tick). Returns the new head's size, if one was signed.
+    pub fn maybe_sign_head(&self, due: bool, every: u64) -> Result<Option<u64>, HubError> {
+        let size = self.store.audit_size();
+        let last = self.store.latest_head()?.map_or(0, |(s, _)| s);
+        if size > last && (due || size - last >= every) {
+            self.sign_head(size)?;
+            return Ok(Some(size));
+        }
+        Ok(None)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), HubError> {
+        let have = self.store.audit_size();
+        if size > have {
+            return Err(HubError::Invalid(format!(
+                "the log holds {have} entries; tree size {size} does not exist yet"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Inclusion proof of entry `index` in the tree of `tree_size` entries (default: the
+    /// latest signed tree head's).
+    pub fn inclusion_proof(&self, index: u64, tree_size: Option<u64>) -> Result<Value, HubError> {
+        let size = match tree_size {
+            Some(s) => s,
+            None => self.store.latest_head()?.map_or(0, |(s, _)| s),
+        };
+        self.check_size(size)?;
+        if index >= size {
+            return Err(HubError::Invalid(format!(
+                "entry {index} is not in the tree of size {size} (ask with tree_size=, or wait for the next signed head)"
+            )));
+        }
+        let entry = self
+            .store
+            .audit_entries(index, index + 1, 1)?
+            .pop()
+            .map(|(_, b)| b)
+            .ok_or(HubError::NotFound)?;
+        let path = self.store.inclusion_proof(index, size)?;
+        Ok(json!({
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": hash_hex(&leaf_hash(&entry)),
+            "entry": String::from_utf8_lossy(&entry),
+            "audit_path": path.iter().map(hash_hex).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Consistency proof between the trees of `from` and `to` entries.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Value, HubError> {
+        self.check_size(to)?;
+        if from > to {
+            return Err(HubError::Invalid("from must not exceed to".into()));
+        }
+        let proof = self.store.consistency_proof(from, to)?;
+        Ok(json!({
+            "from": from,
+            "to": to,
+            "proof": proof.iter().map(hash_hex).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// A page of log entries from `cursor`, filtered. An agency sees refusals it caused and
+    /// the events of documents it sent or receives.
+    pub fn audit_page(
+        &self,
+        reader: Reader<'_>,
+        filter: &AuditFilter,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Value, HubError> {
+        let limit = limit.clamp(1, PAGE_MAX);
+        let end = self.store.audit_size();
+        let mut items = Vec::new();
+        let mut next = cursor;
+        let mut visible: std::collections::HashMap<String, bool> = Default::default();
+        let mut scanned = 0;
+        while next < end && items.len() < limit && scanned < SCAN_MAX {
+            let batch = self.store.audit_entries(next, end, 512)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (i, bytes) in batch {
+                next = i + 1;
+                scanned += 1;
+                let Ok(e) = serde_json::from_slice::<Entry>(&bytes) else {
+                    continue;
+                };
+                if !filter.matches(&e) {
+                    continue;
+                }
+                if let Reader::Agency(p) = &reader {
+                    let mine = match &e.document {
+                        Some(d) => match visible.get(d) {
+                            Some(v) => *v,
+                            None => {
+                                let v = parse_id(d)
+                                    .and_then(|s| self.store.doc(s).ok().flatten())
+                                    .is_some_and(|doc| {
+                                        doc.from == p.organ_id
+                                            || doc.recipients.contains(&p.organ_id)
+                                    });
+                                visible.insert(d.clone(), v);
+                                v
+                            }
+                        },
+                        None => e.agency.as_deref() == Some(p.organ_id.as_str()),
+                    };
+                    if !mine {
+                        continue;
+                    }
+                }
+                items.push(serde_json::to_value(&e).unwrap_or(Value::Null));
+                if items.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(json!({
+            "items": items,
+            "next_cursor": if next < end { Some(next) } else { None },
+            "tree_size": end,
+        }))
+    }
+
+    /// Number of entries in the log (written and synced).
+    pub fn audit_size(&self) -> u64 {
+        self.store.audit_size()
+    }
+
+    /// Entries `0..size` as JSON lines, exactly as stored (what `audit verify --export` reads).
+    pub fn audit_export(&self, size: u64) -> Result<Vec<u8>, HubError> {
+        self.check_size(size)?;
+        let mut out = Vec::new();
+        let mut next = 0;
+        while next < size {
+            let batch = self.store.audit_entries(next, size, 4096)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (i, bytes) in batch {
+                out.extend_from_slice(&bytes);
+                out.push(b'\n');
+                next = i + 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `GET /v1/audit` filters.
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    pub agency: Option<String>,
+    /// A hub id.
+    pub document: Option<String>,
+    /// RFC 3339 bounds on `at` (inclusive from, exclusive to); compared as text, which is
+    /// exact for the hub's own UTC timestamps.
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl AuditFilter {
+    fn matches(&self, e: &Entry) -> bool {
+        self.agency
+            .as_ref()
+            .is_none_or(|a| e.agency.as_ref() == Some(a))
+            && self
+                .document
+                .as_ref()
+                .is_none_or(|d| e.document.as_ref() == Some(d))
+            && self
+                .from
+                .as_ref()
+                .is_none_or(|f| e.at.as_str() >= f.as_str())
+            && self.to.as_ref().is_none_or(|t| e.at.as_str() < t.as_str())
+    }
+}
