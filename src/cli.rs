@@ -143,6 +143,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hub-signed receipts.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Compose edXML packets.
     Edxml {
         #[command(subcommand)]
@@ -187,6 +197,35 @@ enum PkiCommand {
         /// compiled-in configuration).
         #[arg(long = "role")]
         roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt (a JWS, as GET /v1/documents/{id}/receipts lists them) offline.
+    Verify {
+        file: PathBuf,
+        /// The hub's signing certificate ([audit] signing_cert, certs/hub-signing.pem).
+        #[arg(long)]
+        hub_cert: PathBuf,
+        /// Also check that the receipt is for this packet (its SHA-256).
+        #[arg(long)]
+        packet: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check an export (GET /v1/audit/export) against a signed tree head (GET
+    /// /v1/audit/head) offline; exits non-zero on any altered, missing, inserted or reordered
+    /// entry.
+    Verify {
+        #[arg(long)]
+        export: PathBuf,
+        #[arg(long)]
+        tree_head: PathBuf,
+        #[arg(long)]
+        hub_cert: PathBuf,
     },
 }
 
@@ -344,6 +383,28 @@ async fn run(command: Command) -> ExitCode {
             agencies,
             json,
         } => verify(&file, &trust, &crls, agencies.as_deref(), json),
+        Command::Receipt {
+            command:
+                ReceiptCommand::Verify {
+                    file,
+                    hub_cert,
+                    packet,
+                },
+        } => receipt_verify(&file, &hub_cert, packet.as_deref()),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    export,
+                    tree_head,
+                    hub_cert,
+                },
+        } => match crate::audit::verify::verify_export(&export, &tree_head, &hub_cert) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
         Command::Send { file, conn } => {
             let body = match std::fs::read(&file) {
                 Ok(b) => b,
@@ -840,4 +901,44 @@ fn verify(
             ExitCode::FAILURE
         }
     }
+}
+
+fn receipt_verify(file: &Path, hub_cert: &Path, packet: Option<&Path>) -> ExitCode {
+    let jws = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("{}: {e}", file.display())),
+    };
+    let cert = match crate::tls::load_certs(hub_cert) {
+        Ok(c) if !c.is_empty() => c,
+        Ok(_) => return fail(format!("{}: no certificate", hub_cert.display())),
+        Err(e) => return fail(e),
+    };
+    let payload = match crate::jws::verify(&jws, &cert[0]) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("the receipt does not verify: {e}")),
+    };
+    if let Some(p) = packet {
+        match std::fs::read(p) {
+            Ok(body) => {
+                let sha = crate::digest::sha256_hex(&body);
+                if payload["sha256"].as_str() != Some(sha.as_str()) {
+                    return fail(format!(
+                        "the receipt is for sha256 {}, not for {} (sha256 {sha})",
+                        payload["sha256"].as_str().unwrap_or("?"),
+                        p.display()
+                    ));
+                }
+            }
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        }
+    }
+    println!(
+        "verified: {} receipt for {} (sha256 {}), audit log entry {}",
+        payload["type"].as_str().unwrap_or("?"),
+        payload["id"].as_str().unwrap_or("?"),
+        payload["sha256"].as_str().unwrap_or("?"),
+        payload["audit_index"]
+    );
+    println!("{payload}");
+    ExitCode::SUCCESS
 }

@@ -7,6 +7,7 @@
 //! over exactly the bytes stored and exported, so an auditor re-hashes the export as it is.
 
 pub mod merkle;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 
