@@ -63,6 +63,8 @@ fn commit(c: &mut Criterion) {
                         subject: None,
                         status_code: None,
                         response_for: None,
+                        acts_on: None,
+                        replaces: vec![],
                         business_type: 0,
                         size: body.len() as u64,
                         sha256: String::new(),

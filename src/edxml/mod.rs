@@ -55,6 +55,13 @@ pub struct Packet {
     pub response_for: Vec<ResponseFor>,
     /// `TraceHeaderList/Bussiness/BussinessDocType`: 0 new, 1 revoke, 2 update, 3 replace.
     pub business_type: u8,
+    /// `Bussiness/DocumentId`: the document an update (or revoke) acts on, when given.
+    pub business_document_id: Option<String>,
+    /// `BussinessDocumentInfo/ReceiverList/Receiver`: (OrganId, added) — ReceiverType 1 adds
+    /// the agency as a recipient, 0 removes it.
+    pub receiver_changes: Vec<(String, bool)>,
+    /// `ReplacementInfoList/ReplacementInfo/DocumentId`: the documents a replacement replaces.
+    pub replaces: Vec<String>,
     /// Whether `edXMLHeader` carries a `Signature` element (verification is a separate step).
     pub has_signature: bool,
     /// Number of `AttachmentEncoded/Attachment` elements.

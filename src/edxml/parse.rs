@@ -58,6 +58,11 @@ enum Field {
     Subject,
     StatusCode,
     BusinessDocType,
+    /// `Bussiness/DocumentId`: the document an update acts on.
+    BusinessDocumentId,
+    ReceiverOrganId,
+    ReceiverType,
+    ReplacedDocumentId,
     Paper,
     /// Only checked against a length limit.
     Limited(&'static str, usize),
@@ -105,6 +110,12 @@ const KNOWN: &[&str] = &[
     "AttachmentEncoded",
     "Attachment",
     "Signature",
+    "BussinessDocumentInfo",
+    "ReceiverList",
+    "Receiver",
+    "ReceiverType",
+    "ReplacementInfoList",
+    "ReplacementInfo",
 ];
 const UNKNOWN: &str = "?";
 
@@ -167,6 +178,36 @@ fn field_at(p: &[&'static str]) -> Option<Field> {
         ] => Some(Field::Paper),
         [
             "edXMLEnvelope",
+            "edXMLHeader",
+            "TraceHeaderList",
+            "Bussiness",
+            "DocumentId",
+        ] => Some(Field::BusinessDocumentId),
+        [
+            "edXMLEnvelope",
+            "edXMLHeader",
+            "TraceHeaderList",
+            "Bussiness",
+            "BussinessDocumentInfo",
+            "ReceiverList",
+            "Receiver",
+            leaf,
+        ] => match *leaf {
+            "OrganId" => Some(Field::ReceiverOrganId),
+            "ReceiverType" => Some(Field::ReceiverType),
+            _ => None,
+        },
+        [
+            "edXMLEnvelope",
+            "edXMLHeader",
+            "TraceHeaderList",
+            "Bussiness",
+            "ReplacementInfoList",
+            "ReplacementInfo",
+            "DocumentId",
+        ] => Some(Field::ReplacedDocumentId),
+        [
+            "edXMLEnvelope",
             "edXMLBody",
             "edXMLManifest",
             "Reference",
@@ -189,6 +230,10 @@ struct Collected {
     status_code: Option<String>,
     response_for: Vec<ResponseFor>,
     business_type: Option<String>,
+    business_document_id: Option<String>,
+    /// (OrganId, ReceiverType) of `ReceiverList/Receiver`.
+    receivers: Vec<(String, String)>,
+    replaces: Vec<String>,
     paper: bool,
     has_signature: bool,
     attachments: usize,
@@ -233,6 +278,26 @@ impl Collected {
             }
             Field::StatusCode => self.status_code = Some(value),
             Field::BusinessDocType => self.business_type = Some(value),
+            Field::BusinessDocumentId => {
+                limit("Bussiness/DocumentId", LIMIT_DOCUMENT_ID)?;
+                self.business_document_id = Some(value);
+            }
+            Field::ReceiverOrganId => {
+                if let Some(r) = self.receivers.last_mut() {
+                    r.0 = value;
+                }
+            }
+            Field::ReceiverType => {
+                if let Some(r) = self.receivers.last_mut() {
+                    r.1 = value;
+                }
+            }
+            Field::ReplacedDocumentId => {
+                limit("ReplacementInfo/DocumentId", LIMIT_DOCUMENT_ID)?;
+                if !value.is_empty() && !self.replaces.contains(&value) {
+                    self.replaces.push(value);
+                }
+            }
             Field::Paper => self.paper = value == "1",
             Field::Limited(name, max) => limit(name, max)?,
         }
@@ -315,10 +380,37 @@ impl Collected {
                 document_id = None;
             }
         }
+        let mut receiver_changes = Vec::with_capacity(self.receivers.len());
+        for (id, kind) in self.receivers {
+            if !is_valid_organ_id(&id) {
+                return Err(EdxmlError::InvalidOrganId {
+                    field: "ReceiverList/Receiver/OrganId",
+                    value: id,
+                });
+            }
+            let added = match kind.as_str() {
+                "1" => true,
+                "0" => false,
+                _ => {
+                    return Err(EdxmlError::InvalidField {
+                        field: "ReceiverType",
+                        value: kind,
+                        why: "must be 0 (removed) or 1 (added)",
+                    });
+                }
+            };
+            receiver_changes.push((id, added));
+        }
+        if business_type == 3 && self.replaces.is_empty() {
+            return Err(EdxmlError::MissingField("ReplacementInfo/DocumentId"));
+        }
         Ok(Packet {
             kind,
             from,
             to,
+            business_document_id: self.business_document_id.filter(|s| !s.is_empty()),
+            receiver_changes,
+            replaces: self.replaces,
             document_id,
             subject: self.subject.filter(|s| !s.is_empty()),
             status_code: self.status_code,
@@ -434,6 +526,15 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                         "ResponseFor",
                     ] => out.response_for.push(ResponseFor::default()),
                     ["AttachmentEncoded", "Attachment"] => out.attachments += 1,
+                    [
+                        "edXMLEnvelope",
+                        "edXMLHeader",
+                        "TraceHeaderList",
+                        "Bussiness",
+                        "BussinessDocumentInfo",
+                        "ReceiverList",
+                        "Receiver",
+                    ] => out.receivers.push(Default::default()),
                     _ => {}
                 }
                 if in_ns {

@@ -170,6 +170,49 @@ impl Api {
                 };
                 stats_response(&self.hub, req.uri().query(), scope).await
             }
+            (&Method::GET, ["v1", "documents", id, "status"]) => {
+                let p = caller.agency()?;
+                let id = (*id).to_owned();
+                let v = self
+                    .hub
+                    .blocking(move |h| h.document_status(&p, &id))
+                    .await?;
+                Ok(json(StatusCode::OK, &v))
+            }
+            (&Method::GET, ["v1", "sent"]) => {
+                let p = caller.agency()?;
+                let q = req.uri().query();
+                let since = match query_str(q, "since") {
+                    None => 0,
+                    Some(t) => {
+                        let t = t.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+");
+                        time::OffsetDateTime::parse(
+                            &t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
+                        .map_err(|_| {
+                            ApiError::new(
+                                StatusCode::BAD_REQUEST,
+                                "bad_request",
+                                format!("since must be an RFC 3339 time, got {t:?}"),
+                            )
+                        })?
+                    }
+                };
+                let cursor = match query_str(q, "cursor") {
+                    None => 0,
+                    Some(c) => crate::hub::parse_id(c).ok_or_else(|| {
+                        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad cursor")
+                    })?,
+                };
+                let limit = query_u64(q, "limit")?.unwrap_or(50) as usize;
+                let v = self
+                    .hub
+                    .blocking(move |h| h.sent(&p, since, cursor, limit))
+                    .await?;
+                Ok(json(StatusCode::OK, &v))
+            }
             (&Method::GET, ["v1", "documents", id, "receipts"]) => {
                 let p = caller.agency()?;
                 let id = (*id).to_owned();

@@ -41,10 +41,15 @@ impl From<HubError> for ApiError {
             HubError::Edxml(EdxmlError::Malformed(_) | EdxmlError::WrongRoot(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            HubError::Edxml(_) | HubError::UnknownRecipients(_) | HubError::Signature(_) => {
+            HubError::Edxml(_)
+            | HubError::UnknownRecipients(_)
+            | HubError::Signature(_)
+            | HubError::UnknownDocument(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
+            HubError::SenderMismatch { .. } | HubError::NotOriginalSender { .. } => {
+                StatusCode::FORBIDDEN
+            }
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,

@@ -47,6 +47,8 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                     .agency(agency)
                     .document(*seq),
             ),
+            // Described by the caller's own events (revoked, recipient removed, expired…).
+            Change::Dequeue { .. } | Change::Rewrite { .. } => {}
         }
     }
     for (seq, recipients) in enqueued {

@@ -21,9 +21,11 @@ use crate::edxml::{self, EdxmlError, Kind};
 use crate::stats::Counters;
 use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
 
+mod business;
 mod events;
 mod notary;
 mod observe;
+mod state;
 mod report;
 mod signatures;
 
@@ -58,6 +60,10 @@ pub enum HubError {
     },
     #[error("signature refused: {0}")]
     Signature(#[from] crate::dsig::SigFailure),
+    #[error("{0}")]
+    UnknownDocument(String),
+    #[error("document {document_id:?} was not sent by {caller}: only its sender may revoke, update or replace it")]
+    NotOriginalSender { document_id: String, caller: String },
     #[error("no such item")]
     NotFound,
     #[error("{0}")]
@@ -77,6 +83,8 @@ impl HubError {
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
             HubError::Signature(f) => f.code.as_str(),
             HubError::NotFound => "not_found",
+            HubError::UnknownDocument(_) => "unknown_document",
+            HubError::NotOriginalSender { .. } => "not_original_sender",
             HubError::Invalid(_) => "bad_request",
             HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
@@ -127,6 +135,10 @@ pub struct InboxItem {
     pub verdict: Option<String>,
     /// Subject CN of the signing certificate, when the signature verified.
     pub signer: Option<String>,
+    /// The hub id of the document a status notice, revoke or update acts on.
+    pub acts_on: Option<String>,
+    /// The hub ids of the documents a replacement replaces.
+    pub replaces: Vec<String>,
     pub lease_expires_at: String,
     /// How many times this item has been listed (1 on first delivery).
     pub deliveries: u32,
@@ -295,17 +307,10 @@ impl Hub {
         let sha256 = sha256_hex(body);
         let directory = self.directory.snapshot();
 
-        // Who gets it.
-        let (recipients, response_for) = match packet.kind {
-            Kind::Edoc => (packet.to.clone(), None),
-            Kind::Status => {
-                // To the sender of the answered document. (sender, DocumentId) is how the hub
-                // itself identifies documents, so ResponseFor/OrganId is that sender; documents
-                // from before the hub are routed the same way.
-                let rf = &packet.response_for[0];
-                let target = rf.organ_id.clone();
-                (vec![target], Some(rf.document_id.clone()))
-            }
+        // Who it names: the To list, or the agency a status notice answers.
+        let recipients: Vec<String> = match packet.kind {
+            Kind::Edoc => packet.to.clone(),
+            Kind::Status => vec![packet.response_for[0].organ_id.clone()],
         };
         let unknown: Vec<String> = recipients
             .iter()
@@ -330,7 +335,8 @@ impl Hub {
             };
 
         // Identity for duplicate detection: the DocumentId of a new document; the body's hash
-        // for status notices and revoke/update/replace packets, which reuse another's id.
+        // for status notices and revoke/update/replace packets, which in practice reuse the
+        // DocumentId of the document they act on (the SDK samples do).
         let key = match (&packet.document_id, packet.business_type) {
             (Some(id), 0) => id.clone(),
             _ => format!("#{}{}:{sha256}", packet.kind.as_str(), packet.business_type),
@@ -364,16 +370,28 @@ impl Hub {
             });
         }
 
+        // Revoke and update look at queue states: no listing may lease in between.
+        let _leases: Vec<_> = if matches!(packet.business_type, 1 | 2) {
+            self.lease_locks
+                .iter()
+                .map(|m| m.lock().expect("lease lock poisoned"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let plan = self.plan(&packet, &directory)?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let record = DocRecord {
             seq,
             kind: packet.kind,
-            from: packet.from,
-            recipients,
-            document_id: packet.document_id,
-            subject: packet.subject,
-            status_code: packet.status_code,
-            response_for,
+            from: packet.from.clone(),
+            recipients: plan.recipients.clone(),
+            document_id: packet.document_id.clone(),
+            subject: packet.subject.clone(),
+            status_code: packet.status_code.clone(),
+            response_for: plan.response_for.clone(),
+            acts_on: plan.original.as_ref().map(|d| d.seq),
+            replaces: plan.replaces.clone(),
             business_type: packet.business_type,
             size: body.len() as u64,
             sha256,
@@ -407,8 +425,37 @@ impl Hub {
         for r in &record.recipients {
             changes.push(Change::Enqueue { agency: r, seq });
         }
-        let indexes = self.commit(&changes, vec![], true)?;
+        if let Some(orig) = &plan.original {
+            for r in &plan.add {
+                changes.push(Change::Enqueue {
+                    agency: r,
+                    seq: orig.seq,
+                });
+            }
+            for r in &plan.dequeue {
+                changes.push(Change::Dequeue {
+                    agency: r,
+                    seq: orig.seq,
+                });
+            }
+            if plan.rewrite {
+                changes.push(Change::Rewrite { record: orig });
+            }
+        }
+        let mut extra = plan.events.clone();
+        for old in &plan.replaces {
+            extra.push(
+                crate::audit::AuditEvent::new("replaced", record.received_at_ms)
+                    .agency(&record.from)
+                    .document(*old)
+                    .detail(serde_json::json!({ "by": format_id(seq) })),
+            );
+        }
+        let indexes = self.commit(&changes, extra, true)?;
         drop(changes);
+        for r in &plan.add {
+            self.wake(r);
+        }
         if let Some(acked) = completion {
             self.observe_completion(&record.from, record.received_at_ms.saturating_sub(acked));
         }
@@ -488,6 +535,8 @@ impl Hub {
                 has_signature: d.has_signature,
                 verdict: d.verdict,
                 signer: d.signer,
+                acts_on: d.acts_on.map(format_id),
+                replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
                 lease_expires_at: rfc3339(lease_until),
             })
             .collect())

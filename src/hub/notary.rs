@@ -28,7 +28,9 @@ impl Hub {
         crate::jws::sign(&self.notary, payload).map_err(|e| HubError::Notary(e.to_string()))
     }
 
-    /// The submission receipt of `record`, whose `accepted` entry is `audit_index`.
+    /// The submission receipt of `record`, whose `accepted` entry is `audit_index`. Not
+    /// stored here: the hot path answers with it, and [`Hub::receipts`] signs (and keeps) one
+    /// from the log when asked.
     pub(super) fn submission_receipt(
         &self,
         record: &DocRecord,
@@ -44,7 +46,6 @@ impl Hub {
             "accepted_at": rfc3339(record.received_at_ms),
             "audit_index": audit_index,
         }))?;
-        self.store.put_receipt(record.seq, "", &jws)?;
         Ok(jws)
     }
 
@@ -66,7 +67,6 @@ impl Hub {
             "delivered_at": rfc3339(at_ms),
             "audit_index": audit_index,
         }))?;
-        self.store.put_receipt(record.seq, recipient, &jws)?;
         Ok(jws)
     }
 
@@ -84,8 +84,9 @@ impl Hub {
     }
 
     /// The receipts of a document: the sender gets the submission receipt and every delivery
-    /// receipt, a recipient its own delivery receipt. Receipts lost in a crash (they are
-    /// stored unsynced) are signed again from the audit log.
+    /// receipt, a recipient its own delivery receipt. Each is signed from the audit log the
+    /// first time it is asked for and then kept (unsynced: one lost in a crash is signed
+    /// again; its content is the same, only the ECDSA signature differs).
     pub fn receipts(&self, caller: &Principal, id: &str) -> Result<Vec<String>, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
@@ -100,7 +101,11 @@ impl Hub {
             let jws = match self.store.receipt(seq, "")? {
                 Some(j) => j,
                 None => match entries.iter().find(|e| e.event == "accepted") {
-                    Some(e) => self.submission_receipt(&doc, e.index)?,
+                    Some(e) => {
+                        let jws = self.submission_receipt(&doc, e.index)?;
+                        self.store.put_receipt(seq, "", &jws)?;
+                        jws
+                    }
                     None => return Err(HubError::NotFound),
                 },
             };
@@ -122,7 +127,9 @@ impl Hub {
                     )
                     .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as u64)
                     .unwrap_or_else(|_| now_ms());
-                    self.delivery_receipt(&doc, recipient, at, e.index)?
+                    let jws = self.delivery_receipt(&doc, recipient, at, e.index)?;
+                    self.store.put_receipt(seq, recipient, &jws)?;
+                    jws
                 }
             };
             out.push(jws);

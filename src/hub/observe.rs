@@ -81,6 +81,12 @@ impl Hub {
                         counter!("lienthong_items_redelivered_total").increment(1);
                     }
                 }
+                Change::Dequeue { agency, .. } => {
+                    if let Some(d) = self.depth.lock().expect("depth lock").get_mut(*agency) {
+                        *d = d.saturating_sub(1);
+                    }
+                }
+                Change::Rewrite { .. } => {}
                 Change::Ack { agency, .. } => {
                     c.add(now, "acked", agency, 1);
                     counter!("lienthong_items_acked_total").increment(1);

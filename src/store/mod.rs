@@ -14,6 +14,7 @@
 //! - `doc_audit` `seq index`             → "" : the log entries about a document
 //! - `heads`  `tree_size`                → a signed tree head (JWS)
 //! - `receipts` `seq recipient`          → a signed receipt (JWS; recipient empty: submission)
+//! - `sent`   `sender 0x00 seq`          → "" : a sender's documents, oldest first
 //!
 //! Every change goes through [`Store::apply`] as one atomic `WriteBatch` together with the
 //! audit entries it causes, written by the single writer thread ([`writer`]) that groups
@@ -43,7 +44,8 @@ const CF_MERKLE: &str = "merkle";
 const CF_DOC_AUDIT: &str = "doc_audit";
 const CF_HEADS: &str = "heads";
 const CF_RECEIPTS: &str = "receipts";
-const ALL_CFS: [&str; 11] = [
+const CF_SENT: &str = "sent";
+const ALL_CFS: [&str; 12] = [
     CF_DOCS,
     CF_BODIES,
     CF_DEDUP,
@@ -55,6 +57,7 @@ const ALL_CFS: [&str; 11] = [
     CF_DOC_AUDIT,
     CF_HEADS,
     CF_RECEIPTS,
+    CF_SENT,
 ];
 
 fn merkle_key(level: u32, index: u64) -> [u8; 9] {
@@ -99,6 +102,12 @@ pub struct DocRecord {
     /// For a status notice: the DocumentId it answers.
     #[serde(default)]
     pub response_for: Option<String>,
+    /// The document a status notice, revoke or update acts on (its `seq`).
+    #[serde(default)]
+    pub acts_on: Option<u64>,
+    /// The documents a replacement replaces.
+    #[serde(default)]
+    pub replaces: Vec<u64>,
     pub business_type: u8,
     pub size: u64,
     /// Lower-case hex SHA-256 of the body.
@@ -166,6 +175,10 @@ pub enum Change<'a> {
         seq: u64,
         at_ms: u64,
     },
+    /// The item leaves the queue undelivered (revoked, recipient removed, expired).
+    Dequeue { agency: &'a str, seq: u64 },
+    /// A document's record changes (an update adds recipients).
+    Rewrite { record: &'a DocRecord },
 }
 
 pub struct Store {
@@ -517,6 +530,7 @@ impl Store {
                     batch.put_cf(self.cf(CF_DOCS), key, json);
                     batch.put_cf(self.cf(CF_BODIES), key, body);
                     batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
+                    batch.put_cf(self.cf(CF_SENT), queue_key(&record.from, record.seq), []);
                 }
                 Change::Enqueue { agency, seq } => {
                     batch.put_cf(
@@ -527,6 +541,13 @@ impl Store {
                 }
                 Change::Lease { agency, seq, entry } => {
                     batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
+                }
+                Change::Dequeue { agency, seq } => {
+                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                }
+                Change::Rewrite { record } => {
+                    let json = serde_json::to_vec(record).expect("record serializes");
+                    batch.put_cf(self.cf(CF_DOCS), record.seq.to_be_bytes(), json);
                 }
                 Change::Ack { agency, seq, at_ms } => {
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
@@ -539,6 +560,28 @@ impl Store {
             }
         }
         self.writer.commit(batch, events, durable)
+    }
+
+    /// A sender's documents from `from_seq` on, oldest first, at most `limit`.
+    pub fn sent(&self, sender: &str, from_seq: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let start = queue_key(sender, from_seq);
+        let prefix_len = sender.len() + 1;
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_SENT),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item?;
+            if k.len() != prefix_len + 8 || k[..prefix_len] != start[..prefix_len] {
+                break;
+            }
+            out.push(u64::from_be_bytes(k[prefix_len..].try_into().expect("8 bytes")));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Number of audit log entries written and synced.
@@ -675,6 +718,8 @@ mod tests {
             subject: None,
             status_code: None,
             response_for: None,
+            acts_on: None,
+            replaces: vec![],
             business_type: 0,
             size: 3,
             sha256: "00".into(),

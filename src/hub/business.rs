@@ -1,0 +1,203 @@
+//! What a packet does besides being delivered: a status notice moves the state of the document
+//! it answers; revoke, update and replace act on an earlier document of the same sender.
+//!
+//! Rules (docs/audit.md):
+//! - A status notice must answer a document of the hub's: codes 01–06, 15, 16 come from a
+//!   recipient of `ResponseFor` = (its sender's OrganId, DocumentId); code 13 comes from the
+//!   sender itself, with `ResponseFor/OrganId` naming the recipient. Anything else is
+//!   `unknown_document`.
+//! - Revoke (1) and update (2) act on the document named by `Bussiness/DocumentId`, else by the
+//!   packet's own `DocumentId`; replace (3) on each `ReplacementInfo/DocumentId`. The document
+//!   must be one the caller sent (`not_original_sender` if another agency did,
+//!   `unknown_document` if nobody did).
+//! - Revoke: recipients that have not pulled the document lose it from their queue; those that
+//!   have get the revocation packet.
+//! - Update: `ReceiverType` 1 queues the original for a new recipient, 0 takes it back from a
+//!   recipient that has not pulled it yet. The update packet goes to its own `To` list.
+
+use serde_json::json;
+
+use super::{Hub, HubError, now_ms};
+use crate::audit::AuditEvent;
+use crate::directory::Directory;
+use crate::edxml::{Kind, Packet};
+use crate::store::{DocRecord, dedup_key};
+
+/// What submitting a packet changes beyond storing it.
+#[derive(Default)]
+pub(super) struct Plan {
+    /// Who gets this packet.
+    pub recipients: Vec<String>,
+    /// Status notices: the DocumentId answered.
+    pub response_for: Option<String>,
+    /// The document acted on (status, revoke, update), with its record as it will be.
+    pub original: Option<DocRecord>,
+    /// Whether `original` changed and must be rewritten.
+    pub rewrite: bool,
+    /// Recipients whose queue entry for the original is removed.
+    pub dequeue: Vec<String>,
+    /// Recipients the original is newly queued for.
+    pub add: Vec<String>,
+    /// Documents a replacement replaces.
+    pub replaces: Vec<u64>,
+    /// Events about the original(s), logged with the packet.
+    pub events: Vec<AuditEvent>,
+}
+
+/// The name of a state a status code moves a recipient to.
+pub fn status_state(code: &str) -> &'static str {
+    match code {
+        "01" => "arrived",
+        "02" => "refused",
+        "03" => "accepted",
+        "04" => "assigned",
+        "05" => "in_progress",
+        "06" => "completed",
+        "13" => "take_back_requested",
+        "15" => "update_agreed",
+        "16" => "update_refused",
+        _ => "status",
+    }
+}
+
+impl Hub {
+    /// The document (`sender`, `document_id`), or why the caller may not act on it.
+    fn own_document(&self, caller: &str, document_id: &str) -> Result<DocRecord, HubError> {
+        if let Some(seq) = self.store.dedup(&dedup_key(caller, document_id))? {
+            if let Some(doc) = self.store.doc(seq)? {
+                return Ok(doc);
+            }
+        }
+        // DocumentIds start with the issuing agency's OrganId: is it someone else's?
+        let owner = document_id.split(',').next().unwrap_or_default();
+        if owner != caller && self.store.dedup(&dedup_key(owner, document_id))?.is_some() {
+            return Err(HubError::NotOriginalSender {
+                document_id: document_id.to_owned(),
+                caller: caller.to_owned(),
+            });
+        }
+        Err(HubError::UnknownDocument(format!(
+            "{caller} sent no document with DocumentId {document_id:?} through this hub"
+        )))
+    }
+
+    /// Works out recipients and side effects of a validated packet from `packet.from`.
+    pub(super) fn plan(&self, packet: &Packet, directory: &Directory) -> Result<Plan, HubError> {
+        let now = now_ms();
+        let from = packet.from.as_str();
+        let mut plan = Plan::default();
+        if packet.kind == Kind::Status {
+            let rf = &packet.response_for[0];
+            let code = packet.status_code.clone().unwrap_or_default();
+            let (doc, recipient) = if code == "13" {
+                (self.own_document(from, &rf.document_id)?, rf.organ_id.clone())
+            } else {
+                let doc = self
+                    .store
+                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
+                    .and_then(|seq| self.store.doc(seq).ok().flatten())
+                    .ok_or_else(|| {
+                        HubError::UnknownDocument(format!(
+                            "ResponseFor names no document: {} sent no DocumentId {:?} through this hub",
+                            rf.organ_id, rf.document_id
+                        ))
+                    })?;
+                (doc, from.to_owned())
+            };
+            if !doc.recipients.iter().any(|r| *r == recipient) {
+                return Err(HubError::UnknownDocument(format!(
+                    "{recipient} is not a recipient of document {:?}",
+                    rf.document_id
+                )));
+            }
+            plan.events.push(
+                AuditEvent::new("status", now)
+                    .agency(&recipient)
+                    .document(doc.seq)
+                    .detail(json!({"code": code, "state": status_state(&code), "by": from})),
+            );
+            plan.recipients = vec![rf.organ_id.clone()];
+            plan.response_for = Some(rf.document_id.clone());
+            plan.original = Some(doc);
+            return Ok(plan);
+        }
+
+        plan.recipients = packet.to.clone();
+        let target = || {
+            packet
+                .business_document_id
+                .clone()
+                .or_else(|| packet.document_id.clone())
+                .unwrap_or_default()
+        };
+        match packet.business_type {
+            1 => {
+                let doc = self.own_document(from, &target())?;
+                let mut pulled = Vec::new();
+                for r in &doc.recipients {
+                    let waiting = self
+                        .store
+                        .queue_entry(r, doc.seq)?
+                        .is_some_and(|e| e.deliveries == 0);
+                    if waiting {
+                        plan.dequeue.push(r.clone());
+                    } else {
+                        pulled.push(r.clone());
+                    }
+                    plan.events.push(
+                        AuditEvent::new("revoked", now)
+                            .agency(r)
+                            .document(doc.seq)
+                            .detail(json!({"pulled": !waiting})),
+                    );
+                }
+                plan.recipients = pulled;
+                plan.original = Some(doc);
+            }
+            2 => {
+                let mut doc = self.own_document(from, &target())?;
+                for (agency, added) in &packet.receiver_changes {
+                    if !directory.contains(agency) {
+                        return Err(HubError::UnknownRecipients(vec![agency.clone()]));
+                    }
+                    let is_recipient = doc.recipients.contains(agency);
+                    if *added && !is_recipient {
+                        doc.recipients.push(agency.clone());
+                        plan.add.push(agency.clone());
+                        plan.rewrite = true;
+                        plan.events.push(
+                            AuditEvent::new("recipient_added", now)
+                                .agency(agency)
+                                .document(doc.seq),
+                        );
+                    } else if !*added && is_recipient {
+                        let waiting = self
+                            .store
+                            .queue_entry(agency, doc.seq)?
+                            .is_some_and(|e| e.deliveries == 0);
+                        if waiting {
+                            plan.dequeue.push(agency.clone());
+                            doc.recipients.retain(|r| r != agency);
+                            plan.rewrite = true;
+                        }
+                        plan.events.push(
+                            AuditEvent::new("recipient_removed", now)
+                                .agency(agency)
+                                .document(doc.seq)
+                                .detail(json!({"pulled": !waiting})),
+                        );
+                    }
+                }
+                plan.original = Some(doc);
+            }
+            3 => {
+                for id in &packet.replaces {
+                    let old = self.own_document(from, id)?;
+                    plan.replaces.push(old.seq);
+                }
+            }
+            _ => {}
+        }
+        Ok(plan)
+    }
+}

@@ -1,0 +1,141 @@
+//! Delivery state per recipient, read from the audit log: every transition is an entry there
+//! (same batch as the change), so the history needs no second bookkeeping that could drift.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::business::status_state;
+use super::{Hub, HubError, Principal, format_id, parse_id, rfc3339};
+use crate::audit::Entry;
+use crate::store::DocRecord;
+
+/// The most documents one `GET /v1/sent` page holds.
+const SENT_PAGE_MAX: usize = 200;
+
+/// (recipient, state, at) transitions an entry makes.
+fn transitions(e: &Entry) -> Vec<(String, String)> {
+    let agency = e.agency.clone().unwrap_or_default();
+    let detail = e.detail.clone().unwrap_or(Value::Null);
+    match e.event.as_str() {
+        "enqueued" => detail["recipients"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r.as_str())
+                    .map(|r| (r.to_owned(), "queued".to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "recipient_added" => vec![(agency, "queued".into())],
+        "leased" => vec![(agency, "leased".into())],
+        "delivered" => vec![(agency, "delivered".into())],
+        "status" => {
+            let code = detail["code"].as_str().unwrap_or("");
+            vec![(agency, status_state(code).to_owned())]
+        }
+        "revoked" => vec![(agency, "revoked".into())],
+        "recipient_removed" => vec![(agency, "removed".into())],
+        "expired" => vec![(agency, "expired".into())],
+        _ => vec![],
+    }
+}
+
+impl Hub {
+    /// Per recipient: its history `[{state, at}]`, oldest first.
+    fn histories(&self, doc: &DocRecord) -> Result<BTreeMap<String, Vec<Value>>, HubError> {
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for r in &doc.recipients {
+            out.entry(r.clone()).or_default();
+        }
+        for i in self.store.document_audit(doc.seq)? {
+            for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {
+                let Ok(e) = serde_json::from_slice::<Entry>(&bytes) else {
+                    continue;
+                };
+                for (agency, state) in transitions(&e) {
+                    out.entry(agency).or_default().push(json!({
+                        "state": state,
+                        "at": e.at,
+                        "audit_index": e.index,
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/documents/{id}/status`: the sender sees every recipient, a recipient itself.
+    pub fn document_status(&self, caller: &Principal, id: &str) -> Result<Value, HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+        let me = caller.organ_id.as_str();
+        let is_sender = doc.from == me;
+        let histories = self.histories(&doc)?;
+        if !is_sender && !histories.contains_key(me) {
+            return Err(HubError::NotFound);
+        }
+        let recipients: Vec<Value> = histories
+            .into_iter()
+            .filter(|(agency, _)| is_sender || agency == me)
+            .map(|(agency, history)| {
+                let current = history.last().cloned().unwrap_or(json!({"state": "queued"}));
+                json!({
+                    "agency": agency,
+                    "state": current["state"],
+                    "since": current["at"],
+                    "history": history,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "id": format_id(doc.seq),
+            "document_id": doc.document_id,
+            "from": doc.from,
+            "accepted_at": rfc3339(doc.received_at_ms),
+            "recipients": recipients,
+        }))
+    }
+
+    /// `GET /v1/sent`: the caller's documents from `cursor` (a hub id) on, accepted at or after
+    /// `since_ms`, with each recipient's current state.
+    pub fn sent(
+        &self,
+        caller: &Principal,
+        since_ms: u64,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<Value, HubError> {
+        let limit = limit.clamp(1, SENT_PAGE_MAX);
+        let seqs = self.store.sent(&caller.organ_id, cursor, limit + 1)?;
+        let more = seqs.len() > limit;
+        let page = &seqs[..seqs.len().min(limit)];
+        let mut items = Vec::with_capacity(page.len());
+        for doc in self.store.docs(page)? {
+            if doc.received_at_ms < since_ms {
+                continue;
+            }
+            let recipients: Vec<Value> = self
+                .histories(&doc)?
+                .into_iter()
+                .map(|(agency, history)| {
+                    let current = history.last().cloned().unwrap_or(json!({"state": "queued"}));
+                    json!({"agency": agency, "state": current["state"], "since": current["at"]})
+                })
+                .collect();
+            items.push(json!({
+                "id": format_id(doc.seq),
+                "kind": doc.kind.as_str(),
+                "document_id": doc.document_id,
+                "subject": doc.subject,
+                "business_type": doc.business_type,
+                "accepted_at": rfc3339(doc.received_at_ms),
+                "recipients": recipients,
+            }));
+        }
+        Ok(json!({
+            "items": items,
+            "next_cursor": if more { seqs.last().map(|s| format_id(*s)) } else { None },
+        }))
+    }
+}
