@@ -185,7 +185,10 @@ impl Api {
                 let since = match query_str(q, "since") {
                     None => 0,
                     Some(t) => {
-                        let t = t.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+");
+                        let t = t
+                            .replace("%3A", ":")
+                            .replace("%3a", ":")
+                            .replace("%2B", "+");
                         time::OffsetDateTime::parse(
                             &t,
                             &time::format_description::well_known::Rfc3339,

@@ -44,9 +44,7 @@ impl From<HubError> for ApiError {
             HubError::Edxml(_)
             | HubError::UnknownRecipients(_)
             | HubError::Signature(_)
-            | HubError::UnknownDocument(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            | HubError::UnknownDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
             HubError::SenderMismatch { .. } | HubError::NotOriginalSender { .. } => {
                 StatusCode::FORBIDDEN
             }

@@ -90,7 +90,10 @@ impl Hub {
             let rf = &packet.response_for[0];
             let code = packet.status_code.clone().unwrap_or_default();
             let (doc, recipient) = if code == "13" {
-                (self.own_document(from, &rf.document_id)?, rf.organ_id.clone())
+                (
+                    self.own_document(from, &rf.document_id)?,
+                    rf.organ_id.clone(),
+                )
             } else {
                 let doc = self
                     .store

@@ -25,9 +25,9 @@ mod business;
 mod events;
 mod notary;
 mod observe;
-mod state;
 mod report;
 mod signatures;
+mod state;
 
 pub use notary::{AuditFilter, Reader};
 pub use report::{Scope, Window};
@@ -62,7 +62,9 @@ pub enum HubError {
     Signature(#[from] crate::dsig::SigFailure),
     #[error("{0}")]
     UnknownDocument(String),
-    #[error("document {document_id:?} was not sent by {caller}: only its sender may revoke, update or replace it")]
+    #[error(
+        "document {document_id:?} was not sent by {caller}: only its sender may revoke, update or replace it"
+    )]
     NotOriginalSender { document_id: String, caller: String },
     #[error("no such item")]
     NotFound,

@@ -79,7 +79,10 @@ impl Hub {
             .into_iter()
             .filter(|(agency, _)| is_sender || agency == me)
             .map(|(agency, history)| {
-                let current = history.last().cloned().unwrap_or(json!({"state": "queued"}));
+                let current = history
+                    .last()
+                    .cloned()
+                    .unwrap_or(json!({"state": "queued"}));
                 json!({
                     "agency": agency,
                     "state": current["state"],
@@ -119,7 +122,10 @@ impl Hub {
                 .histories(&doc)?
                 .into_iter()
                 .map(|(agency, history)| {
-                    let current = history.last().cloned().unwrap_or(json!({"state": "queued"}));
+                    let current = history
+                        .last()
+                        .cloned()
+                        .unwrap_or(json!({"state": "queued"}));
                     json!({"agency": agency, "state": current["state"], "since": current["at"]})
                 })
                 .collect();

@@ -576,7 +576,9 @@ impl Store {
             if k.len() != prefix_len + 8 || k[..prefix_len] != start[..prefix_len] {
                 break;
             }
-            out.push(u64::from_be_bytes(k[prefix_len..].try_into().expect("8 bytes")));
+            out.push(u64::from_be_bytes(
+                k[prefix_len..].try_into().expect("8 bytes"),
+            ));
             if out.len() >= limit {
                 break;
             }

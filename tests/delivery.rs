@@ -1,0 +1,281 @@
+//! Delivery state per recipient with its history, status notices, and revoke / update /
+//! replace, as the sender, the recipients and a stranger see them.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+use lienthong::client::{Client, HttpVersion};
+
+/// A packet from `from` to `to` of business type `bt` (with extra `Bussiness` children),
+/// signed by its sender.
+fn business(
+    hub: &TestHub,
+    from: &str,
+    to: &[&str],
+    document_id: &str,
+    bt: u8,
+    extra: &str,
+) -> Vec<u8> {
+    let text = String::from_utf8(packet(from, to, document_id, b"")).unwrap();
+    let text = text.replace(
+        "<edXML:BussinessDocType>0</edXML:BussinessDocType>",
+        &format!("<edXML:BussinessDocType>{bt}</edXML:BussinessDocType>{extra}"),
+    );
+    hub.sign(from, text.as_bytes())
+}
+
+fn status(hub: &TestHub, from: &str, sender: &str, document_id: &str, code: &str) -> Vec<u8> {
+    let text = lienthong::edxml::compose_status(
+        from,
+        sender,
+        document_id,
+        code,
+        "ghi chú",
+        "2026/11/28 10:00:00",
+    );
+    hub.sign(from, text.as_bytes())
+}
+
+async fn state_of(c: &Client, id: &str) -> serde_json::Value {
+    let r = get(c, &format!("/v1/documents/{id}/status")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    r.json()
+}
+
+fn current(status: &serde_json::Value, agency: &str) -> String {
+    status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agency"] == agency)
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no {agency} in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_move_with_leases_acks_and_status_notices() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    let doc_id = format!("{A},2026/11/28,1/ST");
+    let r = submit(&a, hub.packet(A, &[B, C], &doc_id, b"")).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let s = state_of(&a, &id).await;
+    assert_eq!(current(&s, B), "queued");
+    assert_eq!(current(&s, C), "queued");
+
+    inbox(&b, "").await;
+    assert_eq!(current(&state_of(&a, &id).await, B), "leased");
+    post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    assert_eq!(current(&state_of(&a, &id).await, B), "delivered");
+    for (code, state) in [("01", "arrived"), ("03", "accepted"), ("06", "completed")] {
+        let r = submit(&b, status(&hub, B, A, &doc_id, code)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+        assert_eq!(current(&state_of(&a, &id).await, B), state);
+    }
+    // The whole history, timestamped, for the sender; a recipient sees only itself.
+    let s = state_of(&a, &id).await;
+    let b_row = s["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agency"] == B)
+        .unwrap()
+        .clone();
+    let states: Vec<&str> = b_row["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "queued",
+            "leased",
+            "delivered",
+            "arrived",
+            "accepted",
+            "completed"
+        ]
+    );
+    assert!(b_row["history"][0]["at"].as_str().unwrap().ends_with('Z'));
+    let for_c = state_of(&c, &id).await;
+    assert_eq!(for_c["recipients"].as_array().unwrap().len(), 1);
+    assert_eq!(current(&for_c, C), "queued");
+    let stranger_doc = submit(&b, hub.packet(B, &[C], "ST-B", b"")).await;
+    let sid = stranger_doc.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&a, &format!("/v1/documents/{sid}/status")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // GET /v1/sent: A's documents with each recipient's current state.
+    let sent = get(&a, "/v1/sent").await.json();
+    let items = sent["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{sent}");
+    assert_eq!(items[0]["id"], id.as_str());
+    let rs = items[0]["recipients"].as_array().unwrap();
+    assert!(
+        rs.iter()
+            .any(|r| r["agency"] == B && r["state"] == "completed")
+    );
+    assert!(
+        rs.iter()
+            .any(|r| r["agency"] == C && r["state"] == "queued")
+    );
+    // Paginated by cursor; `since` filters by acceptance time.
+    for n in 2..=4 {
+        submit(
+            &a,
+            hub.packet(A, &[C], &format!("{A},2026/11/28,{n}/ST"), b""),
+        )
+        .await;
+    }
+    let page1 = get(&a, "/v1/sent?limit=2").await.json();
+    assert_eq!(page1["items"].as_array().unwrap().len(), 2);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2 = get(&a, &format!("/v1/sent?limit=2&cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(page2["items"].as_array().unwrap().len(), 2);
+    assert!(page2["next_cursor"].is_null());
+    let later = get(&a, "/v1/sent?since=2999-01-01T00:00:00Z").await.json();
+    assert!(later["items"].as_array().unwrap().is_empty());
+
+    // A notice that names no document of the sender's is refused with a reason.
+    let r = submit(
+        &b,
+        status(&hub, B, A, "000.00.01.H13,2026/01/01,404/X", "03"),
+    )
+    .await;
+    assert_eq!(error_code(&r), "unknown_document", "{:?}", r.json());
+    // Nor may a non-recipient answer A's document.
+    let r = submit(&c, status(&hub, C, B, "ST-B", "03")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "C is a recipient of ST-B");
+    let r = submit(&a, status(&hub, A, B, "ST-B", "03")).await;
+    assert_eq!(error_code(&r), "unknown_document", "{:?}", r.json());
+    hub.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_update_and_replace() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+
+    // Revoke: B has pulled the document, C has not.
+    let d1 = format!("{A},2026/11/28,10/RV");
+    let r = submit(&a, hub.packet(A, &[B, C], &d1, b"")).await;
+    let id1 = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(inbox(&b, "").await.len(), 1);
+    // Only the sender may revoke it.
+    let r = submit(&c, business(&hub, C, &[B], &d1, 1, "")).await;
+    assert_eq!(error_code(&r), "not_original_sender", "{:?}", r.json());
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = submit(&a, business(&hub, A, &[B, C], &d1, 1, "")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    assert_eq!(r.json()["recipients"], serde_json::json!([B]));
+    let revocation = r.json()["id"].as_str().unwrap().to_owned();
+    // C never sees the document; B gets the revocation, pointing at it.
+    assert!(inbox(&c, "").await.is_empty());
+    let for_b = inbox(&b, "wait=0").await;
+    let rev = for_b
+        .iter()
+        .find(|i| i["id"] == revocation.as_str())
+        .expect("B gets the revocation");
+    assert_eq!(rev["acts_on"], id1.as_str());
+    let s = state_of(&a, &id1).await;
+    assert_eq!(current(&s, B), "revoked");
+    assert_eq!(current(&s, C), "revoked");
+    // Revoking what nobody sent is refused.
+    let r = submit(
+        &a,
+        business(&hub, A, &[B], &format!("{A},2026/11/28,99/RV"), 1, ""),
+    )
+    .await;
+    assert_eq!(error_code(&r), "unknown_document");
+
+    // Update: add C, remove B (which has not pulled it).
+    let d2 = format!("{A},2026/11/28,20/UP");
+    let r = submit(&a, hub.packet(A, &[B], &d2, b"")).await;
+    let id2 = r.json()["id"].as_str().unwrap().to_owned();
+    let receivers = format!(
+        "<edXML:DocumentId>{d2}</edXML:DocumentId><edXML:BussinessDocumentInfo><edXML:ReceiverList>\
+         <edXML:Receiver><edXML:OrganId>{B}</edXML:OrganId><edXML:ReceiverType>0</edXML:ReceiverType></edXML:Receiver>\
+         <edXML:Receiver><edXML:OrganId>{C}</edXML:OrganId><edXML:ReceiverType>1</edXML:ReceiverType></edXML:Receiver>\
+         </edXML:ReceiverList></edXML:BussinessDocumentInfo>"
+    );
+    let r = submit(
+        &a,
+        business(
+            &hub,
+            A,
+            &[C],
+            &format!("{A},2026/11/28,21/UP"),
+            2,
+            &receivers,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let b_items = inbox(&b, "").await;
+    assert!(
+        b_items.iter().all(|i| i["id"] != id2.as_str()),
+        "removed from B's queue: {b_items:?}"
+    );
+    let c_items = inbox(&c, "").await;
+    assert!(
+        c_items.iter().any(|i| i["id"] == id2.as_str()),
+        "queued for C: {c_items:?}"
+    );
+    let s = state_of(&a, &id2).await;
+    assert_eq!(current(&s, B), "removed");
+    assert_eq!(current(&s, C), "leased");
+    // C may now fetch the original; B, removed before it pulled, may not.
+    assert_eq!(
+        get(&c, &format!("/v1/documents/{id2}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&b, &format!("/v1/documents/{id2}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Replace: the new document is linked to the one it replaces.
+    let d3 = format!("{A},2026/11/28,30/RP");
+    let r = submit(&a, hub.packet(A, &[B], &d3, b"")).await;
+    let id3 = r.json()["id"].as_str().unwrap().to_owned();
+    let info = format!(
+        "<edXML:ReplacementInfoList><edXML:ReplacementInfo><edXML:DocumentId>{d3}</edXML:DocumentId>\
+         <edXML:OrganIdList><edXML:OrganId>{B}</edXML:OrganId></edXML:OrganIdList>\
+         </edXML:ReplacementInfo></edXML:ReplacementInfoList>"
+    );
+    let r = submit(
+        &a,
+        business(&hub, A, &[B], &format!("{A},2026/11/28,31/RP"), 3, &info),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let new_id = r.json()["id"].as_str().unwrap().to_owned();
+    let items = inbox(&b, "").await;
+    let new = items.iter().find(|i| i["id"] == new_id.as_str()).unwrap();
+    assert_eq!(new["replaces"], serde_json::json!([id3]));
+    // Replacing another agency's document is refused.
+    let info_b = info.replace(&d3, &format!("{B},2026/11/28,1/X"));
+    submit(&b, hub.packet(B, &[A], &format!("{B},2026/11/28,1/X"), b"")).await;
+    let r = submit(
+        &a,
+        business(&hub, A, &[B], &format!("{A},2026/11/28,32/RP"), 3, &info_b),
+    )
+    .await;
+    assert_eq!(error_code(&r), "not_original_sender", "{:?}", r.json());
+    hub.stop();
+}
