@@ -23,6 +23,7 @@ pub struct Config {
     pub roles: Roles,
     pub signature: Signature,
     pub audit: Audit,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +105,14 @@ pub struct Queue {
     pub lease_secs: u64,
     pub max_inbox_limit: usize,
     pub max_wait_secs: u64,
+    pub expiry_secs: u64,
+    pub upkeep_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub body_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -131,6 +131,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             lease: std::time::Duration::from_secs(config.queue.lease_secs),
             max_inbox_limit: config.queue.max_inbox_limit,
             max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
+            expiry: std::time::Duration::from_secs(config.queue.expiry_secs),
+            body_retention: (config.retention.body_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
         },
         signatures,
         notary,
@@ -175,6 +178,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         config.audit.head_every_entries.max(1),
         shutdown.clone(),
     ));
+    let upkeep = tokio::spawn(upkeep(
+        hub.clone(),
+        std::time::Duration::from_secs(config.queue.upkeep_secs.max(1)),
+        shutdown.clone(),
+    ));
     let roles = serde_json::json!({"ops": config.roles.ops, "auditors": config.roles.auditors});
     let started = crate::audit::AuditEvent::new("started", crate::hub::now_ms()).detail(
         serde_json::json!({"roles": roles, "agencies": hub.directory().snapshot().len(),
@@ -206,6 +214,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _ = ops_task.await;
     let _ = maintenance.await;
     let _ = heads.await;
+    let _ = upkeep.await;
     // A final signed head covering everything logged before the stop.
     if let Err(e) = hub.blocking(|h| h.maybe_sign_head(true, 1)).await {
         tracing::warn!(error = %e, "could not sign the final tree head");
@@ -368,6 +377,28 @@ async fn maintain(
         }
         if let Some(m) = &metrics {
             m.run_upkeep();
+        }
+    }
+}
+
+/// Expires undelivered items and purges old bodies every `every`.
+async fn upkeep(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match hub.blocking(|h| h.expire()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(items = n, "expired undelivered items"),
+            Err(e) => tracing::warn!(error = %e, "expiry failed; will retry"),
+        }
+        match hub.blocking(|h| h.purge_bodies()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(bodies = n, "purged bodies past retention"),
+            Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }
     }
 }

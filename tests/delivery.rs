@@ -279,3 +279,67 @@ async fn revoke_update_and_replace() {
     assert_eq!(error_code(&r), "not_original_sender", "{:?}", r.json());
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_items_expire_and_old_bodies_are_purged() {
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[queue]\nexpiry_secs = 2\nupkeep_secs = 1\n[retention]\nbody_secs = 3\n",
+    );
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    let body = hub.packet(A, &[B, C], &format!("{A},2026/11/28,1/EX"), b"");
+    let r = submit(&a, body).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    // B acknowledges in time; C never does.
+    inbox(&b, "").await;
+    post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    // The sender gets a hub-signed notice (long-poll for it).
+    let notices = inbox(&a, "wait=15").await;
+    let notice = notices
+        .iter()
+        .find(|i| i["kind"] == "notice")
+        .unwrap_or_else(|| panic!("no expiry notice: {notices:?}"));
+    assert_eq!(notice["acts_on"], id.as_str());
+    let jws = get(
+        &a,
+        &format!("/v1/documents/{}", notice["id"].as_str().unwrap()),
+    )
+    .await;
+    let payload = lienthong::jws::verify(
+        std::str::from_utf8(&jws.body).unwrap(),
+        &lienthong::tls::load_certs(&hub.path("certs/hub-signing.pem")).unwrap()[0],
+    )
+    .unwrap();
+    assert_eq!(payload["type"], "expired");
+    assert_eq!(payload["recipients"], serde_json::json!([C]));
+    assert!(
+        inbox(&c, "").await.is_empty(),
+        "expired items leave the queue"
+    );
+    let s = state_of(&a, &id).await;
+    assert_eq!(current(&s, C), "expired");
+    assert_eq!(current(&s, B), "delivered");
+
+    // Past retention, with nobody owed it, the body goes; the record and receipts stay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = get(&a, &format!("/v1/documents/{id}")).await;
+        if r.status == StatusCode::GONE {
+            assert_eq!(error_code(&r), "body_purged");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "body not purged");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let receipts = get(&a, &format!("/v1/documents/{id}/receipts"))
+        .await
+        .json();
+    assert_eq!(receipts["receipts"].as_array().unwrap().len(), 2);
+    let s = state_of(&a, &id).await;
+    assert_eq!(current(&s, C), "expired");
+    hub.stop();
+}

@@ -21,6 +21,9 @@ pub enum Kind {
     Edoc,
     /// A status notice: has `StatusCode` and `ResponseFor`, no `To`.
     Status,
+    /// A notice from the hub itself (not edXML): a hub-signed JWS, e.g. that a document expired
+    /// undelivered. Never submitted by agencies.
+    Notice,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
         match self {
             Kind::Edoc => "edoc",
             Kind::Status => "status",
+            Kind::Notice => "notice",
         }
     }
 }

@@ -354,6 +354,7 @@ impl Collected {
                     return Err(EdxmlError::MissingField("DocumentId"));
                 }
             }
+            Kind::Notice => unreachable!("the parser makes only documents and status notices"),
             Kind::Status => {
                 let code = self.status_code.clone().unwrap_or_default();
                 if !STATUS_CODES.contains(&code.as_str()) {

@@ -50,6 +50,7 @@ impl From<HubError> for ApiError {
             }
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
+            HubError::Purged(_) => StatusCode::GONE,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,
             HubError::Notary(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,

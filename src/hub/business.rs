@@ -107,7 +107,7 @@ impl Hub {
                     })?;
                 (doc, from.to_owned())
             };
-            if !doc.recipients.iter().any(|r| *r == recipient) {
+            if !doc.recipients.contains(&recipient) {
                 return Err(HubError::UnknownDocument(format!(
                     "{recipient} is not a recipient of document {:?}",
                     rf.document_id

@@ -48,7 +48,7 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                     .document(*seq),
             ),
             // Described by the caller's own events (revoked, recipient removed, expired…).
-            Change::Dequeue { .. } | Change::Rewrite { .. } => {}
+            Change::Dequeue { .. } | Change::Rewrite { .. } | Change::Purge { .. } => {}
         }
     }
     for (seq, recipients) in enqueued {

@@ -28,6 +28,7 @@ mod observe;
 mod report;
 mod signatures;
 mod state;
+mod upkeep;
 
 pub use notary::{AuditFilter, Reader};
 pub use report::{Scope, Window};
@@ -68,6 +69,10 @@ pub enum HubError {
     NotOriginalSender { document_id: String, caller: String },
     #[error("no such item")]
     NotFound,
+    #[error(
+        "the body of {0} was purged after the retention period; its record, receipts and audit entries remain"
+    )]
+    Purged(String),
     #[error("{0}")]
     Invalid(String),
     #[error("the hub could not sign: {0}")]
@@ -85,6 +90,7 @@ impl HubError {
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
             HubError::Signature(f) => f.code.as_str(),
             HubError::NotFound => "not_found",
+            HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
             HubError::NotOriginalSender { .. } => "not_original_sender",
             HubError::Invalid(_) => "bad_request",
@@ -152,6 +158,10 @@ pub struct HubSettings {
     pub lease: Duration,
     pub max_inbox_limit: usize,
     pub max_wait: Duration,
+    /// Unacknowledged items expire this long after acceptance.
+    pub expiry: Duration,
+    /// Bodies are purged this long after acceptance (`None`: kept forever).
+    pub body_retention: Option<Duration>,
 }
 
 const STRIPES: usize = 64;
@@ -184,6 +194,8 @@ pub struct Hub {
     /// Set when a write failed for lack of disk space: RocksDB then refuses writes until the
     /// process restarts, and readiness reports it.
     storage_full: std::sync::atomic::AtomicBool,
+    /// Where the retention purge continues (documents before it are done or kept).
+    purge_cursor: AtomicU64,
 }
 
 /// Formats a sequence number as the public id.
@@ -236,6 +248,7 @@ impl Hub {
             depth: Mutex::new(depth),
             agency_metrics: Mutex::new(HashMap::new()),
             storage_full: std::sync::atomic::AtomicBool::new(false),
+            purge_cursor: AtomicU64::new(0),
             store,
             signatures,
             notary,
@@ -311,7 +324,7 @@ impl Hub {
 
         // Who it names: the To list, or the agency a status notice answers.
         let recipients: Vec<String> = match packet.kind {
-            Kind::Edoc => packet.to.clone(),
+            Kind::Edoc | Kind::Notice => packet.to.clone(),
             Kind::Status => vec![packet.response_for[0].organ_id.clone()],
         };
         let unknown: Vec<String> = recipients
@@ -553,7 +566,10 @@ impl Hub {
         if &doc.from != me && !doc.recipients.iter().any(|r| r == me) {
             return Err(HubError::NotFound);
         }
-        let body = self.store.body(seq)?.ok_or(HubError::NotFound)?;
+        let body = self
+            .store
+            .body(seq)?
+            .ok_or_else(|| HubError::Purged(format_id(seq)))?;
         self.observe_fetch(me, body.len() as u64);
         Ok((doc, body))
     }

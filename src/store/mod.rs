@@ -179,6 +179,8 @@ pub enum Change<'a> {
     Dequeue { agency: &'a str, seq: u64 },
     /// A document's record changes (an update adds recipients).
     Rewrite { record: &'a DocRecord },
+    /// The body is deleted (retention); the record stays.
+    Purge { seq: u64 },
 }
 
 pub struct Store {
@@ -331,6 +333,31 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Records from `seq` on, in order, at most `limit`.
+    pub fn docs_from(&self, seq: u64, limit: usize) -> Result<Vec<DocRecord>, StoreError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_DOCS),
+            IteratorMode::From(&seq.to_be_bytes(), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            let s = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            out.push(decode_doc(s, &v)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn has_body(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_BODIES), seq.to_be_bytes())?
+            .is_some())
     }
 
     pub fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -544,6 +571,9 @@ impl Store {
                 }
                 Change::Dequeue { agency, seq } => {
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                }
+                Change::Purge { seq } => {
+                    batch.delete_cf(self.cf(CF_BODIES), seq.to_be_bytes());
                 }
                 Change::Rewrite { record } => {
                     let json = serde_json::to_vec(record).expect("record serializes");
