@@ -298,6 +298,12 @@ async fn exports_verify_and_every_edit_is_caught() {
     }
     let (ok, out) = audit_verify(&hub, &export, &head);
     assert!(ok, "{out}");
+    // The README's way: the head first, then the whole log (which may have grown since).
+    submit(&a, hub.packet(A, &[B], "EX-LATER", b"")).await;
+    let everything = get(&auditor, "/v1/audit/export").await.body.to_vec();
+    assert!(everything.len() > export.len());
+    let (ok, out) = audit_verify(&hub, &everything, &head);
+    assert!(ok && out.contains("later entries are not covered"), "{out}");
 
     let join = |ls: &[&[u8]]| -> Vec<u8> {
         ls.iter()
@@ -344,7 +350,10 @@ async fn exports_verify_and_every_edit_is_caught() {
         StatusCode::FORBIDDEN
     );
     let all = get(&auditor, "/v1/audit?limit=1000").await.json();
-    assert_eq!(all["items"].as_array().unwrap().len() as u64, size);
+    assert_eq!(
+        all["items"].as_array().unwrap().len() as u64,
+        all["tree_size"].as_u64().unwrap()
+    );
     let only_a = get(&auditor, &format!("/v1/audit?agency={A}&limit=1000"))
         .await
         .json();
