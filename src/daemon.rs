@@ -355,6 +355,24 @@ fn describe_metrics() {
     );
 }
 
+/// Runs `step` every `period` until shutdown (a tick that falls behind is delayed, not
+/// repeated).
+async fn periodically<F, Fut>(period: std::time::Duration, shutdown: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        step().await;
+    }
+}
+
 /// Every `every`: flush statistics, refresh gauges, let the exporter do its upkeep.
 async fn maintain(
     hub: Arc<Hub>,
@@ -362,13 +380,7 @@ async fn maintain(
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    periodically(every, shutdown, || async {
         let res = hub
             .blocking(|h| h.flush_stats().and_then(|()| h.refresh_gauges()))
             .await;
@@ -378,18 +390,13 @@ async fn maintain(
         if let Some(m) = &metrics {
             m.run_upkeep();
         }
-    }
+    })
+    .await
 }
 
 /// Expires undelivered items and purges old bodies every `every`.
 async fn upkeep(hub: Arc<Hub>, every: std::time::Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    periodically(every, shutdown, || async {
         match hub.blocking(|h| h.expire()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(items = n, "expired undelivered items"),
@@ -400,7 +407,8 @@ async fn upkeep(hub: Arc<Hub>, every: std::time::Duration, shutdown: Cancellatio
             Ok(n) => tracing::info!(bodies = n, "purged bodies past retention"),
             Err(e) => tracing::warn!(error = %e, "retention purge failed; will retry"),
         }
-    }
+    })
+    .await
 }
 
 /// Signs audit tree heads: every `interval` while the log grows, and whenever `every` entries
@@ -411,21 +419,16 @@ async fn sign_heads(
     every: u64,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let due = last.elapsed() >= interval;
+    let last = std::sync::Mutex::new(tokio::time::Instant::now());
+    periodically(std::time::Duration::from_secs(1), shutdown, || async {
+        let due = last.lock().expect("head clock").elapsed() >= interval;
         match hub.blocking(move |h| h.maybe_sign_head(due, every)).await {
-            Ok(Some(_)) => last = tokio::time::Instant::now(),
+            Ok(Some(_)) => *last.lock().expect("head clock") = tokio::time::Instant::now(),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "signing a tree head failed; will retry"),
         }
-    }
+    })
+    .await
 }
 
 /// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature trust

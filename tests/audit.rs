@@ -12,18 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::*;
 use http::StatusCode;
 use lienthong::audit::merkle::{Hash, verify_consistency, verify_inclusion};
-use lienthong::client::{Client, HttpVersion};
-
-fn role_client(hub: &TestHub, role: &str) -> Client {
-    Client::new(
-        &hub.url(),
-        &hub.path("certs/ca.pem"),
-        &hub.path(&format!("certs/roles/{role}.pem")),
-        &hub.path(&format!("certs/roles/{role}.key")),
-        HttpVersion::Auto,
-    )
-    .unwrap()
-}
+use lienthong::client::HttpVersion;
 
 fn hub_cert(hub: &TestHub) -> PathBuf {
     hub.path("certs/hub-signing.pem")
@@ -189,7 +178,7 @@ async fn receipts_verify_offline_with_the_cli_and_openssl() {
     assert!(!openssl_verifies(&hub, &forged));
 
     // The receipt's audit index is in the log, provably under a signed tree head.
-    let auditor = role_client(&hub, "auditor");
+    let auditor = hub.role_client("auditor");
     let head = get(&auditor, "/v1/audit/head").await;
     let head = String::from_utf8(head.body.to_vec()).unwrap();
     let hp = payload(&head);
@@ -266,7 +255,7 @@ async fn exports_verify_and_every_edit_is_caught() {
         .await;
     }
 
-    let auditor = role_client(&hub, "auditor");
+    let auditor = hub.role_client("auditor");
     let head = String::from_utf8(get(&auditor, "/v1/audit/head").await.body.to_vec()).unwrap();
     let size = payload(&head)["tree_size"].as_u64().unwrap();
     let export = get(&auditor, &format!("/v1/audit/export?size={size}")).await;
@@ -339,7 +328,7 @@ async fn exports_verify_and_every_edit_is_caught() {
     assert!(!ok && out.contains("tree head does not verify"), "{out}");
 
     // Who may read what.
-    let ops = role_client(&hub, "ops");
+    let ops = hub.role_client("ops");
     assert_eq!(
         get(&ops, "/v1/audit/export").await.status,
         StatusCode::FORBIDDEN

@@ -9,17 +9,6 @@ use common::*;
 use http::{Method, StatusCode};
 use lienthong::client::{Client, HttpVersion};
 
-fn role_client(hub: &TestHub, role: &str) -> Client {
-    Client::new(
-        &hub.url(),
-        &hub.path("certs/ca.pem"),
-        &hub.path(&format!("certs/roles/{role}.pem")),
-        &hub.path(&format!("certs/roles/{role}.key")),
-        HttpVersion::Auto,
-    )
-    .unwrap()
-}
-
 fn ops_get(hub: &TestHub, path: &str) -> String {
     let out = Command::new("curl")
         .args(["-sS", "-f", &format!("http://{}{path}", hub.ops)])
@@ -85,7 +74,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "[stats]\nflush_secs = 1\n");
     traffic(&hub).await;
 
-    let ops = role_client(&hub, "ops");
+    let ops = hub.role_client("ops");
     let s = stats(&ops, "/v1/stats?window=1h").await;
     assert_eq!(s["scope"], "hub");
     let t = &s["totals"];
@@ -257,7 +246,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
     // Persisted: a restart loses nothing.
     hub.stop();
     hub.spawn();
-    let ops = role_client(&hub, "auditor");
+    let ops = hub.role_client("auditor");
     let s = stats(&ops, "/v1/stats?window=30d").await;
     assert_eq!(s["totals"]["accepted"], 4, "{s}");
     assert_eq!(s["totals"]["refused"], 2);
@@ -269,7 +258,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
 async fn dashboard_in_headless_chromium_shows_what_stats_reports() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");
     traffic(&hub).await;
-    let ops = role_client(&hub, "ops");
+    let ops = hub.role_client("ops");
     let s = stats(&ops, "/v1/stats?window=1h").await;
 
     let url = format!("http://{}/dashboard", hub.ops);

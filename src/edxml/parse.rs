@@ -183,16 +183,7 @@ fn field_at(p: &[&'static str]) -> Option<Field> {
             "Bussiness",
             "DocumentId",
         ] => Some(Field::BusinessDocumentId),
-        [
-            "edXMLEnvelope",
-            "edXMLHeader",
-            "TraceHeaderList",
-            "Bussiness",
-            "BussinessDocumentInfo",
-            "ReceiverList",
-            "Receiver",
-            leaf,
-        ] => match *leaf {
+        [.., leaf] if p.len() == RECEIVER.len() + 1 && p.starts_with(&RECEIVER) => match *leaf {
             "OrganId" => Some(Field::ReceiverOrganId),
             "ReceiverType" => Some(Field::ReceiverType),
             _ => None,
@@ -219,6 +210,17 @@ fn field_at(p: &[&'static str]) -> Option<Field> {
         _ => None,
     }
 }
+
+/// Where `ReceiverList/Receiver` elements of an update packet sit.
+const RECEIVER: [&str; 7] = [
+    "edXMLEnvelope",
+    "edXMLHeader",
+    "TraceHeaderList",
+    "Bussiness",
+    "BussinessDocumentInfo",
+    "ReceiverList",
+    "Receiver",
+];
 
 /// What has been read so far.
 #[derive(Default)]
@@ -527,15 +529,7 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                         "ResponseFor",
                     ] => out.response_for.push(ResponseFor::default()),
                     ["AttachmentEncoded", "Attachment"] => out.attachments += 1,
-                    [
-                        "edXMLEnvelope",
-                        "edXMLHeader",
-                        "TraceHeaderList",
-                        "Bussiness",
-                        "BussinessDocumentInfo",
-                        "ReceiverList",
-                        "Receiver",
-                    ] => out.receivers.push(Default::default()),
+                    p if p == RECEIVER => out.receivers.push(Default::default()),
                     _ => {}
                 }
                 if in_ns {

@@ -184,6 +184,18 @@ impl TestHub {
         )
     }
 
+    /// A client with a role certificate (`certs/roles/<role>.pem`: ops, auditor).
+    pub fn role_client(&self, role: &str) -> Client {
+        Client::new(
+            &self.url(),
+            &self.path("certs/ca.pem"),
+            &self.path(&format!("certs/roles/{role}.pem")),
+            &self.path(&format!("certs/roles/{role}.key")),
+            HttpVersion::Auto,
+        )
+        .unwrap()
+    }
+
     /// The agency's document-signing certificate and key made by `pki init`.
     pub fn signing(&self, agency: &str) -> (PathBuf, PathBuf) {
         (
