@@ -50,6 +50,9 @@ impl Caller {
 
 type Resp = Response<Full<Bytes>>;
 
+/// What the API answers: a whole body, or one streamed from a channel (the log export).
+pub type Reply = Response<http_body_util::Either<Full<Bytes>, super::stream::ChannelBody>>;
+
 fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
     Response::builder()
         .status(status)
@@ -80,8 +83,20 @@ impl Api {
         Api { hub, limits, roles }
     }
 
-    /// Handles one request within the request timeout; never fails at the HTTP level.
-    pub async fn handle(&self, peer: &PeerCert, req: Request<Incoming>) -> Resp {
+    /// Handles one request within the request timeout (for a streamed answer: until it
+    /// starts); never fails at the HTTP level.
+    pub async fn handle(&self, peer: &PeerCert, req: Request<Incoming>) -> Reply {
+        use http_body_util::Either;
+        if req.method() == Method::GET && req.uri().path() == "/v1/audit/export" {
+            return match self.export(peer, req.uri().query()).await {
+                Ok(r) => r,
+                Err(e) => e.into_response().map(Either::Left),
+            };
+        }
+        self.handle_whole(peer, req).await.map(Either::Left)
+    }
+
+    async fn handle_whole(&self, peer: &PeerCert, req: Request<Incoming>) -> Resp {
         match tokio::time::timeout(self.limits.request_timeout, self.route(peer, req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => e.into_response(),
@@ -266,25 +281,6 @@ impl Api {
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
-            (&Method::GET, ["v1", "audit", "export"]) => {
-                if !matches!(caller, Caller::Auditor) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "not_an_auditor",
-                        "only auditors may export the audit log",
-                    ));
-                }
-                let size = match query_u64(req.uri().query(), "size")? {
-                    Some(s) => s,
-                    None => self.hub.blocking(|h| h.audit_size()).await,
-                };
-                let body = self.hub.blocking(move |h| h.audit_export(size)).await?;
-                Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, "application/x-ndjson")
-                    .body(Full::new(Bytes::from(body)))
-                    .expect("valid response"))
-            }
             (
                 _,
                 ["v1", "documents"] | ["v1", "inbox"] | ["v1", "documents", _] | ["v1", "stats"],
@@ -389,6 +385,39 @@ impl Api {
             StatusCode::OK,
             &serde_json::to_value(&acked).expect("serializable"),
         ))
+    }
+
+    /// `GET /v1/audit/export?size=N`: auditors only; entries `0..N` as JSON lines, streamed.
+    async fn export(&self, peer: &PeerCert, query: Option<&str>) -> Result<Reply, ApiError> {
+        if !matches!(self.caller(peer)?, Caller::Auditor) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_an_auditor",
+                "only auditors may export the audit log",
+            ));
+        }
+        let size = match query_u64(query, "size")? {
+            Some(s) => s,
+            None => self.hub.audit_size(),
+        };
+        self.hub.blocking(move |h| h.check_export(size)).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let hub = self.hub.clone();
+        tokio::task::spawn_blocking(move || {
+            let sent = hub.audit_export(size, |chunk| tx.blocking_send(chunk).is_ok());
+            if let Err(e) = sent {
+                // The head is sent already: the export ends short, and `audit verify` says so.
+                tracing::error!(error = %e, "audit export failed midway");
+            }
+        });
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .header("x-lienthong-tree-size", size)
+            .body(http_body_util::Either::Right(super::stream::ChannelBody(
+                rx,
+            )))
+            .expect("valid response"))
     }
 
     /// `GET /v1/audit?agency=&document=&from=&to=&cursor=&limit=`: auditors read everything,

@@ -7,6 +7,7 @@ mod api;
 mod error;
 mod ops;
 mod server;
+mod stream;
 
 pub use api::{Api, ApiLimits};
 pub use error::ApiError;

@@ -293,23 +293,40 @@ impl Hub {
         self.store.audit_size()
     }
 
-    /// Entries `0..size` as JSON lines, exactly as stored (what `audit verify --export` reads).
-    pub fn audit_export(&self, size: u64) -> Result<Vec<u8>, HubError> {
+    /// Refuses an export of more entries than the log holds.
+    pub fn check_export(&self, size: u64) -> Result<(), HubError> {
+        self.check_size(size)
+    }
+
+    /// Entries `0..size` as JSON lines, exactly as stored (what `audit verify --export`
+    /// reads), handed to `send` in chunks of about 1 MiB; stops early when `send` says no
+    /// (the client went away).
+    pub fn audit_export(
+        &self,
+        size: u64,
+        mut send: impl FnMut(bytes::Bytes) -> bool,
+    ) -> Result<(), HubError> {
         self.check_size(size)?;
-        let mut out = Vec::new();
         let mut next = 0;
+        let mut chunk = Vec::with_capacity(1 << 20);
         while next < size {
             let batch = self.store.audit_entries(next, size, 4096)?;
             if batch.is_empty() {
                 break;
             }
             for (i, bytes) in batch {
-                out.extend_from_slice(&bytes);
-                out.push(b'\n');
+                chunk.extend_from_slice(&bytes);
+                chunk.push(b'\n');
                 next = i + 1;
+                if chunk.len() >= 1 << 20 && !send(std::mem::take(&mut chunk).into()) {
+                    return Ok(());
+                }
             }
         }
-        Ok(out)
+        if !chunk.is_empty() {
+            send(chunk.into());
+        }
+        Ok(())
     }
 }
 
