@@ -189,6 +189,22 @@ async fn receipts_verify_offline_with_the_cli_and_openssl() {
     )
     .await
     .json();
+    // Only parties see an entry through its proof.
+    let c_proof = get(
+        &c,
+        &format!("/v1/audit/proof/{index}?tree_size={}", hp["tree_size"]),
+    )
+    .await;
+    assert_eq!(
+        c_proof.status,
+        StatusCode::OK,
+        "C is a recipient of this document"
+    );
+    let other_index = payload(other.json()["receipt"].as_str().unwrap())["audit_index"]
+        .as_u64()
+        .unwrap();
+    let r = get(&c, &format!("/v1/audit/proof/{other_index}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "C is no party to RC-2");
     let entry: serde_json::Value = serde_json::from_str(proof["entry"].as_str().unwrap()).unwrap();
     assert_eq!(entry["event"], "accepted");
     assert_eq!(entry["document"], id.as_str());

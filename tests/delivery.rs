@@ -192,6 +192,16 @@ async fn revoke_update_and_replace() {
         .find(|i| i["id"] == revocation.as_str())
         .expect("B gets the revocation");
     assert_eq!(rev["acts_on"], id1.as_str());
+    assert_eq!(
+        get(&c, &format!("/v1/documents/{id1}")).await.status,
+        StatusCode::NOT_FOUND,
+        "C never pulled it and may no longer fetch it"
+    );
+    assert_eq!(
+        get(&b, &format!("/v1/documents/{id1}")).await.status,
+        StatusCode::OK,
+        "B had pulled it"
+    );
     let s = state_of(&a, &id1).await;
     assert_eq!(current(&s, B), "revoked");
     assert_eq!(current(&s, C), "revoked");

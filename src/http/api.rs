@@ -257,9 +257,26 @@ impl Api {
                     )
                 })?;
                 let size = query_u64(req.uri().query(), "tree_size")?;
+                let agency = match caller {
+                    Caller::Agency(p) => Some(p),
+                    Caller::Auditor => None,
+                    Caller::Ops => {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "not_an_auditor",
+                            "the audit log is for auditors (and agencies, for their own documents)",
+                        ));
+                    }
+                };
                 let v = self
                     .hub
-                    .blocking(move |h| h.inclusion_proof(index, size))
+                    .blocking(move |h| {
+                        let reader = match &agency {
+                            None => crate::hub::Reader::Auditor,
+                            Some(p) => crate::hub::Reader::Agency(p),
+                        };
+                        h.inclusion_proof(reader, index, size)
+                    })
                     .await?;
                 Ok(json(StatusCode::OK, &v))
             }

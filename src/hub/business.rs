@@ -155,7 +155,15 @@ impl Hub {
                     );
                 }
                 plan.recipients = pulled;
-                plan.original = Some(doc);
+                // Those who never saw it may no longer fetch it either.
+                if !plan.dequeue.is_empty() {
+                    let mut doc = doc;
+                    doc.recipients.retain(|r| !plan.dequeue.contains(r));
+                    plan.rewrite = true;
+                    plan.original = Some(doc);
+                } else {
+                    plan.original = Some(doc);
+                }
             }
             2 => {
                 let mut doc = self.own_document(from, &target())?;

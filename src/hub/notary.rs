@@ -182,9 +182,33 @@ impl Hub {
         Ok(())
     }
 
+    /// Whether `reader` may see entry `e`: auditors all; an agency its own refusals and the
+    /// events of documents it sent or receives (or did, before a revoke or update).
+    fn visible(&self, reader: &Reader<'_>, e: &Entry) -> bool {
+        let Reader::Agency(p) = reader else {
+            return true;
+        };
+        match &e.document {
+            Some(d) => parse_id(d)
+                .and_then(|s| self.store.doc(s).ok().flatten())
+                .is_some_and(|doc| {
+                    doc.from == p.organ_id
+                        || doc.recipients.contains(&p.organ_id)
+                        || e.agency.as_deref() == Some(p.organ_id.as_str())
+                }),
+            None => e.agency.as_deref() == Some(p.organ_id.as_str()),
+        }
+    }
+
     /// Inclusion proof of entry `index` in the tree of `tree_size` entries (default: the
-    /// latest signed tree head's).
-    pub fn inclusion_proof(&self, index: u64, tree_size: Option<u64>) -> Result<Value, HubError> {
+    /// latest signed tree head's). The entry itself is shown only to whom may read it
+    /// (others get 404: proofs are for one's own receipts).
+    pub fn inclusion_proof(
+        &self,
+        reader: Reader<'_>,
+        index: u64,
+        tree_size: Option<u64>,
+    ) -> Result<Value, HubError> {
         let size = match tree_size {
             Some(s) => s,
             None => self.store.latest_head()?.map_or(0, |(s, _)| s),
@@ -201,6 +225,11 @@ impl Hub {
             .pop()
             .map(|(_, b)| b)
             .ok_or(HubError::NotFound)?;
+        let decoded: Entry = serde_json::from_slice(&entry)
+            .map_err(|e| HubError::Invalid(format!("entry {index} is unreadable: {e}")))?;
+        if !self.visible(&reader, &decoded) {
+            return Err(HubError::NotFound);
+        }
         let path = self.store.inclusion_proof(index, size)?;
         Ok(json!({
             "index": index,
@@ -238,7 +267,6 @@ impl Hub {
         let end = self.store.audit_size();
         let mut items = Vec::new();
         let mut next = cursor;
-        let mut visible: std::collections::HashMap<String, bool> = Default::default();
         let mut scanned = 0;
         while next < end && items.len() < limit && scanned < SCAN_MAX {
             let batch = self.store.audit_entries(next, end, 512)?;
@@ -254,26 +282,8 @@ impl Hub {
                 if !filter.matches(&e) {
                     continue;
                 }
-                if let Reader::Agency(p) = &reader {
-                    let mine = match &e.document {
-                        Some(d) => match visible.get(d) {
-                            Some(v) => *v,
-                            None => {
-                                let v = parse_id(d)
-                                    .and_then(|s| self.store.doc(s).ok().flatten())
-                                    .is_some_and(|doc| {
-                                        doc.from == p.organ_id
-                                            || doc.recipients.contains(&p.organ_id)
-                                    });
-                                visible.insert(d.clone(), v);
-                                v
-                            }
-                        },
-                        None => e.agency.as_deref() == Some(p.organ_id.as_str()),
-                    };
-                    if !mine {
-                        continue;
-                    }
+                if !self.visible(&reader, &e) {
+                    continue;
                 }
                 items.push(serde_json::to_value(&e).unwrap_or(Value::Null));
                 if items.len() >= limit {
