@@ -65,6 +65,7 @@ fn commit(c: &mut Criterion) {
                         response_for: None,
                         acts_on: None,
                         replaces: vec![],
+                        withdrawn: vec![],
                         business_type: 0,
                         size: body.len() as u64,
                         sha256: String::new(),

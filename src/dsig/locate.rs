@@ -197,10 +197,7 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
         }
     }
     if !found {
-        return Err(SigFailure::new(
-            SigCode::Missing,
-            "the packet carries no Signature in edXMLHeader",
-        ));
+        return Err(SigFailure::missing());
     }
     if out.signed_info_start == 0 {
         return Err(malformed("Signature has no SignedInfo"));

@@ -35,6 +35,14 @@ impl SigFailure {
             message: message.into(),
         }
     }
+
+    /// No `Signature` in `edXMLHeader`.
+    pub fn missing() -> SigFailure {
+        SigFailure::new(
+            SigCode::Missing,
+            "the packet carries no Signature in edXMLHeader",
+        )
+    }
 }
 
 /// The reasons a signature fails, in the order they are checked.

@@ -14,6 +14,8 @@
 //!   have get the revocation packet.
 //! - Update: `ReceiverType` 1 queues the original for a new recipient, 0 takes it back from a
 //!   recipient that has not pulled it yet. The update packet goes to its own `To` list.
+//! - A recipient whose copy was taken back stays a recipient (for the record and its notices,
+//!   e.g. 15/16 answering the revocation) but is `withdrawn`: it may no longer fetch the body.
 
 use serde_json::json;
 
@@ -156,14 +158,14 @@ impl Hub {
                 }
                 plan.recipients = pulled;
                 // Those who never saw it may no longer fetch it either.
-                if !plan.dequeue.is_empty() {
-                    let mut doc = doc;
-                    doc.recipients.retain(|r| !plan.dequeue.contains(r));
-                    plan.rewrite = true;
-                    plan.original = Some(doc);
-                } else {
-                    plan.original = Some(doc);
+                let mut doc = doc;
+                for r in &plan.dequeue {
+                    if !doc.withdrawn.contains(r) {
+                        doc.withdrawn.push(r.clone());
+                        plan.rewrite = true;
+                    }
                 }
+                plan.original = Some(doc);
             }
             2 => {
                 let mut doc = self.own_document(from, &target())?;
@@ -171,9 +173,12 @@ impl Hub {
                     if !directory.contains(agency) {
                         return Err(HubError::UnknownRecipients(vec![agency.clone()]));
                     }
-                    let is_recipient = doc.recipients.contains(agency);
+                    let is_recipient = doc.delivers_to(agency);
                     if *added && !is_recipient {
-                        doc.recipients.push(agency.clone());
+                        if !doc.recipients.contains(agency) {
+                            doc.recipients.push(agency.clone());
+                        }
+                        doc.withdrawn.retain(|r| r != agency);
                         plan.add.push(agency.clone());
                         plan.rewrite = true;
                         plan.events.push(
@@ -188,7 +193,7 @@ impl Hub {
                             .is_some_and(|e| e.deliveries == 0);
                         if waiting {
                             plan.dequeue.push(agency.clone());
-                            doc.recipients.retain(|r| r != agency);
+                            doc.withdrawn.push(agency.clone());
                             plan.rewrite = true;
                         }
                         plan.events.push(

@@ -340,7 +340,10 @@ impl Hub {
             .map(|a| a.signing_cert_sha256.as_slice())
             .unwrap_or_default();
         let (verdict, signer, signer_sha256) =
-            match self.signatures.check(body, &packet.from, pins)? {
+            match self
+                .signatures
+                .check(body, packet.has_signature, &packet.from, pins)?
+            {
                 Gate::Verified(v) => (
                     crate::dsig::VERDICT_VERIFIED.to_owned(),
                     v.signer_cn,
@@ -407,6 +410,7 @@ impl Hub {
             response_for: plan.response_for.clone(),
             acts_on: plan.original.as_ref().map(|d| d.seq),
             replaces: plan.replaces.clone(),
+            withdrawn: vec![],
             business_type: packet.business_type,
             size: body.len() as u64,
             sha256,
@@ -563,7 +567,7 @@ impl Hub {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
         let me = &caller.organ_id;
-        if &doc.from != me && !doc.recipients.iter().any(|r| r == me) {
+        if &doc.from != me && !doc.delivers_to(me) {
             return Err(HubError::NotFound);
         }
         let body = self
@@ -595,7 +599,7 @@ impl Hub {
             });
         }
         match self.store.doc(seq)? {
-            Some(d) if d.recipients.iter().any(|r| r == agency) => {
+            Some(d) if d.delivers_to(agency) => {
                 let receipt = self.receipts(caller, id)?.into_iter().next();
                 Ok(Acked {
                     id: id.to_owned(),

@@ -133,6 +133,7 @@ impl Hub {
             response_for: doc.document_id.clone(),
             acts_on: Some(doc.seq),
             replaces: vec![],
+            withdrawn: vec![],
             business_type: 0,
             size: jws.len() as u64,
             sha256: crate::digest::sha256_hex(jws.as_bytes()),

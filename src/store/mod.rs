@@ -88,6 +88,13 @@ impl From<rocksdb::Error> for StoreError {
     }
 }
 
+impl DocRecord {
+    /// Whether `agency` may fetch and acknowledge it as a recipient.
+    pub fn delivers_to(&self, agency: &str) -> bool {
+        self.recipients.iter().any(|r| r == agency) && !self.withdrawn.iter().any(|r| r == agency)
+    }
+}
+
 /// What the hub knows of one accepted packet.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DocRecord {
@@ -108,6 +115,10 @@ pub struct DocRecord {
     /// The documents a replacement replaces.
     #[serde(default)]
     pub replaces: Vec<u64>,
+    /// Recipients whose copy was withdrawn (revoke, update) before they pulled it: still
+    /// recipients for the record and their status notices, but they may not fetch it.
+    #[serde(default)]
+    pub withdrawn: Vec<String>,
     pub business_type: u8,
     pub size: u64,
     /// Lower-case hex SHA-256 of the body.
@@ -752,6 +763,7 @@ mod tests {
             response_for: None,
             acts_on: None,
             replaces: vec![],
+            withdrawn: vec![],
             business_type: 0,
             size: 3,
             sha256: "00".into(),
