@@ -343,6 +343,14 @@ async fn tampered_packets_are_refused_with_the_right_code() {
             "digest_mismatch",
         ),
         (
+            "a second SignedInfo (signature wrapping)",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("</SignedInfo>", "</SignedInfo><SignedInfo></SignedInfo>", 1)
+                .into_bytes(),
+            "malformed_signature",
+        ),
+        (
             "an unsupported digest algorithm",
             tamper(&good, "<DigestMethod", "xmlenc#sha256", "xmlenc#sha512"),
             "algorithm_unsupported",

@@ -78,6 +78,9 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     let mut found = false;
     let mut out = Located::default();
     let mut references = 0usize;
+    // Exactly one SignedInfo: what is canonicalized and signed must be the element whose
+    // Reference was read (no room for signature wrapping).
+    let mut signed_infos = 0usize;
     let mut text = String::new();
 
     loop {
@@ -119,7 +122,10 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
                     let d = sig_depth.unwrap_or(0);
                     let inner: Vec<&[u8]> = path[d + 1..].iter().map(|p| p.as_slice()).collect();
                     match (inner.as_slice(), local.as_slice()) {
-                        ([], b"SignedInfo") => out.signed_info_start = pos,
+                        ([], b"SignedInfo") => {
+                            signed_infos += 1;
+                            out.signed_info_start = pos;
+                        }
                         ([b"SignedInfo"], b"CanonicalizationMethod") => {
                             out.c14n_method = attr(e, b"Algorithm")?.unwrap_or_default();
                         }
@@ -199,8 +205,10 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     if !found {
         return Err(SigFailure::missing());
     }
-    if out.signed_info_start == 0 {
-        return Err(malformed("Signature has no SignedInfo"));
+    if signed_infos != 1 {
+        return Err(malformed(format!(
+            "Signature must hold exactly one SignedInfo; it holds {signed_infos}"
+        )));
     }
     if references != 1 {
         return Err(malformed(format!(

@@ -387,7 +387,14 @@ impl Api {
         let (doc, body) = self.hub.fetch_async(principal, id.to_owned()).await?;
         Ok(Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/xml")
+            .header(
+                header::CONTENT_TYPE,
+                match doc.kind {
+                    // A hub notice is a signed statement (JWS), not edXML.
+                    crate::edxml::Kind::Notice => "application/jose",
+                    _ => "application/xml",
+                },
+            )
             .header(header::ETAG, format!("\"{}\"", doc.sha256))
             .header("x-lienthong-sha256", &doc.sha256)
             .header("x-lienthong-from", &doc.from)
