@@ -166,6 +166,11 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
             }
             Event::End(_) => {
                 let local = path.pop().unwrap_or_default();
+                if path.len() == 2 && local == b"edXMLHeader" {
+                    // Only the header may hold the Signature: the body (attachments) need not
+                    // be read here.
+                    break;
+                }
                 if let Some(d) = sig_depth {
                     if path.len() == d {
                         sig_depth = None;
