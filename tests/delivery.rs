@@ -353,3 +353,57 @@ async fn undelivered_items_expire_and_old_bodies_are_purged() {
     assert_eq!(current(&s, C), "expired");
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_acknowledged_in_one_request() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+    );
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = submit(&a, hub.packet(A, &[B], &format!("BA-{n}"), b"")).await;
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let other = submit(&a, hub.packet(A, &[C], "BA-C", b"")).await;
+    let not_mine = other.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(inbox(&b, "").await.len(), 3);
+    let body = serde_json::json!({"ids": [ids[0], ids[1], ids[0], not_mine, ids[2]]});
+    let r = b
+        .request(
+            http::Method::POST,
+            "/v1/inbox/ack",
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["removed"], true);
+    assert_eq!(results[1]["removed"], true);
+    assert_eq!(
+        results[2]["removed"], false,
+        "the same id twice is acked once"
+    );
+    assert_eq!(results[3]["error"]["code"], "not_found");
+    assert_eq!(results[4]["removed"], true);
+    for i in [0, 1, 4] {
+        let receipt = results[i]["receipt"].as_str().unwrap();
+        let payload = lienthong::jws::verify(
+            receipt,
+            &lienthong::tls::load_certs(&hub.path("certs/hub-signing.pem")).unwrap()[0],
+        )
+        .unwrap();
+        assert_eq!(payload["type"], "delivery");
+    }
+    assert!(inbox(&b, "").await.is_empty());
+    // Acked once each: one `delivered` per document in its history.
+    let s = state_of(&a, &ids[0]).await;
+    let history = s["recipients"][0]["history"].as_array().unwrap();
+    assert_eq!(
+        history.iter().filter(|h| h["state"] == "delivered").count(),
+        1
+    );
+    hub.stop();
+}

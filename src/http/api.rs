@@ -178,6 +178,7 @@ impl Api {
             }
             (&Method::GET, ["v1", "documents", id]) => self.fetch(caller.agency()?, id).await,
             (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(caller.agency()?, id).await,
+            (&Method::POST, ["v1", "inbox", "ack"]) => self.ack_many(caller.agency()?, req).await,
             (&Method::GET, ["v1", "stats"]) => {
                 let scope = match caller {
                     Caller::Agency(p) => Scope::Agency(p.organ_id),
@@ -442,6 +443,46 @@ impl Api {
                 rx,
             )))
             .expect("valid response"))
+    }
+
+    /// `POST /v1/inbox/ack` with `{"ids":[…]}` (at most 1000): one commit for all of them.
+    async fn ack_many(
+        &self,
+        principal: Principal,
+        req: Request<Incoming>,
+    ) -> Result<Resp, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+        let body = Limited::new(req.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| bad(format!("reading the body failed: {e}")))?
+            .to_bytes();
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            ids: Vec<String>,
+        }
+        let ids: Ids = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the body must be {{\"ids\":[\"…\"]}}: {e}")))?;
+        if ids.ids.is_empty() || ids.ids.len() > 1000 {
+            return Err(bad("give between 1 and 1000 ids".into()));
+        }
+        let results = self
+            .hub
+            .blocking(move |h| h.ack_many(&principal, &ids.ids))
+            .await?;
+        let results: Vec<serde_json::Value> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(a) => serde_json::to_value(&a).expect("serializable"),
+                Err(e) => {
+                    serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}})
+                }
+            })
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "results": results }),
+        ))
     }
 
     /// `GET /v1/audit?agency=&document=&from=&to=&cursor=&limit=`: auditors read everything,

@@ -612,6 +612,80 @@ impl Hub {
         }
     }
 
+    /// Acknowledges several items in one commit (one sync, one request): what an agency does
+    /// after fetching a page of its inbox. Each id gets its own outcome, in order; ids that
+    /// are not the caller's are `NotFound` without failing the others.
+    pub fn ack_many(
+        &self,
+        caller: &Principal,
+        ids: &[String],
+    ) -> Result<Vec<Result<Acked, HubError>>, HubError> {
+        let agency = caller.organ_id.as_str();
+        let mut outcomes: Vec<Option<Result<Acked, HubError>>> = Vec::with_capacity(ids.len());
+        let mut to_ack: Vec<(usize, u64)> = Vec::new();
+        // (position, position of the same id earlier in this batch)
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(seq) = parse_id(id) else {
+                outcomes.push(Some(Err(HubError::NotFound)));
+                continue;
+            };
+            if let Some(&(first, _)) = to_ack.iter().find(|(_, s)| *s == seq) {
+                repeats.push((i, first));
+                outcomes.push(None);
+            } else if self.store.queue_entry(agency, seq)?.is_some() {
+                to_ack.push((i, seq));
+                outcomes.push(None);
+            } else {
+                outcomes.push(Some(self.ack(caller, id)));
+            }
+        }
+        if !to_ack.is_empty() {
+            let at_ms = now_ms();
+            let changes: Vec<Change<'_>> = to_ack
+                .iter()
+                .map(|&(_, seq)| Change::Ack { agency, seq, at_ms })
+                .collect();
+            let indexes = self.commit(&changes, vec![], true)?;
+            let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
+            let docs: HashMap<u64, DocRecord> = self
+                .store
+                .docs(&seqs)?
+                .into_iter()
+                .map(|d| (d.seq, d))
+                .collect();
+            for (k, &(i, seq)) in to_ack.iter().enumerate() {
+                let receipt = match docs.get(&seq) {
+                    Some(doc) => {
+                        self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                        Some(self.delivery_receipt(doc, agency, at_ms, indexes[k])?)
+                    }
+                    None => None,
+                };
+                outcomes[i] = Some(Ok(Acked {
+                    id: ids[i].clone(),
+                    acked: true,
+                    removed: true,
+                    receipt,
+                }));
+            }
+        }
+        for (i, first) in repeats {
+            let again = match &outcomes[first] {
+                Some(Ok(a)) => Ok(Acked {
+                    removed: false,
+                    ..a.clone()
+                }),
+                _ => Err(HubError::NotFound),
+            };
+            outcomes[i] = Some(again);
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Err(HubError::NotFound)))
+            .collect())
+    }
+
     /// Flushes storage (on shutdown).
     pub fn flush(&self) -> Result<(), HubError> {
         Ok(self.store.flush()?)
