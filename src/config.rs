@@ -83,6 +83,7 @@ pub struct Server {
     pub data: PathBuf,
     pub agencies: PathBuf,
     pub max_body_bytes: u64,
+    pub max_inflight_body_bytes: u64,
     pub max_connections: usize,
     pub header_timeout_secs: u64,
     pub request_timeout_secs: u64,
@@ -205,7 +206,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
-        if s.max_body_bytes == 0 || s.max_connections == 0 {
+        if s.max_body_bytes == 0 || s.max_connections == 0 || s.max_inflight_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes and server.max_connections must be positive".into(),
             ));

@@ -168,6 +168,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         hub.clone(),
         ApiLimits {
             max_body_bytes: config.server.max_body_bytes,
+            max_inflight_body_bytes: config.server.max_inflight_body_bytes,
             request_timeout: config.request_timeout(),
         },
         config.roles.clone(),

@@ -556,3 +556,25 @@ async fn pinned_certificates_are_enforced() {
     );
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
+    // A 2 MiB budget for bodies in memory: 1.2 MiB packets go one at a time, a 3 MiB one
+    // (larger than the whole budget) takes all of it; none is refused or stuck.
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[server]\nmax_inflight_body_bytes = 2097152\n",
+    );
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let size = if n == 5 { 3 << 20 } else { 1_200_000 };
+        let body = hub.packet(A, &[B], &format!("MEM-{n}"), &noise(size * 3 / 4, n as u64));
+        let a = hub.client(A, HttpVersion::Http2);
+        tasks.push(tokio::spawn(async move { submit(&a, body).await.status }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::CREATED);
+    }
+    assert_eq!(inbox(&hub.client(B, HttpVersion::Auto), "").await.len(), 6);
+    hub.stop();
+}

@@ -17,6 +17,8 @@ use crate::tls::PeerCert;
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
     pub max_body_bytes: u64,
+    /// Memory budget for request bodies being read or processed, across connections.
+    pub max_inflight_body_bytes: u64,
     pub request_timeout: Duration,
 }
 
@@ -24,7 +26,12 @@ pub struct Api {
     hub: Arc<Hub>,
     limits: ApiLimits,
     roles: Roles,
+    /// Permits of 1 KiB each for bodies in memory (see `max_inflight_body_bytes`).
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
+
+/// Budget permits are KiB, so a 64 MiB body is 65,536 permits (well within `u32`).
+const PERMIT_BYTES: u64 = 1024;
 
 /// Who is calling, as the certificate and the configuration say.
 enum Caller {
@@ -80,7 +87,13 @@ fn query_u64(query: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
 
 impl Api {
     pub fn new(hub: Arc<Hub>, limits: ApiLimits, roles: Roles) -> Api {
-        Api { hub, limits, roles }
+        let permits = (limits.max_inflight_body_bytes / PERMIT_BYTES).clamp(1, u32::MAX as u64);
+        Api {
+            body_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
+            hub,
+            limits,
+            roles,
+        }
     }
 
     /// Handles one request within the request timeout (for a streamed answer: until it
@@ -333,6 +346,16 @@ impl Api {
         if declared.is_some_and(|n| n > max) {
             return Err(too_large());
         }
+        // Reserve memory for the body before reading it: the declared length, or the limit
+        // when the client streams without one; never more than the whole budget.
+        let budget = self.limits.max_inflight_body_bytes / PERMIT_BYTES;
+        let want = (declared.unwrap_or(max) / PERMIT_BYTES + 1).min(budget.max(1)) as u32;
+        let _reserved = self
+            .body_budget
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .expect("the body budget is never closed");
         let body = Limited::new(req.into_body(), max as usize)
             .collect()
             .await
