@@ -40,6 +40,8 @@ impl Hub {
         }
         for change in changes {
             match change {
+                // The hub's own notices are not agency traffic.
+                Change::Accept { record, .. } if record.kind == crate::edxml::Kind::Notice => {}
                 Change::Accept { record, .. } => {
                     let sender = record.from.as_str();
                     c.add(now, "accepted", sender, 1);
