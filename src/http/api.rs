@@ -43,6 +43,20 @@ enum Caller {
 }
 
 impl Caller {
+    /// Who reads the audit log: `None` for an auditor (everything), the agency for an agency
+    /// (its own documents); ops staff may not.
+    fn audit_reader(self) -> Result<Option<Principal>, ApiError> {
+        match self {
+            Caller::Auditor => Ok(None),
+            Caller::Agency(p) => Ok(Some(p)),
+            Caller::Ops => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_an_auditor",
+                "the audit log is for auditors (and agencies, for their own documents)",
+            )),
+        }
+    }
+
     fn agency(self) -> Result<Principal, ApiError> {
         match self {
             Caller::Agency(p) => Ok(p),
@@ -271,17 +285,7 @@ impl Api {
                     )
                 })?;
                 let size = query_u64(req.uri().query(), "tree_size")?;
-                let agency = match caller {
-                    Caller::Agency(p) => Some(p),
-                    Caller::Auditor => None,
-                    Caller::Ops => {
-                        return Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            "not_an_auditor",
-                            "the audit log is for auditors (and agencies, for their own documents)",
-                        ));
-                    }
-                };
+                let agency = caller.audit_reader()?;
                 let v = self
                     .hub
                     .blocking(move |h| {
@@ -519,17 +523,7 @@ impl Api {
         };
         let cursor = query_u64(query, "cursor")?.unwrap_or(0);
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
-        let agency = match caller {
-            Caller::Auditor => None,
-            Caller::Agency(p) => Some(p),
-            Caller::Ops => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "not_an_auditor",
-                    "the audit log is for auditors (and agencies, for their own documents)",
-                ));
-            }
-        };
+        let agency = caller.audit_reader()?;
         let v = self
             .hub
             .blocking(move |h| {
