@@ -289,11 +289,7 @@ impl Api {
                 let v = self
                     .hub
                     .blocking(move |h| {
-                        let reader = match &agency {
-                            None => crate::hub::Reader::Auditor,
-                            Some(p) => crate::hub::Reader::Agency(p),
-                        };
-                        h.inclusion_proof(reader, index, size)
+                        h.inclusion_proof(crate::hub::Reader::of(agency.as_ref()), index, size)
                     })
                     .await?;
                 Ok(json(StatusCode::OK, &v))
@@ -527,11 +523,12 @@ impl Api {
         let v = self
             .hub
             .blocking(move |h| {
-                let reader = match &agency {
-                    None => crate::hub::Reader::Auditor,
-                    Some(p) => crate::hub::Reader::Agency(p),
-                };
-                h.audit_page(reader, &filter, cursor, limit)
+                h.audit_page(
+                    crate::hub::Reader::of(agency.as_ref()),
+                    &filter,
+                    cursor,
+                    limit,
+                )
             })
             .await?;
         Ok(json(StatusCode::OK, &v))

@@ -15,6 +15,13 @@ pub enum Reader<'a> {
     Agency(&'a Principal),
 }
 
+impl<'a> Reader<'a> {
+    /// An agency, or (`None`) an auditor.
+    pub fn of(agency: Option<&'a Principal>) -> Reader<'a> {
+        agency.map_or(Reader::Auditor, Reader::Agency)
+    }
+}
+
 /// The largest page of `GET /v1/audit` and the most entries scanned to fill one.
 const PAGE_MAX: usize = 1000;
 const SCAN_MAX: usize = 20_000;
