@@ -78,7 +78,7 @@ impl Hub {
     }
 
     /// The log entries about document `seq`, decoded.
-    fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
+    pub(super) fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
         let mut out = Vec::new();
         for i in self.store.document_audit(seq)? {
             for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {

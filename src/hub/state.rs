@@ -48,18 +48,13 @@ impl Hub {
         for r in &doc.recipients {
             out.entry(r.clone()).or_default();
         }
-        for i in self.store.document_audit(doc.seq)? {
-            for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {
-                let Ok(e) = serde_json::from_slice::<Entry>(&bytes) else {
-                    continue;
-                };
-                for (agency, state) in transitions(&e) {
-                    out.entry(agency).or_default().push(json!({
-                        "state": state,
-                        "at": e.at,
-                        "audit_index": e.index,
-                    }));
-                }
+        for e in self.document_entries(doc.seq)? {
+            for (agency, state) in transitions(&e) {
+                out.entry(agency).or_default().push(json!({
+                    "state": state,
+                    "at": e.at,
+                    "audit_index": e.index,
+                }));
             }
         }
         Ok(out)
