@@ -1,12 +1,17 @@
-//! Core-path micro-benchmarks: edXML parse, signature verification and a durable RocksDB
-//! commit.
+//! Core-path micro-benchmarks: edXML parse, signature verification, durable RocksDB commits
+//! (one packet, 64 grouped, a fan-out to 519) and the statistics of an accept.
 //!
 //! `cargo bench --bench core`. Numbers depend on the machine and its disk; compare runs side
-//! by side on one machine (see docs/performance.md once it exists).
+//! by side on one machine (docs/performance.md has this machine's).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lienthong::edxml::{self, Attachment, NewDocument};
+use lienthong::hub::events::for_changes;
 use lienthong::store::{Change, DocRecord, Store, dedup_key};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
 
 fn packet(attachment: usize, recipients: usize) -> Vec<u8> {
     let doc = NewDocument {
@@ -41,53 +46,121 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// A document record as `Hub::submit` builds it (the fields the store writes).
+fn record(seq: u64, recipients: &[String], body: &[u8]) -> DocRecord {
+    DocRecord {
+        seq,
+        kind: edxml::Kind::Edoc,
+        from: "000.00.01.H13".into(),
+        recipients: recipients.to_vec(),
+        document_id: Some(format!("000.00.01.H13,2026/11/28,{seq}/VP")),
+        subject: Some("Về việc đo hiệu năng".into()),
+        status_code: None,
+        response_for: None,
+        acts_on: None,
+        replaces: vec![],
+        withdrawn: vec![],
+        business_type: 0,
+        size: body.len() as u64,
+        sha256: "0".repeat(64),
+        received_at_ms: 1_764_000_000_000,
+        has_signature: true,
+        verdict: Some("verified".into()),
+        signer: Some("000.00.01.H13".into()),
+        signer_sha256: Some("0".repeat(64)),
+        paper: false,
+    }
+}
+
+/// Stores one accepted packet exactly as `Hub::submit` does: record, body, dedup key, one
+/// queue entry per recipient, and the `accepted` + `enqueued` audit entries in the same
+/// batch, synced.
+fn commit_packet(store: &Store, seq: u64, recipients: &[String], body: &[u8]) {
+    let rec = record(seq, recipients, body);
+    let key = dedup_key(&rec.from, rec.document_id.as_deref().unwrap_or_default());
+    let mut changes = vec![Change::Accept {
+        record: &rec,
+        body,
+        dedup_key: &key,
+    }];
+    changes.extend(
+        recipients
+            .iter()
+            .map(|a| Change::Enqueue { agency: a, seq }),
+    );
+    let events = for_changes(&changes, rec.received_at_ms);
+    store.apply(&changes, events, true).unwrap();
+}
+
+/// Durable commits through the store's single writer: one packet alone (one WAL sync), 64
+/// packets handed over at once by 64 threads (group commit: they share syncs, as 64 clients'
+/// submissions do in the daemon), and one packet fanned out to 519 recipients.
 fn commit(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let body = packet(2_000, 1);
-    let mut seq = 0u64;
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let body = Arc::new(packet(2_000, 1));
+    let seq = Arc::new(AtomicU64::new(1));
+    let one = vec!["000.00.02.H13".to_owned()];
     let mut g = c.benchmark_group("store_commit_synced");
-    for recipients in [1usize, 519] {
-        let agencies: Vec<String> = (0..recipients).map(|i| format!("A{i}")).collect();
-        g.bench_function(
-            BenchmarkId::from_parameter(format!("{recipients}_recipients")),
-            |b| {
-                b.iter(|| {
-                    seq += 1;
-                    let rec = DocRecord {
-                        seq,
-                        kind: edxml::Kind::Edoc,
-                        from: "S".into(),
-                        recipients: agencies.clone(),
-                        document_id: Some(seq.to_string()),
-                        subject: None,
-                        status_code: None,
-                        response_for: None,
-                        acts_on: None,
-                        replaces: vec![],
-                        withdrawn: vec![],
-                        business_type: 0,
-                        size: body.len() as u64,
-                        sha256: String::new(),
-                        received_at_ms: 0,
-                        has_signature: false,
-                        verdict: None,
-                        signer: None,
-                        signer_sha256: None,
-                        paper: false,
-                    };
-                    let key = dedup_key("S", &seq.to_string());
-                    let mut changes = vec![Change::Accept {
-                        record: &rec,
-                        body: &body,
-                        dedup_key: &key,
-                    }];
-                    changes.extend(agencies.iter().map(|a| Change::Enqueue { agency: a, seq }));
-                    store.apply(&changes, vec![], true).unwrap();
-                })
-            },
-        );
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("1_packet", |b| {
+        b.iter(|| commit_packet(&store, seq.fetch_add(1, Relaxed), &one, &body))
+    });
+
+    // 64 committers that wait for a start signal, so thread creation is not measured.
+    const N: usize = 64;
+    let go = Arc::new(Barrier::new(N + 1));
+    let done = Arc::new(Barrier::new(N + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..N)
+        .map(|i| {
+            let (store, body, seq, go, done, stop) = (
+                store.clone(),
+                body.clone(),
+                seq.clone(),
+                go.clone(),
+                done.clone(),
+                stop.clone(),
+            );
+            let to = vec![format!("000.00.{:02}.H13", 10 + i)];
+            std::thread::spawn(move || {
+                loop {
+                    go.wait();
+                    if stop.load(Relaxed) {
+                        return;
+                    }
+                    commit_packet(&store, seq.fetch_add(1, Relaxed), &to, &body);
+                    done.wait();
+                }
+            })
+        })
+        .collect();
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("64_packets_grouped", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                go.wait();
+                done.wait();
+            }
+            start.elapsed()
+        })
+    });
+    stop.store(true, Relaxed);
+    go.wait();
+    for w in workers {
+        w.join().unwrap();
     }
+    g.finish();
+
+    let all: Vec<String> = (0..519)
+        .map(|i| format!("000.{:02}.{:02}.H13", i / 100, i % 100))
+        .collect();
+    let mut g = c.benchmark_group("fanout_enqueue");
+    g.throughput(Throughput::Elements(all.len() as u64));
+    g.bench_function("519_recipients", |b| {
+        b.iter(|| commit_packet(&store, seq.fetch_add(1, Relaxed), &all, &body))
+    });
     g.finish();
 }
 

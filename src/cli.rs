@@ -96,6 +96,10 @@ enum Command {
         /// --hub must run [signature] policy = "record").
         #[arg(long)]
         unsigned: bool,
+        /// Pull mode: items queued for each client before the clock starts (the run ends
+        /// when the inboxes are drained or the duration is over).
+        #[arg(long, default_value_t = 2000)]
+        items: u64,
     },
     /// Rate statistics: hub-wide with an ops or auditor certificate, your own as an agency.
     Stats {
@@ -527,9 +531,11 @@ async fn run(command: Command) -> ExitCode {
             http2,
             json,
             unsigned,
+            items,
         } => {
             let spec = crate::load::LoadSpec {
                 unsigned,
+                items,
                 mode,
                 clients,
                 size: size as usize,
@@ -917,14 +923,26 @@ fn receipt_verify(file: &Path, hub_cert: &Path, packet: Option<&Path>) -> ExitCo
         Ok(p) => p,
         Err(e) => return fail(format!("the receipt does not verify: {e}")),
     };
+    // A batch receipt covers several documents; the others one.
+    let items: Vec<&serde_json::Value> = match payload["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![&payload],
+    };
     if let Some(p) = packet {
         match std::fs::read(p) {
             Ok(body) => {
                 let sha = crate::digest::sha256_hex(&body);
-                if payload["sha256"].as_str() != Some(sha.as_str()) {
+                if !items
+                    .iter()
+                    .any(|i| i["sha256"].as_str() == Some(sha.as_str()))
+                {
+                    let listed: Vec<&str> = items
+                        .iter()
+                        .map(|i| i["sha256"].as_str().unwrap_or("?"))
+                        .collect();
                     return fail(format!(
                         "the receipt is for sha256 {}, not for {} (sha256 {sha})",
-                        payload["sha256"].as_str().unwrap_or("?"),
+                        listed.join(", "),
                         p.display()
                     ));
                 }
@@ -932,13 +950,15 @@ fn receipt_verify(file: &Path, hub_cert: &Path, packet: Option<&Path>) -> ExitCo
             Err(e) => return fail(format!("{}: {e}", p.display())),
         }
     }
-    println!(
-        "verified: {} receipt for {} (sha256 {}), audit log entry {}",
-        payload["type"].as_str().unwrap_or("?"),
-        payload["id"].as_str().unwrap_or("?"),
-        payload["sha256"].as_str().unwrap_or("?"),
-        payload["audit_index"]
-    );
+    for item in &items {
+        println!(
+            "verified: {} receipt for {} (sha256 {}), audit log entry {}",
+            payload["type"].as_str().unwrap_or("?"),
+            item["id"].as_str().unwrap_or("?"),
+            item["sha256"].as_str().unwrap_or("?"),
+            item["audit_index"]
+        );
+    }
     println!("{payload}");
     ExitCode::SUCCESS
 }

@@ -178,6 +178,8 @@ impl Client {
         let http = |e: hyper::Error| ClientError::Http(e.to_string());
         let resp = match guard.as_mut().expect("connected") {
             Sender::H1(s) => {
+                // One request at a time on an HTTP/1.1 connection: hold the lock until the
+                // answer's head is in.
                 req = req.uri(path).header(http::header::HOST, authority);
                 let req = req
                     .body(Full::new(body))
@@ -186,6 +188,10 @@ impl Client {
                 s.send_request(req).await.map_err(http)?
             }
             Sender::H2(s) => {
+                // HTTP/2 multiplexes: release the connection before waiting for the answer,
+                // so concurrent calls on one client run as concurrent streams.
+                let mut s = s.clone();
+                drop(guard);
                 let uri = format!("https://{authority}{path}");
                 let req = req
                     .uri(uri)
@@ -195,7 +201,6 @@ impl Client {
                 s.send_request(req).await.map_err(http)?
             }
         };
-        drop(guard);
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.map_err(http)?.to_bytes();
         Ok(Reply {

@@ -45,6 +45,8 @@ pub struct LoadSpec {
     /// Send unsigned packets, to measure the hub without signature work (the hub must run
     /// `[signature] policy = "record"`; a hub started here does).
     pub unsigned: bool,
+    /// Pull mode: items queued for each client before the run.
+    pub items: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,7 +187,8 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn packet(from: &str, to: &[String], n: u64, size: usize) -> Vec<u8> {
+/// A packet from `from` to `to` whose attachment holds `data` bytes (before base64).
+fn packet(from: &str, to: &[String], n: u64, data: usize) -> Vec<u8> {
     let doc = NewDocument {
         from: from.into(),
         from_name: from.into(),
@@ -198,11 +201,18 @@ fn packet(from: &str, to: &[String], n: u64, size: usize) -> Vec<u8> {
         attachments: vec![Attachment {
             name: "payload.bin".into(),
             content_type: "application/octet-stream".into(),
-            // base64 grows 4/3: aim the whole packet at `size`.
-            data: vec![0x5a; size.saturating_sub(1200) * 3 / 4],
+            data: vec![0x5a; data],
         }],
     };
     edxml::compose_document(&doc).into_bytes()
+}
+
+/// The attachment size that makes a (signed) packet from `from` to `to` about `size` bytes
+/// on the wire: the envelope — header, recipients, signature and certificate — is measured
+/// on a probe packet, and base64 grows the rest by 4/3.
+fn data_for(size: usize, from: &str, to: &[String], signer: Option<&Signer>) -> usize {
+    let envelope = sign(signer, packet(from, to, 0, 0)).map_or(1200, |p| p.len());
+    size.saturating_sub(envelope) * 3 / 4
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -263,22 +273,30 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         });
     }
 
-    // Pull mode: queue work for every client first (not measured).
+    // Pull mode: queue work for every client first (not measured). Each client sends packets
+    // addressed to all the other clients' agencies (a fan-out), so filling takes a fraction
+    // of the submissions one packet per item would.
     if spec.mode == Mode::Pull {
-        let per_client = 200u64;
+        // Clients take agencies in turn: the first `ids.len()` of them are all distinct.
+        let mut pullers: Vec<String> = conns.iter().map(|(id, _, _)| id.clone()).collect();
+        pullers.truncate(ids.len());
+        let others = pullers.len().saturating_sub(1).max(1) as u64;
+        let per_sender = spec.items.div_ceil(others);
         let mut fill = Vec::new();
-        for i in 0..conns.len() {
-            let (sender, _, c) = &conns[(i + 1) % conns.len()];
-            let (to, c) = (conns[i].0.clone(), c.clone());
-            let sender = sender.clone();
-            let signer = signers[(i + 1) % conns.len()].clone();
-            let size = spec.size;
+        for (i, (me, _, c)) in conns.iter().enumerate() {
+            if i >= pullers.len() {
+                break; // several clients of one agency: one of them fills for it
+            }
+            let to: Vec<String> = if pullers.len() == 1 {
+                pullers.clone()
+            } else {
+                pullers.iter().filter(|p| *p != me).cloned().collect()
+            };
+            let (me, c, signer, size) = (me.clone(), c.clone(), signers[i].clone(), spec.size);
             fill.push(tokio::spawn(async move {
-                for n in 0..per_client {
-                    let body = sign(
-                        signer.as_deref(),
-                        packet(&sender, std::slice::from_ref(&to), n, size),
-                    )?;
+                let data = data_for(size, &me, &to, signer.as_deref());
+                for n in 0..per_sender {
+                    let body = sign(signer.as_deref(), packet(&me, &to, n, data))?;
                     c.call(Method::POST, "/v1/documents", Bytes::from(body))
                         .await
                         .map_err(|e| e.to_string())?;
@@ -308,18 +326,19 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         tasks.push(tokio::spawn(async move {
             let mut lat: Vec<u32> = Vec::new();
             let mut n = k as u64 * 1_000_000_000;
+            let to = if spec.mode == Mode::Fanout {
+                all
+            } else {
+                vec![next.clone()]
+            };
+            let data = data_for(spec.size, &me, &to, signer.as_deref());
             while !shared.stop.load(Ordering::Relaxed) {
                 n += 1;
                 match spec.mode {
                     Mode::Submit | Mode::Fanout => {
-                        let to = if spec.mode == Mode::Fanout {
-                            all.clone()
-                        } else {
-                            vec![next.clone()]
-                        };
                         // Signing is client work, as at a real agency: it runs on the
                         // same cores as the hub here, so it lowers the measured rate.
-                        let body = match sign(signer.as_deref(), packet(&me, &to, n, spec.size)) {
+                        let body = match sign(signer.as_deref(), packet(&me, &to, n, data)) {
                             Ok(b) => b,
                             Err(e) => {
                                 shared.fail(e.to_string());
@@ -364,20 +383,31 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
                 }
                 // Fetch each body, then acknowledge the page in one request (as an agency's
                 // software would); an item's latency runs from its fetch to the batch ack.
-                let mut fetched_ids = Vec::with_capacity(listed.len());
-                let mut starts = Vec::with_capacity(listed.len());
-                let mut bytes = 0u64;
+                // The page's bodies are fetched concurrently (streams of one HTTP/2
+                // connection; one after another over HTTP/1.1).
+                let mut fetches = tokio::task::JoinSet::new();
                 for item in listed {
                     let id = item["id"].as_str().unwrap_or_default().to_owned();
-                    starts.push(Instant::now());
-                    match c
-                        .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
-                        .await
-                    {
-                        Ok(f) => {
+                    let c = c.clone();
+                    fetches.spawn(async move {
+                        let t0 = Instant::now();
+                        let r = c
+                            .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
+                            .await;
+                        (id, t0, r)
+                    });
+                }
+                let mut fetched_ids = Vec::new();
+                let mut starts = Vec::new();
+                let mut bytes = 0u64;
+                while let Some(done) = fetches.join_next().await {
+                    match done {
+                        Ok((id, t0, Ok(f))) => {
                             bytes += f.body.len() as u64;
                             fetched_ids.push(id);
+                            starts.push(t0);
                         }
+                        Ok((_, _, Err(e))) => shared.fail(e.to_string()),
                         Err(e) => shared.fail(e.to_string()),
                     }
                 }

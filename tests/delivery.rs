@@ -388,15 +388,67 @@ async fn a_page_is_acknowledged_in_one_request() {
     );
     assert_eq!(results[3]["error"]["code"], "not_found");
     assert_eq!(results[4]["removed"], true);
-    for i in [0, 1, 4] {
-        let receipt = results[i]["receipt"].as_str().unwrap();
-        let payload = lienthong::jws::verify(
-            receipt,
-            &lienthong::tls::load_certs(&hub.path("certs/hub-signing.pem")).unwrap()[0],
+    // One signed receipt for the three items this request removed, each with its entry.
+    let hub_cert = &lienthong::tls::load_certs(&hub.path("certs/hub-signing.pem")).unwrap()[0];
+    let receipt = r.json()["receipt"].as_str().unwrap().to_owned();
+    let payload = lienthong::jws::verify(&receipt, hub_cert).unwrap();
+    assert_eq!(payload["type"], "delivery_batch");
+    assert_eq!(payload["recipient"], B);
+    let items = payload["items"].as_array().unwrap();
+    let covered: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(covered, [&ids[0], &ids[1], &ids[2]]);
+    assert!(
+        items
+            .iter()
+            .all(|i| i["sender"] == A && i["audit_index"].is_u64())
+    );
+    // The CLI checks it against a packet it covers, and refuses one it does not.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("batch.jws");
+    std::fs::write(&file, &receipt).unwrap();
+    let fetched = b
+        .call(
+            http::Method::GET,
+            &format!("/v1/documents/{}", ids[1]),
+            bytes::Bytes::new(),
         )
+        .await
         .unwrap();
-        assert_eq!(payload["type"], "delivery");
-    }
+    let packet = dir.path().join("p.xml");
+    std::fs::write(&packet, &fetched.body).unwrap();
+    let verify = |packet: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lienthong"))
+            .args(["receipt", "verify"])
+            .arg(&file)
+            .arg("--hub-cert")
+            .arg(hub.path("certs/hub-signing.pem"))
+            .arg("--packet")
+            .arg(packet)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&packet);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&packet, b"<not the packet/>").unwrap();
+    assert!(!verify(&packet).status.success());
+    // The per-document receipt is still there for whoever wants one alone.
+    let single = b
+        .call(
+            http::Method::GET,
+            &format!("/v1/documents/{}/receipts", ids[0]),
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap();
+    let single = single.json()["receipts"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        lienthong::jws::verify(&single, hub_cert).unwrap()["type"],
+        "delivery"
+    );
     assert!(inbox(&b, "").await.is_empty());
     // Acked once each: one `delivered` per document in its history.
     let s = state_of(&a, &ids[0]).await;

@@ -489,11 +489,12 @@ impl Api {
         if ids.ids.is_empty() || ids.ids.len() > 1000 {
             return Err(bad("give between 1 and 1000 ids".into()));
         }
-        let results = self
+        let acked = self
             .hub
             .blocking(move |h| h.ack_many(&principal, &ids.ids))
             .await?;
-        let results: Vec<serde_json::Value> = results
+        let results: Vec<serde_json::Value> = acked
+            .results
             .into_iter()
             .map(|r| match r {
                 Ok(a) => serde_json::to_value(&a).expect("serializable"),
@@ -504,7 +505,7 @@ impl Api {
             .collect();
         Ok(json(
             StatusCode::OK,
-            &serde_json::json!({ "results": results }),
+            &serde_json::json!({ "results": results, "receipt": acked.receipt }),
         ))
     }
 

@@ -22,7 +22,7 @@ use crate::stats::Counters;
 use crate::store::{Change, DocRecord, QueueEntry, Store, StoreError, dedup_key};
 
 mod business;
-mod events;
+pub mod events;
 mod notary;
 mod observe;
 mod report;
@@ -121,7 +121,18 @@ pub struct Acked {
     pub acked: bool,
     /// False when it had been acked before.
     pub removed: bool,
-    /// The hub-signed delivery receipt (JWS compact).
+    /// The hub-signed delivery receipt (JWS compact); in a batch acknowledgement, items it
+    /// removed are covered by the batch's receipt instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// The outcome of a batch acknowledgement.
+#[derive(Debug)]
+pub struct AckedMany {
+    /// One per id given, in order.
+    pub results: Vec<Result<Acked, HubError>>,
+    /// The signed delivery receipt of every item this call removed (`None` if none).
     pub receipt: Option<String>,
 }
 
@@ -614,12 +625,10 @@ impl Hub {
 
     /// Acknowledges several items in one commit (one sync, one request): what an agency does
     /// after fetching a page of its inbox. Each id gets its own outcome, in order; ids that
-    /// are not the caller's are `NotFound` without failing the others.
-    pub fn ack_many(
-        &self,
-        caller: &Principal,
-        ids: &[String],
-    ) -> Result<Vec<Result<Acked, HubError>>, HubError> {
+    /// are not the caller's are `NotFound` without failing the others. The items this call
+    /// removes share one signed batch receipt (one signature per page, not per item); items
+    /// acked before carry their own delivery receipt as a single ack would.
+    pub fn ack_many(&self, caller: &Principal, ids: &[String]) -> Result<AckedMany, HubError> {
         let agency = caller.organ_id.as_str();
         let mut outcomes: Vec<Option<Result<Acked, HubError>>> = Vec::with_capacity(ids.len());
         let mut to_ack: Vec<(usize, u64)> = Vec::new();
@@ -640,6 +649,7 @@ impl Hub {
                 outcomes.push(Some(self.ack(caller, id)));
             }
         }
+        let mut batch_receipt = None;
         if !to_ack.is_empty() {
             let at_ms = now_ms();
             let changes: Vec<Change<'_>> = to_ack
@@ -654,21 +664,20 @@ impl Hub {
                 .into_iter()
                 .map(|d| (d.seq, d))
                 .collect();
+            let mut covered = Vec::with_capacity(to_ack.len());
             for (k, &(i, seq)) in to_ack.iter().enumerate() {
-                let receipt = match docs.get(&seq) {
-                    Some(doc) => {
-                        self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
-                        Some(self.delivery_receipt(doc, agency, at_ms, indexes[k])?)
-                    }
-                    None => None,
-                };
+                if let Some(doc) = docs.get(&seq) {
+                    self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                    covered.push((doc, indexes[k]));
+                }
                 outcomes[i] = Some(Ok(Acked {
                     id: ids[i].clone(),
                     acked: true,
                     removed: true,
-                    receipt,
+                    receipt: None,
                 }));
             }
+            batch_receipt = Some(self.delivery_batch_receipt(agency, at_ms, &covered)?);
         }
         for (i, first) in repeats {
             let again = match &outcomes[first] {
@@ -680,10 +689,13 @@ impl Hub {
             };
             outcomes[i] = Some(again);
         }
-        Ok(outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Err(HubError::NotFound)))
-            .collect())
+        Ok(AckedMany {
+            results: outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Err(HubError::NotFound)))
+                .collect(),
+            receipt: batch_receipt,
+        })
     }
 
     /// Flushes storage (on shutdown).

@@ -77,6 +77,34 @@ impl Hub {
         Ok(jws)
     }
 
+    /// One receipt for the items of one batch acknowledgement, each with its `delivered`
+    /// entry: a single signature however many items the page held.
+    pub(super) fn delivery_batch_receipt(
+        &self,
+        recipient: &str,
+        at_ms: u64,
+        items: &[(&DocRecord, u64)],
+    ) -> Result<String, HubError> {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(record, audit_index)| {
+                json!({
+                    "id": format_id(record.seq),
+                    "document_id": record.document_id,
+                    "sha256": record.sha256,
+                    "sender": record.from,
+                    "audit_index": audit_index,
+                })
+            })
+            .collect();
+        self.sign(&json!({
+            "type": "delivery_batch",
+            "recipient": recipient,
+            "delivered_at": rfc3339(at_ms),
+            "items": items,
+        }))
+    }
+
     /// The log entries about document `seq`, decoded.
     pub(super) fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
         let mut out = Vec::new();
