@@ -561,7 +561,7 @@ async fn run(command: Command) -> ExitCode {
                         "{:?} · {} clients · {} bytes · {} · {:.1} s\n\
                          {} ok, {} errors · {:.1} packets/s · {:.2} MB/s\n\
                          latency ms: p50 {} · p90 {} · p99 {} · p99.9 {} · max {}\n\
-                         hub: CPU {} · peak RSS {}",
+                         hub: CPU {} · peak RSS {} · load tool CPU {}",
                         r.mode,
                         r.clients,
                         r.size_bytes,
@@ -578,6 +578,7 @@ async fn run(command: Command) -> ExitCode {
                         r.max_ms,
                         opt(r.hub_cpu_percent, "%"),
                         opt(r.hub_peak_rss_mb, " MiB"),
+                        opt(r.tool_cpu_percent, "%"),
                     );
                     if let Some(e) = r.first_error {
                         println!("first error: {e}");

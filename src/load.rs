@@ -69,6 +69,9 @@ pub struct Report {
     pub max_ms: f64,
     pub hub_cpu_percent: Option<f64>,
     pub hub_peak_rss_mb: Option<f64>,
+    /// CPU the load tool itself used (% of one core): on a machine it shares with the hub,
+    /// what the hub could not have.
+    pub tool_cpu_percent: Option<f64>,
     /// The first failure seen, to tell what the errors were.
     pub first_error: Option<String>,
 }
@@ -317,6 +320,8 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         first_error: std::sync::Mutex::new(None),
     });
     let cpu0 = pid.and_then(cpu_secs);
+    let me = std::process::id();
+    let tool0 = cpu_secs(me);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for (k, ((me, next, c), signer)) in conns.into_iter().zip(signers).enumerate() {
@@ -460,10 +465,12 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     if spec.progress {
         eprintln!();
     }
-    let cpu = match (cpu0, pid.and_then(cpu_secs)) {
+    let percent = |before: Option<f64>, after: Option<f64>| match (before, after) {
         (Some(a), Some(b)) => Some(((b - a) / elapsed * 1000.0).round() / 10.0),
         _ => None,
     };
+    let cpu = percent(cpu0, pid.and_then(cpu_secs));
+    let tool_cpu = percent(tool0, cpu_secs(me));
     let rss = pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0);
     drop(own);
     lat.sort_unstable();
@@ -491,6 +498,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
         hub_cpu_percent: cpu,
         hub_peak_rss_mb: rss,
+        tool_cpu_percent: tool_cpu,
         first_error: shared.first_error.lock().expect("lock").take(),
     })
 }

@@ -26,6 +26,7 @@ fn check(r: &serde_json::Value) {
         "p999_ms",
         "hub_cpu_percent",
         "hub_peak_rss_mb",
+        "tool_cpu_percent",
     ] {
         assert!(r[k].is_number(), "{k} missing in {r}");
     }
@@ -63,9 +64,15 @@ fn bench_against_a_running_hub_in_pull_and_fanout_modes() {
             "--hub-pid",
             &pid,
             "--http1",
+            "--items",
+            "20",
         ]);
         assert_eq!(r["mode"], mode);
         check(&r);
+        if mode == "pull" {
+            // 20 queued for each of the 3 agencies, each pulled and acked exactly once.
+            assert_eq!(r["ok"], 60, "{r}");
+        }
     }
     hub.stop();
 }
