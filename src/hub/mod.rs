@@ -377,14 +377,11 @@ impl Hub {
         if let Some(seq) = self.store.dedup(&dkey)? {
             let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
             if existing.sha256 == sha256 {
-                let id = format_id(seq);
-                let receipt = self
-                    .receipts(caller, &id)?
-                    .into_iter()
-                    .next()
-                    .ok_or(HubError::NotFound)?;
+                // The same sender (the key holds it): its submission receipt, not the
+                // delivery receipts a fan-out may have hundreds of.
+                let receipt = self.kept_submission_receipt(&existing)?;
                 return Ok(Accepted {
-                    id,
+                    id: format_id(seq),
                     document_id: existing.document_id,
                     sha256,
                     recipients: existing.recipients,

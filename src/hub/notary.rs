@@ -118,6 +118,28 @@ impl Hub {
         Ok(out)
     }
 
+    /// The submission receipt of `doc`: the kept one, or signed (and kept) from the document's
+    /// first log entry, its `accepted`. Reads one entry, however many the document has.
+    pub(super) fn kept_submission_receipt(&self, doc: &DocRecord) -> Result<String, HubError> {
+        if let Some(jws) = self.store.receipt(doc.seq, "")? {
+            return Ok(jws);
+        }
+        let first = self.store.document_audit(doc.seq)?.first().copied();
+        let accepted = match first {
+            Some(i) => self.store.audit_entries(i, i + 1, 1)?,
+            None => Vec::new(),
+        };
+        let index = accepted
+            .iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice::<Entry>(bytes).ok())
+            .find(|e| e.event == "accepted")
+            .map(|e| e.index)
+            .ok_or(HubError::NotFound)?;
+        let jws = self.submission_receipt(doc, index)?;
+        self.store.put_receipt(doc.seq, "", &jws)?;
+        Ok(jws)
+    }
+
     /// The receipts of a document: the sender gets the submission receipt and every delivery
     /// receipt, a recipient its own delivery receipt. Each is signed from the audit log the
     /// first time it is asked for and then kept (unsynced: one lost in a crash is signed
@@ -133,18 +155,7 @@ impl Hub {
         let entries = self.document_entries(seq)?;
         let mut out = Vec::new();
         if is_sender {
-            let jws = match self.store.receipt(seq, "")? {
-                Some(j) => j,
-                None => match entries.iter().find(|e| e.event == "accepted") {
-                    Some(e) => {
-                        let jws = self.submission_receipt(&doc, e.index)?;
-                        self.store.put_receipt(seq, "", &jws)?;
-                        jws
-                    }
-                    None => return Err(HubError::NotFound),
-                },
-            };
-            out.push(jws);
+            out.push(self.kept_submission_receipt(&doc)?);
         }
         for e in entries.iter().filter(|e| e.event == "delivered") {
             let Some(recipient) = e.agency.as_deref() else {
