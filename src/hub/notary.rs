@@ -108,7 +108,7 @@ impl Hub {
     /// The log entries about document `seq`, decoded.
     pub(super) fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
         let mut out = Vec::new();
-        for i in self.store.document_audit(seq)? {
+        for i in self.store.document_audit(seq, usize::MAX)? {
             for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {
                 if let Ok(e) = serde_json::from_slice::<Entry>(&bytes) {
                     out.push(e);
@@ -124,7 +124,7 @@ impl Hub {
         if let Some(jws) = self.store.receipt(doc.seq, "")? {
             return Ok(jws);
         }
-        let first = self.store.document_audit(doc.seq)?.first().copied();
+        let first = self.store.document_audit(doc.seq, 1)?.first().copied();
         let accepted = match first {
             Some(i) => self.store.audit_entries(i, i + 1, 1)?,
             None => Vec::new(),

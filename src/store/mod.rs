@@ -708,8 +708,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The audit indexes of the entries about document `seq`, in order.
-    pub fn document_audit(&self, seq: u64) -> Result<Vec<u64>, StoreError> {
+    /// The audit indexes of the entries about document `seq`, in order (at most `limit`).
+    pub fn document_audit(&self, seq: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let prefix = seq.to_be_bytes();
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
@@ -722,6 +722,9 @@ impl Store {
                 break;
             }
             out.push(u64::from_be_bytes(k[8..].try_into().expect("8 bytes")));
+            if out.len() >= limit {
+                break;
+            }
         }
         Ok(out)
     }

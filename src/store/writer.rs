@@ -2,9 +2,10 @@
 //!
 //! Callers build their `WriteBatch` on their own thread (copying bodies there, in parallel)
 //! and hand it over with the audit events it causes. One thread takes whatever batches are
-//! waiting, gives each event the next log index (and the Merkle nodes it completes), writes
-//! the batches one after another without syncing, then syncs the WAL **once** for the group
-//! and answers everyone. So:
+//! waiting, gives each event the next log index (and the Merkle nodes it completes) and
+//! writes the batches one after another without syncing; a second thread then syncs the WAL
+//! **once** for every group written meanwhile and answers everyone, while the writer goes on
+//! with the next group (copying into the WAL and waiting for the disk overlap). So:
 //! - concurrent submissions share one fsync (the disk's fsync rate no longer caps them);
 //! - log indexes are dense and in commit order, and an entry is durable exactly when the
 //!   change it records is (same batch);
@@ -142,7 +143,30 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &DB, rx: Receiver<Job>, mut state: TreeState, committed: &AtomicU64) {
+/// What the writer hands the syncer: one written group.
+struct Written {
+    results: Vec<(
+        SyncSender<Result<Vec<u64>, StoreError>>,
+        Result<Vec<u64>, StoreError>,
+    )>,
+    sync: bool,
+    /// The log's size after this group.
+    size: u64,
+}
+
+fn run(db: &Arc<DB>, rx: Receiver<Job>, mut state: TreeState, committed: &Arc<AtomicU64>) {
+    // Writing a group (copying it into the WAL and memtables) and syncing the WAL overlap:
+    // while one thread waits for the disk, the other writes the next group. A sync covers
+    // everything written before it starts, so a group is answered only after a sync that
+    // began once it was written.
+    let (to_syncer, written) = sync_channel::<Written>(64);
+    let syncer = {
+        let (db, committed) = (db.clone(), committed.clone());
+        std::thread::Builder::new()
+            .name("lienthong-sync".into())
+            .spawn(move || sync_loop(&db, written, &committed))
+            .expect("spawn the WAL sync thread")
+    };
     let mut no_sync = WriteOptions::default();
     no_sync.set_sync(false);
     while let Ok(first) = rx.recv() {
@@ -155,7 +179,6 @@ fn run(db: &DB, rx: Receiver<Job>, mut state: TreeState, committed: &AtomicU64) 
         }
         let mut results = Vec::with_capacity(group.len());
         let mut sync = false;
-        let before = state.size;
         for job in group {
             let snapshot = state.clone();
             let mut batch = job.batch;
@@ -171,22 +194,43 @@ fn run(db: &DB, rx: Receiver<Job>, mut state: TreeState, committed: &AtomicU64) 
                 }
             }
         }
-        if sync {
+        metrics::histogram!("lienthong_commit_group_batches").record(results.len() as f64);
+        let group = Written {
+            results,
+            sync,
+            size: state.size,
+        };
+        if to_syncer.send(group).is_err() {
+            break;
+        }
+    }
+    drop(to_syncer);
+    let _ = syncer.join();
+}
+
+/// Syncs the WAL once for every group written while the previous sync ran, then answers.
+fn sync_loop(db: &DB, rx: Receiver<Written>, committed: &AtomicU64) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        while let Ok(g) = rx.try_recv() {
+            groups.push(g);
+        }
+        if groups.iter().any(|g| g.sync) {
             metrics::counter!("lienthong_wal_syncs_total").increment(1);
             if let Err(e) = db.flush_wal(true) {
                 let e = StoreError::from(e);
-                for (_, r) in results.iter_mut() {
+                for (_, r) in groups.iter_mut().flat_map(|g| g.results.iter_mut()) {
                     if r.is_ok() {
                         *r = Err(e.clone());
                     }
                 }
             }
         }
-        metrics::histogram!("lienthong_commit_group_batches").record(results.len() as f64);
-        if state.size > before {
-            committed.store(state.size, Ordering::SeqCst);
+        let size = groups.last().map_or(0, |g| g.size);
+        if size > committed.load(Ordering::SeqCst) {
+            committed.store(size, Ordering::SeqCst);
         }
-        for (reply, r) in results {
+        for (reply, r) in groups.into_iter().flat_map(|g| g.results) {
             let _ = reply.send(r);
         }
     }
