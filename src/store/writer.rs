@@ -29,7 +29,7 @@ pub(super) struct Job {
     pub batch: WriteBatch,
     pub events: Vec<AuditEvent>,
     pub durable: bool,
-    pub reply: SyncSender<Result<Vec<u64>, StoreError>>,
+    pub reply: SyncSender<Answer>,
 }
 
 /// Where the log's Merkle tree stands: its size and, per level, the newest perfect node (the
@@ -143,12 +143,12 @@ impl Drop for Writer {
     }
 }
 
+/// A committer's answer: its log indexes, or why its change was not stored.
+type Answer = Result<Vec<u64>, StoreError>;
+
 /// What the writer hands the syncer: one written group.
 struct Written {
-    results: Vec<(
-        SyncSender<Result<Vec<u64>, StoreError>>,
-        Result<Vec<u64>, StoreError>,
-    )>,
+    results: Vec<(SyncSender<Answer>, Answer)>,
     sync: bool,
     /// The log's size after this group.
     size: u64,
