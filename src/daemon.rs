@@ -100,9 +100,26 @@ fn write_bound(data: &Path, https: SocketAddr, ops: SocketAddr) -> Result<(), Da
     std::fs::rename(&tmp, data.join("bound.json")).map_err(io)
 }
 
+/// Large request bodies get their own memory mappings, returned to the system when freed.
+///
+/// glibc raises its mmap threshold after each large free (up to 32 MiB), so after a few
+/// 10 MiB packets every later one comes from the heap, and what the heap once held it keeps:
+/// the hub reached 674 MiB of RSS with 16 clients sending 10 MiB packets. Setting the
+/// threshold turns the adjustment off; 4 MiB keeps ordinary packets (and 1 MiB ones) on the
+/// heap, where they are fastest.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator parameter, under the allocator's own locks;
+    // it is called once at start-up, before any request is read.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 /// Runs the hub until SIGTERM or Ctrl-C. Returns once drained and flushed.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     tls::install_provider();
+    fixed_mmap_threshold();
     // First, so that start-up events (a CRL that cannot be read) are counted too.
     let metrics = install_metrics();
     let dir = load_directory(&config)?;

@@ -347,32 +347,27 @@ impl Api {
             return Err(too_large());
         }
         // Reserve memory for the body before reading it: the declared length, or the limit
-        // when the client streams without one; never more than the whole budget.
+        // when the client streams without one; never more than the whole budget. A body is
+        // held twice while it is stored (the request's buffer and the write batch's copy),
+        // so it counts twice.
         let budget = self.limits.max_inflight_body_bytes / PERMIT_BYTES;
-        let want = (declared.unwrap_or(max) / PERMIT_BYTES + 1).min(budget.max(1)) as u32;
+        let want = (2 * declared.unwrap_or(max) / PERMIT_BYTES + 1).min(budget.max(1)) as u32;
         let _reserved = self
             .body_budget
             .clone()
             .acquire_many_owned(want)
             .await
             .expect("the body budget is never closed");
-        let body = Limited::new(req.into_body(), max as usize)
-            .collect()
+        let body = read_body(req.into_body(), declared, max)
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    too_large()
-                } else {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "body_read_failed",
-                        format!("reading the body failed: {e}"),
-                    )
-                }
+            .map_err(|e| match e {
+                BodyError::TooLarge => too_large(),
+                BodyError::Read(e) => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_read_failed",
+                    format!("reading the body failed: {e}"),
+                ),
             })?;
-        let body = body.to_bytes();
         if body.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -562,4 +557,30 @@ pub(crate) async fn stats_response(
     })?;
     let report = hub.blocking(move |hub| hub.stats(window, &scope)).await?;
     Ok(json(StatusCode::OK, &report))
+}
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// Reads a request body of at most `max` bytes into one buffer, sized up front when the
+/// length is declared: the frames are copied once, never gathered and then copied again
+/// (a 10 MiB packet would otherwise be held twice while it is read).
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    max: u64,
+) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > max {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
