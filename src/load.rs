@@ -336,7 +336,11 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
             } else {
                 vec![next.clone()]
             };
-            let data = data_for(spec.size, &me, &to, signer.as_deref());
+            // Pull mode submits nothing here: no probe packet to sign.
+            let data = match spec.mode {
+                Mode::Pull => 0,
+                Mode::Submit | Mode::Fanout => data_for(spec.size, &me, &to, signer.as_deref()),
+            };
             while !shared.stop.load(Ordering::Relaxed) {
                 n += 1;
                 match spec.mode {

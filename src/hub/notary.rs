@@ -105,10 +105,10 @@ impl Hub {
         }))
     }
 
-    /// The log entries about document `seq`, decoded.
-    pub(super) fn document_entries(&self, seq: u64) -> Result<Vec<Entry>, HubError> {
+    /// The first `limit` log entries about document `seq`, decoded.
+    pub(super) fn document_entries(&self, seq: u64, limit: usize) -> Result<Vec<Entry>, HubError> {
         let mut out = Vec::new();
-        for i in self.store.document_audit(seq, usize::MAX)? {
+        for i in self.store.document_audit(seq, limit)? {
             for (_, bytes) in self.store.audit_entries(i, i + 1, 1)? {
                 if let Ok(e) = serde_json::from_slice::<Entry>(&bytes) {
                     out.push(e);
@@ -124,14 +124,9 @@ impl Hub {
         if let Some(jws) = self.store.receipt(doc.seq, "")? {
             return Ok(jws);
         }
-        let first = self.store.document_audit(doc.seq, 1)?.first().copied();
-        let accepted = match first {
-            Some(i) => self.store.audit_entries(i, i + 1, 1)?,
-            None => Vec::new(),
-        };
-        let index = accepted
-            .iter()
-            .filter_map(|(_, bytes)| serde_json::from_slice::<Entry>(bytes).ok())
+        let index = self
+            .document_entries(doc.seq, 1)?
+            .into_iter()
             .find(|e| e.event == "accepted")
             .map(|e| e.index)
             .ok_or(HubError::NotFound)?;
@@ -152,7 +147,7 @@ impl Hub {
         if !is_sender && !doc.recipients.iter().any(|r| r == me) {
             return Err(HubError::NotFound);
         }
-        let entries = self.document_entries(seq)?;
+        let entries = self.document_entries(seq, usize::MAX)?;
         let mut out = Vec::new();
         if is_sender {
             out.push(self.kept_submission_receipt(&doc)?);

@@ -48,7 +48,7 @@ impl Hub {
         for r in &doc.recipients {
             out.entry(r.clone()).or_default();
         }
-        for e in self.document_entries(doc.seq)? {
+        for e in self.document_entries(doc.seq, usize::MAX)? {
             for (agency, state) in transitions(&e) {
                 out.entry(agency).or_default().push(json!({
                     "state": state,

@@ -443,10 +443,7 @@ impl Store {
                     key: format!("queue/{agency}"),
                     why: "bad key".into(),
                 })?;
-            if first.is_none() {
-                first = Some(seq);
-                self.heads.found(agency, start, first);
-            }
+            first.get_or_insert(seq);
             let entry = QueueEntry::decode(&v).ok_or_else(|| StoreError::Corrupt {
                 key: format!("queue/{agency}/{seq}"),
                 why: "bad entry".into(),
@@ -455,9 +452,7 @@ impl Store {
                 break;
             }
         }
-        if first.is_none() {
-            self.heads.found(agency, start, None);
-        }
+        self.heads.found(agency, start, first);
         Ok(())
     }
 
