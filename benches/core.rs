@@ -259,5 +259,52 @@ fn verify(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, verify, commit, observe);
+/// The worst cases of docs/security.md: what a refusal costs, and the most a packet within the
+/// limits can cost to read and canonicalize (64 namespace declarations in scope at each of
+/// 250,000 elements, 2 MB).
+fn hostile(c: &mut Criterion) {
+    use lienthong::dsig::c14n::{self, C14n, Subset};
+    let mut g = c.benchmark_group("hostile");
+    g.sample_size(10);
+    let with = |decls: usize, elements: usize| {
+        let d: String = (0..decls)
+            .map(|i| format!(" xmlns:n{i}=\"urn:n{i}\""))
+            .collect();
+        let body = String::from_utf8(packet(100, 1)).unwrap();
+        let body = body.replacen("<edXML:edXML ", &format!("<edXML:edXML{d} "), 1);
+        body.replacen(
+            "</edXML:edXMLBody>",
+            &format!("{}</edXML:edXMLBody>", "<e/>".repeat(elements)),
+            1,
+        )
+        .into_bytes()
+    };
+    let refused = with(60_000, 250_000);
+    g.throughput(Throughput::Bytes(refused.len() as u64));
+    g.bench_function("refuse_60k_decls_250k_elements", |b| {
+        b.iter(|| edxml::parse(&refused).unwrap_err())
+    });
+    let within = with(63, 250_000);
+    g.throughput(Throughput::Bytes(within.len() as u64));
+    g.bench_function("parse_63_decls_250k_elements", |b| {
+        b.iter(|| edxml::parse(&within).unwrap())
+    });
+    let inclusive = C14n::from_uri(C14n::INCLUSIVE, None).unwrap();
+    g.bench_function("c14n_inclusive_63_decls_250k_elements", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            c14n::canonicalize(
+                &within,
+                Subset::Document { exclude: None },
+                &inclusive,
+                &mut |x| n += x.len(),
+            )
+            .unwrap();
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, verify, commit, observe, hostile);
 criterion_main!(benches);

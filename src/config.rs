@@ -24,6 +24,7 @@ pub struct Config {
     pub signature: Signature,
     pub audit: Audit,
     pub retention: Retention,
+    pub edxml: crate::edxml::Limits,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,11 +81,21 @@ impl Roles {
 pub struct Server {
     pub listen: SocketAddr,
     pub ops_listen: SocketAddr,
+    pub ops_token: String,
     pub data: PathBuf,
     pub agencies: PathBuf,
     pub max_body_bytes: u64,
     pub max_inflight_body_bytes: u64,
+    pub small_body_bytes: u64,
+    pub small_body_pool_bytes: u64,
+    pub agency_inflight_body_bytes: u64,
+    pub agency_concurrent_submits: u32,
+    pub min_upload_bytes_per_sec: u64,
+    pub upload_grace_secs: u64,
     pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub max_handshakes_per_ip: usize,
+    pub keepalive_secs: u64,
     pub header_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
@@ -209,6 +220,16 @@ impl Config {
         if s.max_body_bytes == 0 || s.max_connections == 0 || s.max_inflight_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes and server.max_connections must be positive".into(),
+            ));
+        }
+        if s.agency_inflight_body_bytes < 2 * s.max_body_bytes {
+            return Err(ConfigError::Invalid(
+                "server.agency_inflight_body_bytes must hold one largest body twice (2 × max_body_bytes)".into(),
+            ));
+        }
+        if s.agency_concurrent_submits == 0 || s.small_body_pool_bytes < 2 * s.small_body_bytes {
+            return Err(ConfigError::Invalid(
+                "server.agency_concurrent_submits must be positive and small_body_pool_bytes at least 2 × small_body_bytes".into(),
             ));
         }
         if self.queue.max_wait_secs >= s.request_timeout_secs {

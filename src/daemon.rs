@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::directory::{self, Directory, SharedDirectory};
-use crate::http::{Api, ApiLimits, OpsState, Readiness, ServerLimits, run_https, run_ops};
+use crate::http::{
+    Api, ApiLimits, Connections, OpsState, Readiness, ServerLimits, run_https, run_ops,
+};
 use crate::hub::{Hub, HubSettings};
 use crate::pki::{self, PkiPaths};
 use crate::store::Store;
@@ -37,6 +39,10 @@ pub enum DaemonError {
     Trust(#[from] crate::dsig::TrustError),
     #[error("cannot start the hub: the hub signing key ([audit] signing_cert/key): {0}")]
     Notary(#[from] crate::dsig::SignError),
+    #[error(
+        "role CN {0:?} in [roles] is also an agency of the directory: one certificate name would have two identities"
+    )]
+    RoleCollision(String),
     #[error("{what} {addr}: {source}")]
     Io {
         what: &'static str,
@@ -50,7 +56,13 @@ pub enum DaemonError {
 fn load_directory(config: &Config) -> Result<Directory, DaemonError> {
     let path = &config.server.agencies;
     let is_default = path == Path::new(directory::DEFAULT_PATH);
-    Ok(Directory::load_or_embedded(path, is_default)?)
+    let dir = Directory::load_or_embedded(path, is_default)?;
+    // A role CN that is also an agency would make that agency's certificate act as ops or
+    // auditor (or an auditor's act as the agency): refused at start and at reload.
+    if let Some(cn) = config.roles.all().into_iter().find(|cn| dir.contains(cn)) {
+        return Err(DaemonError::RoleCollision(cn));
+    }
+    Ok(dir)
 }
 
 /// Creates the dev PKI when the TLS files or the signature trust store are missing at their
@@ -116,6 +128,49 @@ fn fixed_mmap_threshold() {
     }
 }
 
+/// File descriptors RocksDB may keep open (its `max_open_files`) plus the hub's own files.
+const NOFILE_RESERVE: usize = 2048;
+
+/// Raises the soft RLIMIT_NOFILE to what `max_connections` and RocksDB need, up to the hard
+/// limit; when even that is too low, serves fewer connections (logged) rather than failing
+/// accept() under load. Returns the connection limit to use.
+fn raise_nofile_limit(max_connections: usize) -> usize {
+    let need = (max_connections + NOFILE_RESERVE) as libc::rlim_t;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !got {
+        return max_connections;
+    }
+    if lim.rlim_cur < need {
+        let want = need.min(lim.rlim_max);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = want;
+        }
+    }
+    let room = (lim.rlim_cur as usize)
+        .saturating_sub(NOFILE_RESERVE)
+        .max(64);
+    if room < max_connections {
+        tracing::warn!(
+            max_connections,
+            nofile = lim.rlim_cur,
+            using = room,
+            "RLIMIT_NOFILE is too low for server.max_connections; serving fewer connections"
+        );
+        return room;
+    }
+    max_connections
+}
+
 /// Runs the hub until SIGTERM or Ctrl-C. Returns once drained and flushed.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     tls::install_provider();
@@ -151,6 +206,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             expiry: std::time::Duration::from_secs(config.queue.expiry_secs),
             body_retention: (config.retention.body_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
+            limits: config.edxml.clone(),
         },
         signatures,
         notary,
@@ -179,13 +235,28 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     );
 
     let ready = Readiness::default();
-    tokio::spawn(signals(shutdown.clone(), hub.clone(), config.clone()));
+    let connections = Connections::default();
+    tokio::spawn(signals(
+        shutdown.clone(),
+        hub.clone(),
+        config.clone(),
+        connections.clone(),
+    ));
 
+    let s = &config.server;
     let api = Arc::new(Api::new(
         hub.clone(),
         ApiLimits {
-            max_body_bytes: config.server.max_body_bytes,
-            max_inflight_body_bytes: config.server.max_inflight_body_bytes,
+            body: crate::http::BodyLimits {
+                max_body_bytes: s.max_body_bytes,
+                max_inflight_body_bytes: s.max_inflight_body_bytes,
+                small_body_bytes: s.small_body_bytes,
+                small_pool_bytes: s.small_body_pool_bytes,
+                agency_inflight_body_bytes: s.agency_inflight_body_bytes,
+                agency_concurrent_submits: s.agency_concurrent_submits,
+                min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
+                upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
+            },
             request_timeout: config.request_timeout(),
         },
         config.roles.clone(),
@@ -216,18 +287,34 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         shutdown.clone(),
     ));
     let limits = ServerLimits {
-        max_connections: config.server.max_connections,
+        max_connections: raise_nofile_limit(config.server.max_connections),
+        max_handshakes: config.server.max_handshakes,
+        max_handshakes_per_ip: config.server.max_handshakes_per_ip,
         header_timeout: config.header_timeout(),
+        keepalive: std::time::Duration::from_secs(config.server.keepalive_secs),
         shutdown_grace: config.shutdown_grace(),
     };
+    if !config.server.ops_listen.ip().is_loopback() && config.server.ops_token.is_empty() {
+        tracing::warn!(addr = %config.server.ops_listen, "the ops listener is not on loopback and has no ops_token: anyone who reaches it reads per-agency figures");
+    }
     let ops_state = OpsState {
         ready: ready.clone(),
         hub: hub.clone(),
         metrics,
+        token: (!config.server.ops_token.is_empty())
+            .then(|| Arc::from(config.server.ops_token.as_str())),
     };
     let ops_task = tokio::spawn(run_ops(ops, ops_state, shutdown.clone()));
     ready.set(true);
-    let clean = run_https(https, tls_config, api, limits, shutdown.clone()).await;
+    let clean = run_https(
+        https,
+        tls_config,
+        api,
+        limits,
+        connections,
+        shutdown.clone(),
+    )
+    .await;
     ready.set(false);
     let _ = ops_task.await;
     let _ = maintenance.await;
@@ -451,7 +538,12 @@ async fn sign_heads(
 
 /// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature trust
 /// store (anchors and CRLs).
-async fn signals(shutdown: CancellationToken, hub: Arc<Hub>, config: Config) {
+async fn signals(
+    shutdown: CancellationToken,
+    hub: Arc<Hub>,
+    config: Config,
+    connections: Connections,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -463,6 +555,12 @@ async fn signals(shutdown: CancellationToken, hub: Arc<Hub>, config: Config) {
                 match load_directory(&config) {
                     Ok(d) => {
                         tracing::info!(agencies = d.len(), "directory reloaded");
+                        let roles = config.roles.all();
+                        let closed = connections
+                            .close_unless(|cn| d.contains(cn) || roles.iter().any(|r| r == cn));
+                        if closed > 0 {
+                            tracing::info!(closed, "closed connections of identities no longer in the directory");
+                        }
                         let event = crate::audit::AuditEvent::new("directory_reloaded", crate::hub::now_ms())
                             .detail(serde_json::json!({"agencies": d.len()}));
                         hub.directory().replace(d);

@@ -6,6 +6,7 @@
 //! the pieces they share; [`client`] is the agency side.
 
 pub mod audit;
+pub mod cancel;
 pub mod cli;
 pub mod client;
 pub mod config;

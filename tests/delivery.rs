@@ -176,10 +176,24 @@ async fn revoke_update_and_replace() {
     let r = submit(&a, hub.packet(A, &[B, C], &d1, b"")).await;
     let id1 = r.json()["id"].as_str().unwrap().to_owned();
     assert_eq!(inbox(&b, "").await.len(), 1);
-    // Only the sender may revoke it.
+    // Only the sender may revoke it, and another agency's document answers exactly like one
+    // that does not exist (no existence oracle).
     let r = submit(&c, business(&hub, C, &[B], &d1, 1, "")).await;
-    assert_eq!(error_code(&r), "not_original_sender", "{:?}", r.json());
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&r), "unknown_document", "{:?}", r.json());
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let ghost = format!("{A},2026/11/28,999/NONE");
+    let r2 = submit(&c, business(&hub, C, &[B], &ghost, 1, "")).await;
+    assert_eq!(r2.status, r.status);
+    assert_eq!(
+        r2.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&ghost, "X"),
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&d1, "X")
+    );
     let r = submit(&a, business(&hub, A, &[B, C], &d1, 1, "")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     assert_eq!(r.json()["recipients"], serde_json::json!([B]));
@@ -286,7 +300,7 @@ async fn revoke_update_and_replace() {
         business(&hub, A, &[B], &format!("{A},2026/11/28,32/RP"), 3, &info_b),
     )
     .await;
-    assert_eq!(error_code(&r), "not_original_sender", "{:?}", r.json());
+    assert_eq!(error_code(&r), "unknown_document", "{:?}", r.json());
     hub.stop();
 }
 

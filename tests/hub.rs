@@ -559,8 +559,10 @@ async fn pinned_certificates_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
-    // A 2 MiB budget for bodies in memory: 1.2 MiB packets go one at a time, a 3 MiB one
-    // (larger than the whole budget) takes all of it; none is refused or stuck.
+    // A 2 MiB budget for bodies in memory: 1.2 MiB packets share it as their bytes arrive,
+    // a 3 MiB one (larger than the whole budget) takes all of it. An upload that cannot get
+    // its share in time is answered 503 server_busy with Retry-After, and a retry gets in:
+    // none is lost or stuck.
     let mut hub = TestHub::start(
         SMALL_DIRECTORY,
         "[server]\nmax_inflight_body_bytes = 2097152\n",
@@ -570,7 +572,17 @@ async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
         let size = if n == 5 { 3 << 20 } else { 1_200_000 };
         let body = hub.packet(A, &[B], &format!("MEM-{n}"), &noise(size * 3 / 4, n as u64));
         let a = hub.client(A, HttpVersion::Http2);
-        tasks.push(tokio::spawn(async move { submit(&a, body).await.status }));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let r = submit(&a, body.clone()).await;
+                if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                    return r.status;
+                }
+                assert_eq!(error_code(&r), "server_busy");
+                assert!(r.headers.contains_key(http::header::RETRY_AFTER));
+            }
+            StatusCode::SERVICE_UNAVAILABLE
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::CREATED);

@@ -1,5 +1,6 @@
-//! Every real packet in ../shared/samples/edxml is either accepted or refused with a precise
-//! error, with the agencies it names in a test directory.
+//! Every real packet in tests/data/edxml (copied from the shared samples; provenance in its
+//! README) is either accepted or refused with a precise error, with the agencies it names in a
+//! test directory.
 
 mod common;
 
@@ -180,14 +181,19 @@ const EXPECTED: &[Expected] = &[
 ];
 
 fn samples_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/edxml")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/edxml")
 }
 
 #[test]
 fn the_table_lists_every_sample() {
     let samples = samples_dir();
     let mut files: Vec<String> = std::fs::read_dir(&samples)
-        .unwrap_or_else(|e| panic!("{}: {e} (the samples live in ../shared)", samples.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the samples live in tests/data/edxml)",
+                samples.display()
+            )
+        })
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".edxml"))
         .collect();

@@ -56,8 +56,8 @@ fn template(from: &str, to: &str, doc_id: &str, c14n: &str, method: &str, digest
         <edXML:Subject>Line one&#13;
 line two <![CDATA[<raw & cdata>]]> end</edXML:Subject>
         <!-- inner comment -->
-        <x:Extra xmlns="urn:other" attr=" spaced  value "><Inner/></x:Extra>
       </edXML:MessageHeader>
+      <x:Extra xmlns="urn:other" attr=" spaced  value "><Inner/></x:Extra>
       <edXML:TraceHeaderList/>
       <Signature xmlns="http://www.w3.org/2000/09/xmldsig#">
         <SignedInfo>
@@ -536,7 +536,7 @@ fn xmlsec1_agrees_the_2019_sample_was_changed_after_signing() {
     // The real packet's Signature has no xmldsig namespace, so xmlsec1 cannot see it; with
     // the namespace added (outside what the digest covers) it checks the same reference.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/edxml/received-2019_vpcp-test.edxml");
+        .join("tests/data/edxml/received-2019_vpcp-test.edxml");
     let body = std::fs::read_to_string(&sample).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("s.xml");

@@ -10,6 +10,7 @@ use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 
+use super::grammar::{Cursor, DSIG11_NS, EXC_C14N_NS, Elem, NsRule};
 use super::{DSIG_NS, SigCode, SigFailure};
 use crate::edxml::NAMESPACE;
 
@@ -44,17 +45,6 @@ fn malformed(msg: impl Into<String>) -> SigFailure {
     SigFailure::new(SigCode::Malformed, msg)
 }
 
-fn attr(e: &BytesStart<'_>, name: &[u8]) -> Result<Option<String>, SigFailure> {
-    match e.try_get_attribute(name) {
-        Ok(Some(a)) => a
-            .unescape_value()
-            .map(|v| Some(v.trim().to_owned()))
-            .map_err(|e| malformed(format!("unreadable attribute: {e}"))),
-        Ok(None) => Ok(None),
-        Err(e) => Err(malformed(format!("unreadable attribute: {e}"))),
-    }
-}
-
 fn base64(field: &str, text: &str) -> Result<Vec<u8>, SigFailure> {
     let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     if compact.is_empty() {
@@ -65,103 +55,242 @@ fn base64(field: &str, text: &str) -> Result<Vec<u8>, SigFailure> {
         .map_err(|e| malformed(format!("{field} is not valid base64: {e}")))
 }
 
-/// Locates and reads the Signature. `Err` with [`SigCode::Missing`] when there is none.
+/// Where the Signature element's subtree is being read.
+struct InSignature {
+    /// The Signature's namespace (`None`: no namespace); its children must share it.
+    ns: Option<Vec<u8>>,
+    /// Open elements from the Signature down, each with its place in its content model.
+    stack: Vec<(Elem, Cursor)>,
+    text: String,
+}
+
+/// Whether an element whose namespace resolved to `ns` may stand as `e` in a Signature whose
+/// own namespace is `sig_ns`.
+fn ns_fits(e: Elem, ns: &ResolveResult<'_>, sig_ns: Option<&[u8]>) -> bool {
+    let actual: Option<&[u8]> = match ns {
+        ResolveResult::Bound(n) => Some(n.as_ref()),
+        ResolveResult::Unbound => None,
+        ResolveResult::Unknown(_) => return false,
+    };
+    match e.ns_rule() {
+        NsRule::SameAsSignature => actual == sig_ns,
+        NsRule::ExcC14n => actual == sig_ns || actual == Some(EXC_C14N_NS.as_bytes()),
+        NsRule::Dsig11 => actual == Some(DSIG11_NS.as_bytes()),
+    }
+}
+
+/// Checks an element's attributes against the model (namespace declarations aside) and
+/// returns the values of the ones allowed.
+fn attributes(e: Elem, start: &BytesStart<'_>) -> Result<Vec<(&'static [u8], String)>, SigFailure> {
+    let mut out = Vec::new();
+    for a in start.attributes() {
+        let a = a.map_err(|err| malformed(format!("unreadable attribute: {err}")))?;
+        let key = a.key.as_ref();
+        if key == b"xmlns" || key.starts_with(b"xmlns:") {
+            continue;
+        }
+        let Some(name) = e.attributes().iter().find(|n| **n == key) else {
+            return Err(malformed(format!(
+                "attribute {} is not allowed on {e:?}",
+                String::from_utf8_lossy(key)
+            )));
+        };
+        let value = a
+            .unescape_value()
+            .map_err(|err| malformed(format!("unreadable attribute: {err}")))?;
+        out.push((*name, value.trim().to_owned()));
+    }
+    Ok(out)
+}
+
+fn get(attrs: &[(&'static [u8], String)], name: &[u8]) -> Option<String> {
+    attrs
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.clone())
+}
+
+impl InSignature {
+    /// A child element opens inside the Signature.
+    fn open(
+        &mut self,
+        out: &mut Located,
+        pos: usize,
+        ns: &ResolveResult<'_>,
+        start: &BytesStart<'_>,
+    ) -> Result<(), SigFailure> {
+        let local = start.local_name().into_inner();
+        let (parent, cursor) = self.stack.last_mut().expect("inside the Signature");
+        let parent = *parent;
+        let e = Elem::child_of(parent, local).ok_or_else(|| {
+            malformed(format!(
+                "element {} is out of place in {parent:?}: a Signature holds only the XML-DSig elements of this profile",
+                String::from_utf8_lossy(local)
+            ))
+        })?;
+        cursor.accept(parent, e).map_err(malformed)?;
+        if !ns_fits(e, ns, self.ns.as_deref()) {
+            return Err(malformed(format!(
+                "{e:?} is in another namespace than its Signature"
+            )));
+        }
+        let attrs = attributes(e, start)?;
+        match (parent, e) {
+            (Elem::SignedInfo, Elem::CanonicalizationMethod) => {
+                out.c14n_method = get(&attrs, b"Algorithm").unwrap_or_default();
+            }
+            (Elem::CanonicalizationMethod, Elem::InclusiveNamespaces) => {
+                out.c14n_prefix_list = get(&attrs, b"PrefixList");
+            }
+            (Elem::SignedInfo, Elem::SignatureMethod) => {
+                out.signature_method = get(&attrs, b"Algorithm").unwrap_or_default();
+            }
+            (Elem::SignedInfo, Elem::Reference) => out.reference_uri = get(&attrs, b"URI"),
+            (Elem::Transforms, Elem::Transform) => out.transforms.push(Transform {
+                algorithm: get(&attrs, b"Algorithm").unwrap_or_default(),
+                prefix_list: None,
+            }),
+            (Elem::Transform, Elem::InclusiveNamespaces) => {
+                if let Some(t) = out.transforms.last_mut() {
+                    t.prefix_list = get(&attrs, b"PrefixList");
+                }
+            }
+            (Elem::Reference, Elem::DigestMethod) => {
+                out.digest_method = get(&attrs, b"Algorithm").unwrap_or_default();
+            }
+            (Elem::Signature, Elem::SignedInfo) => out.signed_info_start = pos,
+            _ => {}
+        }
+        self.stack.push((e, Cursor::default()));
+        self.text.clear();
+        Ok(())
+    }
+
+    /// The innermost open element closes; `true` when that was the Signature itself.
+    fn close(&mut self, out: &mut Located) -> Result<bool, SigFailure> {
+        let (e, cursor) = self.stack.pop().expect("inside the Signature");
+        cursor.finish(e).map_err(malformed)?;
+        match e {
+            Elem::DigestValue => out.digest_value = base64("DigestValue", &self.text)?,
+            Elem::SignatureValue => out.signature_value = base64("SignatureValue", &self.text)?,
+            Elem::X509Certificate => out
+                .certificates
+                .push(base64("X509Certificate", &self.text)?),
+            _ => {}
+        }
+        self.text.clear();
+        Ok(self.stack.is_empty())
+    }
+
+    /// Character data inside the Signature: only elements that hold text may have any.
+    fn text(&mut self, t: &str) -> Result<(), SigFailure> {
+        let (e, _) = self.stack.last().expect("inside the Signature");
+        if e.holds_text() {
+            self.text.push_str(t);
+            Ok(())
+        } else if t.bytes().all(|b| b.is_ascii_whitespace()) {
+            Ok(())
+        } else {
+            Err(malformed(format!("{e:?} may not hold text")))
+        }
+    }
+}
+
+/// Locates and reads the Signature, checking it against the profile's content model
+/// ([`super::grammar`]). `Err` with [`SigCode::Missing`] when there is none.
 pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     let mut reader = NsReader::from_reader(doc);
     reader.config_mut().check_end_names = true;
     let bad_xml = |e: quick_xml::Error| malformed(format!("the packet is not well-formed: {e}"));
 
-    // Local names of open elements above (and including) the current one.
+    // Local names of open elements above the Signature (only the first three matter).
     let mut path: Vec<Vec<u8>> = Vec::new();
-    // Depth of the Signature element in `path`, while inside it.
-    let mut sig_depth: Option<usize> = None;
+    let mut sig: Option<InSignature> = None;
     let mut found = false;
     let mut out = Located::default();
-    let mut references = 0usize;
-    // Exactly one SignedInfo: what is canonicalized and signed must be the element whose
-    // Reference was read (no room for signature wrapping).
-    let mut signed_infos = 0usize;
-    let mut text = String::new();
 
     loop {
         let pos = reader.buffer_position() as usize;
         let (ns, event) = reader.read_resolved_event().map_err(bad_xml)?;
+        if let Some(s) = sig.as_mut() {
+            match event {
+                Event::Start(ref e) => s.open(&mut out, pos, &ns, e)?,
+                Event::Empty(ref e) => {
+                    s.open(&mut out, pos, &ns, e)?;
+                    s.close(&mut out)?;
+                }
+                Event::End(_) => {
+                    if s.close(&mut out)? {
+                        sig = None;
+                    }
+                }
+                Event::Text(t) => s.text(
+                    &t.decode()
+                        .map_err(|e| malformed(format!("unreadable text: {e}")))?,
+                )?,
+                Event::CData(t) => s.text(
+                    &t.decode()
+                        .map_err(|e| malformed(format!("unreadable text: {e}")))?,
+                )?,
+                Event::GeneralRef(r) => {
+                    let c = r.resolve_char_ref().ok().flatten().ok_or_else(|| {
+                        malformed("only character references may stand in a Signature")
+                    })?;
+                    s.text(c.encode_utf8(&mut [0; 4]))?;
+                }
+                Event::Comment(_) | Event::PI(_) => {
+                    return Err(malformed(
+                        "comments and processing instructions are not allowed inside the Signature",
+                    ));
+                }
+                Event::Eof => return Err(malformed("the packet ends inside the Signature")),
+                Event::Decl(_) | Event::DocType(_) => {
+                    return Err(malformed("a declaration inside the Signature"));
+                }
+            }
+            continue;
+        }
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
-                let local = e.local_name().into_inner().to_vec();
-                if sig_depth.is_none() {
-                    let in_header =
-                        path.len() == 3 && path[1] == b"edXMLEnvelope" && path[2] == b"edXMLHeader";
-                    if in_header && local == b"Signature" {
-                        if found {
+                let local = e.local_name().into_inner();
+                let in_header =
+                    path.len() == 3 && path[1] == b"edXMLEnvelope" && path[2] == b"edXMLHeader";
+                if in_header && local == b"Signature" {
+                    if found {
+                        return Err(malformed(
+                            "edXMLHeader holds more than one Signature; exactly one is verified",
+                        ));
+                    }
+                    let sig_ns = match ns {
+                        ResolveResult::Unbound => None,
+                        ResolveResult::Bound(n)
+                            if n.as_ref() == DSIG_NS.as_bytes()
+                                || n.as_ref() == NAMESPACE.as_bytes() =>
+                        {
+                            Some(n.as_ref().to_vec())
+                        }
+                        _ => {
                             return Err(malformed(
-                                "edXMLHeader holds more than one Signature; exactly one is verified",
+                                "Signature must be in the xmldsig namespace, the edXML namespace or none",
                             ));
                         }
-                        match ns {
-                            ResolveResult::Unbound => {}
-                            ResolveResult::Bound(n)
-                                if n.as_ref() == DSIG_NS.as_bytes()
-                                    || n.as_ref() == NAMESPACE.as_bytes() => {}
-                            _ => {
-                                return Err(malformed(
-                                    "Signature must be in the xmldsig namespace, the edXML namespace or none",
-                                ));
-                            }
-                        }
-                        found = true;
-                        out.signature_start = pos;
-                        if empty {
-                            return Err(malformed("the Signature element is empty"));
-                        }
-                        sig_depth = Some(path.len());
+                    };
+                    attributes(Elem::Signature, e)?;
+                    found = true;
+                    out.signature_start = pos;
+                    if empty {
+                        return Err(malformed("the Signature element is empty"));
                     }
-                } else {
-                    // Inside the Signature: path[sig_depth] is "Signature".
-                    let d = sig_depth.unwrap_or(0);
-                    let inner: Vec<&[u8]> = path[d + 1..].iter().map(|p| p.as_slice()).collect();
-                    match (inner.as_slice(), local.as_slice()) {
-                        ([], b"SignedInfo") => {
-                            signed_infos += 1;
-                            out.signed_info_start = pos;
-                        }
-                        ([b"SignedInfo"], b"CanonicalizationMethod") => {
-                            out.c14n_method = attr(e, b"Algorithm")?.unwrap_or_default();
-                        }
-                        ([b"SignedInfo", b"CanonicalizationMethod"], b"InclusiveNamespaces") => {
-                            out.c14n_prefix_list = attr(e, b"PrefixList")?;
-                        }
-                        ([b"SignedInfo"], b"SignatureMethod") => {
-                            out.signature_method = attr(e, b"Algorithm")?.unwrap_or_default();
-                        }
-                        ([b"SignedInfo"], b"Reference") => {
-                            references += 1;
-                            out.reference_uri = attr(e, b"URI")?;
-                        }
-                        ([b"SignedInfo", b"Reference", b"Transforms"], b"Transform") => {
-                            out.transforms.push(Transform {
-                                algorithm: attr(e, b"Algorithm")?.unwrap_or_default(),
-                                prefix_list: None,
-                            });
-                        }
-                        (
-                            [b"SignedInfo", b"Reference", b"Transforms", b"Transform"],
-                            b"InclusiveNamespaces",
-                        ) => {
-                            if let Some(t) = out.transforms.last_mut() {
-                                t.prefix_list = attr(e, b"PrefixList")?;
-                            }
-                        }
-                        ([b"SignedInfo", b"Reference"], b"DigestMethod") => {
-                            out.digest_method = attr(e, b"Algorithm")?.unwrap_or_default();
-                        }
-                        _ => {}
-                    }
-                    text.clear();
-                }
-                if !empty {
-                    path.push(local);
+                    sig = Some(InSignature {
+                        ns: sig_ns,
+                        stack: vec![(Elem::Signature, Cursor::default())],
+                        text: String::new(),
+                    });
+                } else if !empty && path.len() < 4 {
+                    path.push(local.to_vec());
+                } else if !empty {
+                    path.push(Vec::new());
                 }
             }
             Event::End(_) => {
@@ -171,37 +300,6 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
                     // be read here.
                     break;
                 }
-                if let Some(d) = sig_depth {
-                    if path.len() == d {
-                        sig_depth = None;
-                        continue;
-                    }
-                    let parent = path.last().map(|p| p.as_slice());
-                    match (parent, local.as_slice()) {
-                        (Some(b"Reference"), b"DigestValue") => {
-                            out.digest_value = base64("DigestValue", &text)?;
-                        }
-                        (Some(b"Signature"), b"SignatureValue") => {
-                            out.signature_value = base64("SignatureValue", &text)?;
-                        }
-                        (Some(b"X509Data"), b"X509Certificate") => {
-                            out.certificates.push(base64("X509Certificate", &text)?);
-                        }
-                        _ => {}
-                    }
-                    text.clear();
-                }
-            }
-            Event::Text(t) if sig_depth.is_some() => {
-                text.push_str(
-                    &t.decode()
-                        .map_err(|e| malformed(format!("unreadable text: {e}")))?,
-                );
-            }
-            Event::GeneralRef(r) if sig_depth.is_some() => {
-                if let Ok(Some(c)) = r.resolve_char_ref() {
-                    text.push(c);
-                }
             }
             Event::Eof => break,
             _ => {}
@@ -210,21 +308,7 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     if !found {
         return Err(SigFailure::missing());
     }
-    if signed_infos != 1 {
-        return Err(malformed(format!(
-            "Signature must hold exactly one SignedInfo; it holds {signed_infos}"
-        )));
-    }
-    if references != 1 {
-        return Err(malformed(format!(
-            "SignedInfo must hold exactly one Reference (URI=\"\", the whole packet); it holds {references}"
-        )));
-    }
-    if out.digest_value.is_empty() {
-        return Err(malformed("Reference has no DigestValue"));
-    }
-    if out.signature_value.is_empty() {
-        return Err(malformed("Signature has no SignatureValue"));
-    }
+    // The content model has required exactly one SignedInfo with one Reference, a
+    // DigestValue and a SignatureValue; empty values were refused when decoded.
     Ok(out)
 }

@@ -8,7 +8,7 @@ mod compose;
 mod parse;
 
 pub use compose::{Attachment, NewDocument, compose_document, compose_status};
-pub use parse::parse;
+pub use parse::{parse, parse_limited};
 
 /// The edXML namespace every structural element must be in.
 pub const NAMESPACE: &str = "http://www.mic.gov.vn/TBT/QCVN_102_2016";
@@ -102,6 +102,16 @@ pub enum EdxmlError {
         value: String,
         why: &'static str,
     },
+    #[error(
+        "{0} appears more than once; it is single-valued, so the packet would have two readings"
+    )]
+    DuplicateField(String),
+    #[error("the packet exceeds the limit {limit} = {max}")]
+    LimitsExceeded { limit: &'static str, max: usize },
+    #[error("element {0} is not XML-DSig: a Signature holds only signature elements")]
+    SignatureContent(String),
+    #[error("reading was cancelled: the request was given up")]
+    Cancelled,
 }
 
 impl EdxmlError {
@@ -115,6 +125,38 @@ impl EdxmlError {
             EdxmlError::FieldTooLong { .. } => "field_too_long",
             EdxmlError::InvalidOrganId { .. } => "invalid_organ_id",
             EdxmlError::InvalidField { .. } => "invalid_field",
+            EdxmlError::DuplicateField(_) => "duplicate_field",
+            EdxmlError::LimitsExceeded { .. } => "limits_exceeded",
+            EdxmlError::SignatureContent(_) => "malformed_signature",
+            EdxmlError::Cancelled => "request_cancelled",
+        }
+    }
+}
+
+/// Bounds on a packet's structure (`[edxml]` in the configuration). They keep the work of
+/// reading, canonicalizing and verifying a packet linear in its size: without them, namespace
+/// declarations in scope multiply with elements, attributes with attributes, and depth with
+/// everything that walks the open elements.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Elements open at once, the root included.
+    pub max_depth: usize,
+    /// Attributes (namespace declarations included) on one element.
+    pub max_attributes: usize,
+    /// Namespace declarations in scope at any element.
+    pub max_namespace_declarations: usize,
+    /// Elements inside `edXMLHeader`.
+    pub max_header_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_depth: 64,
+            max_attributes: 64,
+            max_namespace_declarations: 64,
+            max_header_elements: 10_000,
         }
     }
 }

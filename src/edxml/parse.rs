@@ -9,7 +9,7 @@ use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
-use super::{EdxmlError, Kind, NAMESPACE, Packet, ResponseFor, is_valid_organ_id};
+use super::{EdxmlError, Kind, Limits, NAMESPACE, Packet, ResponseFor, is_valid_organ_id};
 
 /// Length limits (in characters) one vendor enforces, believed to mirror the standard.
 const LIMIT_ORGAN_NAME: usize = 200;
@@ -118,13 +118,48 @@ const KNOWN: &[&str] = &[
     "ReplacementInfo",
 ];
 const UNKNOWN: &str = "?";
+// Seen-child sets are bitmasks over KNOWN.
+const _: () = assert!(KNOWN.len() <= 64);
 
-fn intern(local: &[u8]) -> &'static str {
-    KNOWN
-        .iter()
-        .copied()
-        .find(|k| k.as_bytes() == local)
-        .unwrap_or(UNKNOWN)
+fn intern(local: &[u8]) -> (&'static str, Option<usize>) {
+    match KNOWN.iter().position(|k| k.as_bytes() == local) {
+        Some(i) => (KNOWN[i], Some(i)),
+        None => (UNKNOWN, None),
+    }
+}
+
+/// Header elements that may repeat under their parent; every other known element of the
+/// header is single-valued, so a packet has one reading (one From, one DocumentId, …).
+const REPEATABLE: &[&str] = &[
+    "To",
+    "ResponseFor",
+    "Appendix",
+    "Receiver",
+    "ReplacementInfo",
+];
+
+/// Whether an element whose parent path is `parent` is checked for repetition: the header and
+/// the envelope's own children.
+fn single_checked(parent: &[&'static str]) -> bool {
+    matches!(
+        parent,
+        [] | ["edXMLEnvelope"] | ["edXMLEnvelope", "edXMLHeader", ..]
+    )
+}
+
+/// Whether an element under `parent` must be in the edXML namespace: everything inside
+/// MessageHeader and TraceHeaderList (including Bussiness) is read by agency software, so no
+/// look-alike may stand there in another namespace.
+fn ns_enforced(parent: &[&'static str]) -> bool {
+    matches!(
+        parent,
+        [
+            "edXMLEnvelope",
+            "edXMLHeader",
+            "MessageHeader" | "TraceHeaderList",
+            ..
+        ]
+    )
 }
 
 /// Which field, if any, the element at `path` (local names below the root) holds.
@@ -430,8 +465,55 @@ fn malformed(e: impl std::fmt::Display) -> EdxmlError {
     EdxmlError::Malformed(e.to_string())
 }
 
-/// Reads and validates an edXML packet.
+/// Reads and validates an edXML packet within the default [`Limits`].
 pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
+    parse_limited(body, &Limits::default())
+}
+
+/// Per-element bookkeeping for the limits and the one-reading rule.
+#[derive(Default)]
+struct Frame {
+    /// Namespace declarations on this element.
+    decls: usize,
+    /// Which known child names (bits by index in [`KNOWN`]) this element has had.
+    seen: u64,
+}
+
+/// Counts an element's attributes and namespace declarations without quick-xml's duplicate
+/// check (quadratic in the attribute count); refuses more than the limits allow.
+fn count_attributes(
+    e: &quick_xml::events::BytesStart<'_>,
+    limits: &Limits,
+) -> Result<usize, EdxmlError> {
+    let mut attrs = 0usize;
+    let mut decls = 0usize;
+    for a in e.attributes().with_checks(false) {
+        let a = a.map_err(malformed)?;
+        attrs += 1;
+        let k = a.key.as_ref();
+        if k == b"xmlns" || k.starts_with(b"xmlns:") {
+            decls += 1;
+        }
+        if attrs > limits.max_attributes {
+            return Err(EdxmlError::LimitsExceeded {
+                limit: "max_attributes",
+                max: limits.max_attributes,
+            });
+        }
+    }
+    Ok(decls)
+}
+
+/// Reads and validates an edXML packet. Work is linear in the body's size: the limits bound
+/// what would otherwise multiply (namespace declarations in scope × elements, attributes ×
+/// attributes, depth).
+pub fn parse_limited(body: &[u8], limits: &Limits) -> Result<Packet, EdxmlError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(EdxmlError::Malformed(format!(
+            "the body is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )));
+    }
     let mut reader = NsReader::from_reader(body);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -446,9 +528,21 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
     let mut signature_depth: Option<usize> = None;
     let mut capture: Option<(Field, String)> = None;
     let mut out = Collected::default();
+    // One frame per open element, the root included.
+    let mut frames: Vec<Frame> = Vec::with_capacity(16);
+    let mut decls_in_scope = 0usize;
+    let mut header_elements = 0usize;
+    let mut until_check = crate::cancel::EVERY;
 
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
+        until_check -= 1;
+        if until_check == 0 {
+            until_check = crate::cancel::EVERY;
+            if crate::cancel::cancelled() {
+                return Err(EdxmlError::Cancelled);
+            }
+        }
         let first_event = !seen_anything;
         seen_anything = true;
         match event {
@@ -476,10 +570,43 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let is_empty = matches!(event, Event::Empty(_));
                 let raw = e.local_name().into_inner();
-                let local = intern(raw);
+                let (local, known) = intern(raw);
                 let display = || String::from_utf8_lossy(raw).into_owned();
                 let in_ns =
                     matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NAMESPACE.as_bytes());
+                let decls = count_attributes(e, limits)?;
+                if frames.len() >= limits.max_depth {
+                    return Err(EdxmlError::LimitsExceeded {
+                        limit: "max_depth",
+                        max: limits.max_depth,
+                    });
+                }
+                // quick-xml has resolved this element's name against every binding in scope,
+                // so the limit is checked with this element's own declarations counted.
+                if decls_in_scope + decls > limits.max_namespace_declarations {
+                    return Err(EdxmlError::LimitsExceeded {
+                        limit: "max_namespace_declarations",
+                        max: limits.max_namespace_declarations,
+                    });
+                }
+                if path.len() >= 2 && path[0] == "edXMLEnvelope" && path[1] == "edXMLHeader" {
+                    header_elements += 1;
+                    if header_elements > limits.max_header_elements {
+                        return Err(EdxmlError::LimitsExceeded {
+                            limit: "max_header_elements",
+                            max: limits.max_header_elements,
+                        });
+                    }
+                }
+                if !is_empty {
+                    decls_in_scope += decls;
+                    frames.push(Frame { decls, seen: 0 });
+                }
+                // Set before this element can open a Signature itself.
+                let inside_signature = signature_depth.is_some();
+                if root_seen && !root_closed && signature_depth.is_none() {
+                    check_one_reading(&path, &mut frames, is_empty, local, known, in_ns, &ns)?;
+                }
                 if !root_seen {
                     if root_closed || raw != b"edXML" || !in_ns {
                         let found = format!("{} ({})", display(), describe_ns(&ns));
@@ -514,6 +641,9 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                         });
                     }
                 }
+                if inside_signature && !crate::dsig::is_signature_element(raw) {
+                    return Err(EdxmlError::SignatureContent(display()));
+                }
                 if is_empty {
                     continue;
                 }
@@ -537,6 +667,9 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
                 }
             }
             Event::End(_) => {
+                if let Some(f) = frames.pop() {
+                    decls_in_scope -= f.decls;
+                }
                 if path.is_empty() {
                     // The root closes.
                     root_closed = true;
@@ -595,6 +728,45 @@ pub fn parse(body: &[u8]) -> Result<Packet, EdxmlError> {
         });
     }
     out.finish()
+}
+
+/// The one-reading rules for an element opening under `path`: a single-valued field appears
+/// once, and nothing inside MessageHeader or TraceHeaderList is in another namespace. `frames`
+/// ends with the element's own frame when it is not empty.
+fn check_one_reading(
+    path: &[&'static str],
+    frames: &mut [Frame],
+    is_empty: bool,
+    local: &'static str,
+    known: Option<usize>,
+    in_ns: bool,
+    ns: &ResolveResult<'_>,
+) -> Result<(), EdxmlError> {
+    if !in_ns && ns_enforced(path) {
+        return Err(EdxmlError::WrongNamespace {
+            element: format!("{}/{}", path.join("/"), local),
+            found: describe_ns(ns),
+        });
+    }
+    let Some(idx) = known else { return Ok(()) };
+    if !in_ns || !single_checked(path) || REPEATABLE.contains(&local) {
+        return Ok(());
+    }
+    if path.last() == Some(&UNKNOWN) {
+        return Ok(());
+    }
+    // The parent's frame: the last one, or the one before when this element pushed its own.
+    let parent = frames.len() - if is_empty { 1 } else { 2 };
+    let bit = 1u64 << idx;
+    if frames[parent].seen & bit != 0 {
+        return Err(EdxmlError::DuplicateField(format!(
+            "{}/{}",
+            path.join("/"),
+            local
+        )));
+    }
+    frames[parent].seen |= bit;
+    Ok(())
 }
 
 fn describe_ns(ns: &ResolveResult<'_>) -> String {
@@ -676,5 +848,128 @@ mod tests {
         assert_eq!(p.response_for[0].document_id, "D1");
         let bad = body.replace(">03<", ">99<");
         assert_eq!(parse(bad.as_bytes()).unwrap_err().code(), "invalid_field");
+    }
+
+    #[test]
+    fn one_reading() {
+        let two_from = doc("").replace(
+            "<e:From>",
+            "<e:From><e:OrganId>000.00.03.H13</e:OrganId></e:From><e:From>",
+        );
+        assert_eq!(
+            parse(two_from.as_bytes()).unwrap_err(),
+            EdxmlError::DuplicateField("edXMLEnvelope/edXMLHeader/MessageHeader/From".into())
+        );
+        let two_ids = doc("<e:DocumentId>D2</e:DocumentId>");
+        assert_eq!(
+            parse(two_ids.as_bytes()).unwrap_err().code(),
+            "duplicate_field"
+        );
+        let two_organ_ids = doc("").replace(
+            "<e:OrganId>000.00.01.H13</e:OrganId>",
+            "<e:OrganId>000.00.03.H13</e:OrganId><e:OrganId>000.00.01.H13</e:OrganId>",
+        );
+        assert_eq!(
+            parse(two_organ_ids.as_bytes()).unwrap_err().code(),
+            "duplicate_field"
+        );
+        // Several recipients are fine.
+        let two_to = doc("<e:To><e:OrganId>000.00.03.H13</e:OrganId></e:To>");
+        assert_eq!(parse(two_to.as_bytes()).unwrap().to.len(), 2);
+        // An OrganId outside the namespace is not skipped: it is refused.
+        let foreign = doc("").replace(
+            "<e:OrganId>000.00.01.H13</e:OrganId>",
+            "<o:OrganId xmlns:o=\"urn:x\">000.00.03.H13</o:OrganId><e:OrganId>000.00.01.H13</e:OrganId>",
+        );
+        assert_eq!(
+            parse(foreign.as_bytes()).unwrap_err().code(),
+            "wrong_namespace"
+        );
+        let foreign_child = doc("<x:Note xmlns:x=\"urn:x\">hi</x:Note>");
+        assert_eq!(
+            parse(foreign_child.as_bytes()).unwrap_err().code(),
+            "wrong_namespace"
+        );
+    }
+
+    #[test]
+    fn signature_holds_only_xml_dsig() {
+        let sig = |inner: &str| {
+            doc("").replace(
+                "</e:MessageHeader></e:edXMLHeader>",
+                &format!("</e:MessageHeader><Signature>{inner}</Signature></e:edXMLHeader>"),
+            )
+        };
+        let fine =
+            sig("<SignedInfo><Reference/></SignedInfo><SignatureValue>AA==</SignatureValue>");
+        assert!(parse(fine.as_bytes()).unwrap().has_signature);
+        let hidden = sig("<SignedInfo/><From><OrganId>000.00.03.H13</OrganId></From>");
+        assert_eq!(
+            parse(hidden.as_bytes()).unwrap_err().code(),
+            "malformed_signature"
+        );
+        let object = sig("<SignedInfo/><Object>x</Object>");
+        assert_eq!(
+            parse(object.as_bytes()).unwrap_err().code(),
+            "malformed_signature"
+        );
+    }
+
+    #[test]
+    fn limits_and_encoding() {
+        let limits = Limits::default();
+        let decls: String = (0..65)
+            .map(|i| format!(" xmlns:n{i}=\"urn:{i}\""))
+            .collect();
+        let many = doc("").replacen("<e:edXML ", &format!("<e:edXML{decls} "), 1);
+        assert_eq!(
+            parse(many.as_bytes()).unwrap_err(),
+            EdxmlError::LimitsExceeded {
+                limit: "max_attributes",
+                max: 64
+            }
+        );
+        let tight = Limits {
+            max_namespace_declarations: 10,
+            ..limits.clone()
+        };
+        assert!(matches!(
+            parse_limited(
+                many.as_bytes(),
+                &Limits {
+                    max_attributes: 100,
+                    ..tight
+                }
+            )
+            .unwrap_err(),
+            EdxmlError::LimitsExceeded {
+                limit: "max_namespace_declarations",
+                ..
+            }
+        ));
+        let deep = doc(&format!("{}{}", "<e:x>".repeat(100), "</e:x>".repeat(100)));
+        assert!(matches!(
+            parse(deep.as_bytes()).unwrap_err(),
+            EdxmlError::LimitsExceeded {
+                limit: "max_depth",
+                ..
+            }
+        ));
+        let wide = doc(&"<e:Extra/>".repeat(10_001));
+        assert!(matches!(
+            parse(wide.as_bytes()).unwrap_err(),
+            EdxmlError::LimitsExceeded {
+                limit: "max_header_elements",
+                ..
+            }
+        ));
+        // Not UTF-8 anywhere (here in a comment no field reads) is refused.
+        let mut latin1 = doc("<!-- caf\u{e9} -->").into_bytes();
+        let at = latin1.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+        latin1.splice(at..at + 2, [0xE9]);
+        assert_eq!(parse(&latin1).unwrap_err().code(), "malformed_xml");
+        // A UTF-8 byte-order mark is accepted (XML 1.0 §4.3.3); the reader skips it.
+        let bom = [&[0xEF, 0xBB, 0xBF][..], doc("").as_bytes()].concat();
+        assert_eq!(parse(&bom).unwrap().from, "000.00.01.H13");
     }
 }

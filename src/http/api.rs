@@ -8,7 +8,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use super::budget::{BodyBudget, BodyLimits};
 use super::error::ApiError;
+use super::query::{query_str, query_u64};
 use crate::config::Roles;
 use crate::hub::{Hub, Principal, Scope, Window};
 use crate::tls::PeerCert;
@@ -16,9 +18,7 @@ use crate::tls::PeerCert;
 /// Request limits applied by the API.
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
-    pub max_body_bytes: u64,
-    /// Memory budget for request bodies being read or processed, across connections.
-    pub max_inflight_body_bytes: u64,
+    pub body: BodyLimits,
     pub request_timeout: Duration,
 }
 
@@ -26,12 +26,9 @@ pub struct Api {
     hub: Arc<Hub>,
     limits: ApiLimits,
     roles: Roles,
-    /// Permits of 1 KiB each for bodies in memory (see `max_inflight_body_bytes`).
-    body_budget: Arc<tokio::sync::Semaphore>,
+    /// Memory and per-agency shares for request bodies.
+    budget: BodyBudget,
 }
-
-/// Budget permits are KiB, so a 64 MiB body is 65,536 permits (well within `u32`).
-const PERMIT_BYTES: u64 = 1024;
 
 /// Who is calling, as the certificate and the configuration say.
 enum Caller {
@@ -82,28 +79,10 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
         .expect("valid response")
 }
 
-/// Reads `name=<unsigned integer>` from a query string.
-fn query_u64(query: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
-    for pair in query.unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == name {
-            return v.parse().map(Some).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("query parameter {name} must be a non-negative integer, got {v:?}"),
-                )
-            });
-        }
-    }
-    Ok(None)
-}
-
 impl Api {
     pub fn new(hub: Arc<Hub>, limits: ApiLimits, roles: Roles) -> Api {
-        let permits = (limits.max_inflight_body_bytes / PERMIT_BYTES).clamp(1, u32::MAX as u64);
         Api {
-            body_budget: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
+            budget: BodyBudget::new(limits.body.clone()),
             hub,
             limits,
             roles,
@@ -191,6 +170,8 @@ impl Api {
                 match &result {
                     Ok(_) => metrics::histogram!("lienthong_submit_duration_seconds")
                         .record(started.elapsed().as_secs_f64()),
+                    // A cancelled request decided nothing: no refusal to record.
+                    Err(e) if e.code == "request_cancelled" => {}
                     Err(e) => {
                         let code = e.code;
                         self.hub
@@ -330,44 +311,15 @@ impl Api {
     }
 
     async fn submit(&self, principal: Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let max = self.limits.max_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body exceeds the limit of {max} bytes"),
-            )
-        };
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
-            return Err(too_large());
-        }
-        // Reserve memory for the body before reading it: the declared length, or the limit
-        // when the client streams without one; never more than the whole budget. A body is
-        // held twice while it is stored (the request's buffer and the write batch's copy),
-        // so it counts twice.
-        let budget = self.limits.max_inflight_body_bytes / PERMIT_BYTES;
-        let want = (2 * declared.unwrap_or(max) / PERMIT_BYTES + 1).min(budget.max(1)) as u32;
-        let _reserved = self
-            .body_budget
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .expect("the body budget is never closed");
-        let body = read_body(req.into_body(), declared, max)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge => too_large(),
-                BodyError::Read(e) => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_read_failed",
-                    format!("reading the body failed: {e}"),
-                ),
-            })?;
+        let (body, held) = self
+            .budget
+            .read(&principal.organ_id, req.into_body(), declared)
+            .await?;
         if body.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -375,7 +327,15 @@ impl Api {
                 "POST /v1/documents takes an edXML packet as its body",
             ));
         }
-        let accepted = self.hub.submit_async(principal, body).await?;
+        // The budget is held by the blocking work, not by this future: a request that times
+        // out or whose client leaves releases its memory when the work has stopped.
+        let accepted = self
+            .hub
+            .blocking(move |h| {
+                let _held = held;
+                h.submit(&principal, &body)
+            })
+            .await?;
         // A replay of an accepted packet answers 200 with the same id; a new one 201.
         let status = if accepted.created {
             StatusCode::CREATED
@@ -531,16 +491,6 @@ impl Api {
     }
 }
 
-/// Reads `name=<text>` from a query string.
-fn query_str<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// `GET /v1/stats?window=1m|1h|24h|30d` (also served hub-wide on the ops listener).
 pub(crate) async fn stats_response(
     hub: &Arc<Hub>,
@@ -557,30 +507,4 @@ pub(crate) async fn stats_response(
     })?;
     let report = hub.blocking(move |hub| hub.stats(window, &scope)).await?;
     Ok(json(StatusCode::OK, &report))
-}
-
-enum BodyError {
-    TooLarge,
-    Read(hyper::Error),
-}
-
-/// Reads a request body of at most `max` bytes into one buffer, sized up front when the
-/// length is declared: the frames are copied once, never gathered and then copied again
-/// (a 10 MiB packet would otherwise be held twice while it is read).
-async fn read_body(
-    mut body: Incoming,
-    declared: Option<u64>,
-    max: u64,
-) -> Result<Bytes, BodyError> {
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(BodyError::Read)?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                return Err(BodyError::TooLarge);
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }

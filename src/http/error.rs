@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -21,15 +23,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        Response::builder()
+        let mut b = Response::builder()
             .status(self.status)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(s) = self.retry_after {
+            b = b.header(http::header::RETRY_AFTER, s);
+        }
+        b.body(Full::new(Bytes::from(body.to_string())))
             .expect("valid response")
     }
 }
@@ -45,11 +56,10 @@ impl From<HubError> for ApiError {
             | HubError::UnknownRecipients(_)
             | HubError::Signature(_)
             | HubError::UnknownDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            HubError::SenderMismatch { .. } | HubError::NotOriginalSender { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
+            HubError::Cancelled => StatusCode::REQUEST_TIMEOUT,
             HubError::Purged(_) => StatusCode::GONE,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,
             HubError::Notary(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -63,6 +73,7 @@ impl From<HubError> for ApiError {
             status,
             code: e.code(),
             message: e.to_string(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
         }
     }
 }

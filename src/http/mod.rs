@@ -4,12 +4,15 @@
 //! method and encodes the answer. Only this layer knows HTTP status codes.
 
 mod api;
+mod budget;
 mod error;
 mod ops;
+pub mod query;
 mod server;
 mod stream;
 
 pub use api::{Api, ApiLimits};
+pub use budget::BodyLimits;
 pub use error::ApiError;
 pub use ops::{OpsState, Readiness, run_ops};
-pub use server::{ServerLimits, run_https};
+pub use server::{Connections, ServerLimits, run_https};

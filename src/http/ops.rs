@@ -1,6 +1,8 @@
 //! The ops listener: plain HTTP on a management address, for probes, Prometheus and the
-//! dashboard. It serves aggregate figures only — never a document or its metadata — and has no
-//! authentication, so it belongs on loopback or a management network.
+//! dashboard. It serves figures only — never a document or its metadata — but per-agency
+//! figures (who sends how much, who stopped pulling) are sensitive: it listens on loopback by
+//! default, and with `[server] ops_token` set everything but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>` (the dashboard page takes it as `?token=`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -41,6 +43,29 @@ pub struct OpsState {
     pub hub: Arc<Hub>,
     /// `None` when another recorder was installed first (tests embedding the library).
     pub metrics: Option<PrometheusHandle>,
+    /// The bearer token the sensitive endpoints need, when configured.
+    pub token: Option<Arc<str>>,
+}
+
+/// Whether the request may read the sensitive endpoints. The page itself carries no figures,
+/// so it is served to anyone; its data request carries the token.
+fn authorized(state: &OpsState, req: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time in the token's length: no byte-by-byte guessing by timing.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -67,6 +92,21 @@ async fn handle(
         ),
         "/readyz" if state.ready.get() => reply(StatusCode::OK, TEXT, "ready\n"),
         "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        "/dashboard" | "/dashboard/" => {
+            reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
+        }
+        _ if !authorized(&state, &req) => {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                TEXT,
+                "this endpoint needs Authorization: Bearer <ops_token>\n",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
         "/metrics" => match &state.metrics {
             Some(h) => reply(StatusCode::OK, "text/plain; version=0.0.4", h.render()),
             None => reply(
@@ -75,9 +115,6 @@ async fn handle(
                 "metrics recorder not installed\n",
             ),
         },
-        "/dashboard" | "/dashboard/" => {
-            reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
-        }
         "/dashboard/stats" => {
             match super::api::stats_response(&state.hub, req.uri().query(), Scope::Hub).await {
                 Ok(r) => r,

@@ -1,13 +1,16 @@
-//! The HTTPS accept loop: connection limit, TLS handshake with a deadline, HTTP/1.1 or HTTP/2
-//! by ALPN, and a graceful drain on shutdown.
+//! The HTTPS accept loop: connection limit, TLS handshakes in capped slots with a deadline
+//! (and a cap per source address), HTTP/1.1 or HTTP/2 by ALPN, keep-alive pings, and a
+//! graceful drain on shutdown. Each connection is registered under its certificate's CN so a
+//! directory reload can close the connections of agencies it removed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -20,10 +23,101 @@ use crate::tls::peer_cert;
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// TLS handshakes in progress at once (they cost CPU before anyone is known).
+    pub max_handshakes: usize,
+    /// Handshakes in progress from one source address.
+    pub max_handshakes_per_ip: usize,
     /// Deadline for the TLS handshake and for request headers.
     pub header_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval; a peer that does not answer within it is dropped.
+    pub keepalive: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+}
+
+/// The open connections by certificate CN, so that a directory reload can close the ones
+/// whose agency it removed.
+#[derive(Default, Clone)]
+pub struct Connections(Arc<Mutex<ConnTable>>);
+
+#[derive(Default)]
+struct ConnTable {
+    next: u64,
+    by_id: HashMap<u64, (Option<String>, CancellationToken)>,
+}
+
+impl Connections {
+    fn register(&self, cn: Option<String>) -> (u64, CancellationToken) {
+        let mut t = self.0.lock().expect("connections lock");
+        t.next += 1;
+        let id = t.next;
+        let token = CancellationToken::new();
+        t.by_id.insert(id, (cn, token.clone()));
+        metrics::gauge!("lienthong_connections_open").set(t.by_id.len() as f64);
+        (id, token)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut t = self.0.lock().expect("connections lock");
+        t.by_id.remove(&id);
+        metrics::gauge!("lienthong_connections_open").set(t.by_id.len() as f64);
+    }
+
+    /// Closes (gracefully: requests in flight finish) every connection whose CN `keep`
+    /// refuses. Returns how many.
+    pub fn close_unless(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let t = self.0.lock().expect("connections lock");
+        let mut n = 0;
+        for (cn, token) in t.by_id.values() {
+            if !cn.as_deref().is_some_and(&keep) {
+                token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("connections lock").by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Handshakes in progress per source address.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One handshake slot of an address; released on drop.
+struct IpSlot<'a> {
+    table: &'a PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot<'_>> {
+        let mut m = self.0.lock().expect("per-ip lock");
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { table: self, ip })
+    }
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.table.0.lock().expect("per-ip lock");
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then drains connections for at most
@@ -33,11 +127,14 @@ pub async fn run_https(
     tls: Arc<ServerConfig>,
     api: Arc<Api>,
     limits: ServerLimits,
+    connections: Connections,
     shutdown: CancellationToken,
 ) -> bool {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let per_ip: Arc<PerIp> = Arc::default();
+    let tracker = tokio_util::task::TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -46,7 +143,9 @@ pub async fn run_https(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.keepalive))
+        .keep_alive_timeout(limits.keepalive);
 
     loop {
         // Beyond the limit, connections wait in the kernel's backlog rather than being served.
@@ -70,21 +169,36 @@ pub async fn run_https(
         let acceptor = acceptor.clone();
         let api = api.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let handshake_timeout = limits.header_timeout;
-        tokio::spawn(async move {
+        let (handshakes, per_ip, connections) =
+            (handshakes.clone(), per_ip.clone(), connections.clone());
+        let max_per_ip = limits.max_handshakes_per_ip;
+        let draining = shutdown.clone();
+        tracker.spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%remote, error = %e, "TLS handshake refused");
-                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => handshake_reason(&e)).increment(1);
+            let tls = {
+                // A handshake slot, and one of its address's: an address that opens many
+                // connections and never finishes them only exhausts its own slots.
+                let Some(_ip_slot) = per_ip.take(remote.ip(), max_per_ip) else {
+                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "per_ip_limit").increment(1);
                     return;
-                }
-                Err(_) => {
-                    tracing::info!(%remote, "TLS handshake timed out");
-                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "timeout").increment(1);
+                };
+                let Ok(_slot) = handshakes.try_acquire() else {
+                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "busy").increment(1);
                     return;
+                };
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "TLS handshake refused");
+                        metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => handshake_reason(&e)).increment(1);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%remote, "TLS handshake timed out");
+                        metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "timeout").increment(1);
+                        return;
+                    }
                 }
             };
             let Some(peer) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
@@ -92,22 +206,34 @@ pub async fn run_https(
                 return;
             };
             let peer = Arc::new(peer_cert(peer.as_ref()));
+            let (conn_id, closing) = connections.register(peer.common_name.clone());
             let svc = service_fn(move |req| {
                 let api = api.clone();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(api.handle(&peer, req).await) }
             });
-            let conn = builder
+            let mut conn = std::pin::pin!(builder
                 .serve_connection(TokioIo::new(tls), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+                .into_owned());
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { tokio::select! { _ = closing.cancelled() => {}, _ = draining.cancelled() => {} } } => {
+                    // The hub drains, or the agency left the directory: no new requests on
+                    // this connection; those in flight finish.
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            connections.remove(conn_id);
+            if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    tracker.close();
     tokio::select! {
-        _ = graceful.shutdown() => true,
+        _ = tracker.wait() => true,
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
             false

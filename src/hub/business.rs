@@ -8,8 +8,8 @@
 //!   `unknown_document`.
 //! - Revoke (1) and update (2) act on the document named by `Bussiness/DocumentId`, else by the
 //!   packet's own `DocumentId`; replace (3) on each `ReplacementInfo/DocumentId`. The document
-//!   must be one the caller sent (`not_original_sender` if another agency did,
-//!   `unknown_document` if nobody did).
+//!   must be one the caller sent (`unknown_document` otherwise, whether another agency sent it
+//!   or nobody did: the answer is no existence oracle).
 //! - Revoke: recipients that have not pulled the document lose it from their queue; those that
 //!   have get the revocation packet.
 //! - Update: `ReceiverType` 1 queues the original for a new recipient, 0 takes it back from a
@@ -46,6 +46,15 @@ pub(super) struct Plan {
     pub events: Vec<AuditEvent>,
 }
 
+/// A status notice that answers no document the caller may answer. Whether the document
+/// exists is not said (the same words either way).
+fn not_answerable(rf: &crate::edxml::ResponseFor) -> HubError {
+    HubError::UnknownDocument(format!(
+        "ResponseFor ({}, {:?}) names no document this agency may answer",
+        rf.organ_id, rf.document_id
+    ))
+}
+
 /// The name of a state a status code moves a recipient to.
 pub fn status_state(code: &str) -> &'static str {
     match code {
@@ -63,20 +72,14 @@ pub fn status_state(code: &str) -> &'static str {
 }
 
 impl Hub {
-    /// The document (`sender`, `document_id`), or why the caller may not act on it.
+    /// The document (`sender`, `document_id`) the caller sent. Another agency's document and
+    /// one that does not exist get the same answer, word for word: the answer must not tell
+    /// a caller which DocumentIds exist.
     fn own_document(&self, caller: &str, document_id: &str) -> Result<DocRecord, HubError> {
         if let Some(seq) = self.store.dedup(&dedup_key(caller, document_id))? {
             if let Some(doc) = self.store.doc(seq)? {
                 return Ok(doc);
             }
-        }
-        // DocumentIds start with the issuing agency's OrganId: is it someone else's?
-        let owner = document_id.split(',').next().unwrap_or_default();
-        if owner != caller && self.store.dedup(&dedup_key(owner, document_id))?.is_some() {
-            return Err(HubError::NotOriginalSender {
-                document_id: document_id.to_owned(),
-                caller: caller.to_owned(),
-            });
         }
         Err(HubError::UnknownDocument(format!(
             "{caller} sent no document with DocumentId {document_id:?} through this hub"
@@ -101,19 +104,11 @@ impl Hub {
                     .store
                     .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
                     .and_then(|seq| self.store.doc(seq).ok().flatten())
-                    .ok_or_else(|| {
-                        HubError::UnknownDocument(format!(
-                            "ResponseFor names no document: {} sent no DocumentId {:?} through this hub",
-                            rf.organ_id, rf.document_id
-                        ))
-                    })?;
+                    .ok_or_else(|| not_answerable(rf))?;
                 (doc, from.to_owned())
             };
             if !doc.recipients.contains(&recipient) {
-                return Err(HubError::UnknownDocument(format!(
-                    "{recipient} is not a recipient of document {:?}",
-                    rf.document_id
-                )));
+                return Err(not_answerable(rf));
             }
             plan.events.push(
                 AuditEvent::new("status", now)

@@ -42,6 +42,11 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                         "lease_until": rfc3339(entry.lease_until_ms),
                     })),
             ),
+            Change::Fetch { agency, seq, .. } => out.push(
+                AuditEvent::new("fetched", at_ms)
+                    .agency(agency)
+                    .document(*seq),
+            ),
             Change::Ack { agency, seq, .. } => out.push(
                 AuditEvent::new("delivered", at_ms)
                     .agency(agency)

@@ -63,12 +63,10 @@ pub enum HubError {
     Signature(#[from] crate::dsig::SigFailure),
     #[error("{0}")]
     UnknownDocument(String),
-    #[error(
-        "document {document_id:?} was not sent by {caller}: only its sender may revoke, update or replace it"
-    )]
-    NotOriginalSender { document_id: String, caller: String },
     #[error("no such item")]
     NotFound,
+    #[error("the request was cancelled (the client left or it timed out) before it was decided")]
+    Cancelled,
     #[error(
         "the body of {0} was purged after the retention period; its record, receipts and audit entries remain"
     )]
@@ -92,7 +90,7 @@ impl HubError {
             HubError::NotFound => "not_found",
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
-            HubError::NotOriginalSender { .. } => "not_original_sender",
+            HubError::Cancelled => "request_cancelled",
             HubError::Invalid(_) => "bad_request",
             HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
@@ -173,6 +171,8 @@ pub struct HubSettings {
     pub expiry: Duration,
     /// Bodies are purged this long after acceptance (`None`: kept forever).
     pub body_retention: Option<Duration>,
+    /// Structural bounds on packets (`[edxml]`).
+    pub limits: edxml::Limits,
 }
 
 const STRIPES: usize = 64;
@@ -323,7 +323,13 @@ impl Hub {
 
     /// Validates, routes and durably stores a packet; see the API docs for the rules.
     pub fn submit(&self, caller: &Principal, body: &[u8]) -> Result<Accepted, HubError> {
-        let packet = edxml::parse(body)?;
+        if crate::cancel::cancelled() {
+            return Err(HubError::Cancelled);
+        }
+        let packet = match edxml::parse_limited(body, &self.settings.limits) {
+            Err(edxml::EdxmlError::Cancelled) => return Err(HubError::Cancelled),
+            r => r?,
+        };
         if packet.from != caller.organ_id {
             return Err(HubError::SenderMismatch {
                 from: packet.from,
@@ -350,18 +356,21 @@ impl Hub {
             .get(&packet.from)
             .map(|a| a.signing_cert_sha256.as_slice())
             .unwrap_or_default();
-        let (verdict, signer, signer_sha256) =
-            match self
-                .signatures
-                .check(body, packet.has_signature, &packet.from, pins)?
-            {
-                Gate::Verified(v) => (
-                    crate::dsig::VERDICT_VERIFIED.to_owned(),
-                    v.signer_cn,
-                    Some(v.cert_sha256),
-                ),
-                Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
-            };
+        let gate = self
+            .signatures
+            .check(body, packet.has_signature, &packet.from, pins);
+        // A verification cut short by cancellation is no verdict on the packet.
+        if crate::cancel::cancelled() {
+            return Err(HubError::Cancelled);
+        }
+        let (verdict, signer, signer_sha256) = match gate? {
+            Gate::Verified(v) => (
+                crate::dsig::VERDICT_VERIFIED.to_owned(),
+                v.signer_cn,
+                Some(v.cert_sha256),
+            ),
+            Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
+        };
 
         // Identity for duplicate detection: the DocumentId of a new document; the body's hash
         // for status notices and revoke/update/replace packets, which in practice reuse the
@@ -532,6 +541,7 @@ impl Hub {
                     QueueEntry {
                         lease_until_ms: lease_until,
                         deliveries: e.deliveries + 1,
+                        fetched: e.fetched,
                     },
                 )
             })
@@ -582,8 +592,41 @@ impl Hub {
             .store
             .body(seq)?
             .ok_or_else(|| HubError::Purged(format_id(seq)))?;
+        if &doc.from != me {
+            self.mark_fetched(me, seq)?;
+        }
         self.observe_fetch(me, body.len() as u64);
         Ok((doc, body))
+    }
+
+    /// A recipient's first fetch of a queued item leaves a `fetched` entry and counts as a
+    /// delivery (revoke and delivery state then treat it as pulled), in one commit with the
+    /// flag that keeps later fetches from logging again. Under the agency's lease lock, so a
+    /// listing cannot overwrite the flag.
+    fn mark_fetched(&self, agency: &str, seq: u64) -> Result<(), HubError> {
+        let _guard = self.lease_locks[stripe(agency)]
+            .lock()
+            .expect("lease lock poisoned");
+        let Some(e) = self.store.queue_entry(agency, seq)? else {
+            return Ok(()); // Acked (delivered) already, or withdrawn.
+        };
+        if e.fetched {
+            return Ok(());
+        }
+        let entry = QueueEntry {
+            deliveries: e.deliveries.max(1),
+            fetched: true,
+            ..e
+        };
+        let change = Change::Fetch {
+            agency,
+            seq,
+            entry,
+            first_delivery: e.deliveries == 0,
+        };
+        // Like a lease, not synced: the ack that follows is, and carries it to disk.
+        self.commit(&[change], vec![], false)?;
+        Ok(())
     }
 
     /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
@@ -723,17 +766,12 @@ impl Hub {
         f: impl FnOnce(&Hub) -> T + Send + 'static,
     ) -> T {
         let hub = self.clone();
-        tokio::task::spawn_blocking(move || f(&hub))
+        // If this future is dropped (the client left, the request timed out), the guard
+        // raises the flag the blocking work checks in its loops.
+        let (_guard, flag) = crate::cancel::scope();
+        tokio::task::spawn_blocking(move || flag.run(|| f(&hub)))
             .await
             .expect("hub task panicked")
-    }
-
-    pub async fn submit_async(
-        self: &Arc<Self>,
-        caller: Principal,
-        body: bytes::Bytes,
-    ) -> Result<Accepted, HubError> {
-        self.blocking(move |hub| hub.submit(&caller, &body)).await
     }
 
     /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.

@@ -223,21 +223,28 @@ impl Hub {
         Ok(())
     }
 
-    /// Whether `reader` may see entry `e`: auditors all; an agency its own refusals and the
-    /// events of documents it sent or receives (or did, before a revoke or update).
+    /// Whether `reader` may see entry `e`: auditors all; an agency its own refusals, every
+    /// event of documents it sent, and of documents it receives only its own events and the
+    /// sender's (a recipient must not learn when another recipient leased, fetched,
+    /// acknowledged or answered: the same rule as `/status`).
     fn visible(&self, reader: &Reader<'_>, e: &Entry) -> bool {
         let Reader::Agency(p) = reader else {
             return true;
         };
+        let me = p.organ_id.as_str();
+        let about_me = e.agency.as_deref() == Some(me);
         match &e.document {
-            Some(d) => parse_id(d)
-                .and_then(|s| self.store.doc(s).ok().flatten())
-                .is_some_and(|doc| {
-                    doc.from == p.organ_id
-                        || doc.recipients.contains(&p.organ_id)
-                        || e.agency.as_deref() == Some(p.organ_id.as_str())
-                }),
-            None => e.agency.as_deref() == Some(p.organ_id.as_str()),
+            Some(d) => {
+                about_me
+                    || parse_id(d)
+                        .and_then(|s| self.store.doc(s).ok().flatten())
+                        .is_some_and(|doc| {
+                            doc.from == me
+                                || (doc.recipients.iter().any(|r| r == me)
+                                    && e.agency.as_deref().is_none_or(|a| a == doc.from))
+                        })
+            }
+            None => about_me,
         }
     }
 

@@ -83,6 +83,15 @@ impl Hub {
                         counter!("lienthong_items_redelivered_total").increment(1);
                     }
                 }
+                Change::Fetch {
+                    agency,
+                    first_delivery: true,
+                    ..
+                } => {
+                    c.add(now, "delivered", agency, 1);
+                    counter!("lienthong_items_delivered_total").increment(1);
+                }
+                Change::Fetch { .. } => {}
                 Change::Dequeue { agency, .. } => {
                     if let Some(d) = self.depth.lock().expect("depth lock").get_mut(*agency) {
                         *d = d.saturating_sub(1);

@@ -29,6 +29,7 @@ fn transitions(e: &Entry) -> Vec<(String, String)> {
             .unwrap_or_default(),
         "recipient_added" => vec![(agency, "queued".into())],
         "leased" => vec![(agency, "leased".into())],
+        "fetched" => vec![(agency, "fetched".into())],
         "delivered" => vec![(agency, "delivered".into())],
         "status" => {
             let code = detail["code"].as_str().unwrap_or("");

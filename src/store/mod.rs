@@ -141,25 +141,30 @@ pub struct DocRecord {
     pub paper: bool,
 }
 
-/// A recipient's queue entry: when its current lease ends and how often it was listed.
+/// A recipient's queue entry: when its current lease ends, how often it was listed, and
+/// whether the recipient has fetched the body (its first fetch leaves a `fetched` entry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueEntry {
     pub lease_until_ms: u64,
     pub deliveries: u32,
+    pub fetched: bool,
 }
 
 impl QueueEntry {
-    fn encode(&self) -> [u8; 12] {
-        let mut b = [0u8; 12];
+    fn encode(&self) -> [u8; 13] {
+        let mut b = [0u8; 13];
         b[..8].copy_from_slice(&self.lease_until_ms.to_be_bytes());
-        b[8..].copy_from_slice(&self.deliveries.to_be_bytes());
+        b[8..12].copy_from_slice(&self.deliveries.to_be_bytes());
+        b[12] = self.fetched as u8;
         b
     }
 
+    /// Entries written before the fetched flag existed are 12 bytes: not fetched.
     fn decode(b: &[u8]) -> Option<QueueEntry> {
         Some(QueueEntry {
             lease_until_ms: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
             deliveries: u32::from_be_bytes(b.get(8..12)?.try_into().ok()?),
+            fetched: b.get(12) == Some(&1),
         })
     }
 }
@@ -180,6 +185,14 @@ pub enum Change<'a> {
         agency: &'a str,
         seq: u64,
         entry: QueueEntry,
+    },
+    /// The recipient fetched the body for the first time; `first_delivery` when no listing
+    /// had delivered it before (the fetch is then what delivered it).
+    Fetch {
+        agency: &'a str,
+        seq: u64,
+        entry: QueueEntry,
+        first_delivery: bool,
     },
     /// The recipient acknowledged an item at `at_ms`: it leaves the queue.
     Ack {
@@ -251,6 +264,8 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
+        // Bounded, so the daemon's RLIMIT_NOFILE reserve (2048) covers RocksDB's files.
+        opts.set_max_open_files(1024);
         // One memory budget for the whole database, not one per column family: by default
         // each of the twelve families may hold two 64 MiB memtables and its own block cache,
         // and a 60 s run at full load pushed the hub to 300 MiB. The memtables of all
@@ -618,7 +633,10 @@ impl Store {
                         QueueEntry::default().encode(),
                     );
                 }
-                Change::Lease { agency, seq, entry } => {
+                Change::Lease { agency, seq, entry }
+                | Change::Fetch {
+                    agency, seq, entry, ..
+                } => {
                     puts.push((*agency, *seq));
                     batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
                 }
