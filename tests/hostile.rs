@@ -27,8 +27,11 @@ fn curl(hub: &TestHub, agency: &str) -> Command {
 }
 
 /// A curl that uploads `file` to /v1/documents at `rate` bytes/s; prints `code headers body`.
+/// The hub keeps a refused upload's stream open briefly so the early answer (408, 429)
+/// reaches the client before the reset (checked by hand over HTTP/1.1 too).
 fn slow_upload(hub: &TestHub, agency: &str, file: &std::path::Path, rate: &str) -> Child {
     curl(hub, agency)
+        .arg("--http2")
         .args(["-D", "-", "-o", "-", "-w", "\nHTTP_CODE=%{http_code}\n"])
         .arg("--limit-rate")
         .arg(rate)

@@ -158,7 +158,17 @@ impl Api {
     }
 
     async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
-        let caller = self.caller(peer)?;
+        let caller = match self.caller(peer) {
+            Ok(c) => c,
+            Err(e) => return Err(refuse_draining(req, e).await),
+        };
+        // Posting endpoints are for agencies: refuse roles before the body is read, cleanly.
+        if req.method() == Method::POST && !matches!(caller, Caller::Agency(_)) {
+            if let Err(e) = caller.agency() {
+                return Err(refuse_draining(req, e).await);
+            }
+            unreachable!("a role is not an agency");
+        }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
@@ -489,6 +499,15 @@ impl Api {
             .await?;
         Ok(json(StatusCode::OK, &v))
     }
+}
+
+/// Answers `e` after reading (and dropping) a small body the client has already sent: closing
+/// a connection with unread bytes makes the kernel reset it, and the client then sees a
+/// connection error instead of the refusal. Larger or slower bodies are not waited for.
+async fn refuse_draining(req: Request<Incoming>, e: ApiError) -> ApiError {
+    let small = Limited::new(req.into_body(), 64 * 1024).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), small).await;
+    e
 }
 
 /// `GET /v1/stats?window=1m|1h|24h|30d` (also served hub-wide on the ops listener).

@@ -116,7 +116,22 @@ impl BodyBudget {
     pub async fn read(
         &self,
         agency: &str,
-        body: Incoming,
+        mut body: Incoming,
+        declared: Option<u64>,
+    ) -> Result<(Bytes, Held), ApiError> {
+        match self.read_within(agency, &mut body, declared).await {
+            Ok(read) => Ok(read),
+            Err(e) => {
+                linger(body);
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_within(
+        &self,
+        agency: &str,
+        body: &mut Incoming,
         declared: Option<u64>,
     ) -> Result<(Bytes, Held), ApiError> {
         let max = self.limits.max_body_bytes;
@@ -174,7 +189,7 @@ impl BodyBudget {
     /// cutting an upload that falls below the minimum rate.
     async fn collect(
         &self,
-        mut body: Incoming,
+        body: &mut Incoming,
         declared: Option<u64>,
         pools: Option<&Pools>,
         held: &mut Held,
@@ -272,6 +287,25 @@ impl Pools {
             .retry_after(2)),
         }
     }
+}
+
+/// Keeps a refused upload's body open a little longer, reading and dropping what still comes:
+/// dropped at once, the HTTP/2 stream is reset (and an HTTP/1.1 connection with unread bytes
+/// is reset by the kernel) before the refusal reaches the client, which then sees a
+/// connection error instead of its 408, 413 or 429.
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > 1 << 20 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    });
 }
 
 fn too_large(max: u64) -> ApiError {
