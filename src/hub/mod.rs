@@ -592,8 +592,12 @@ impl Hub {
             .store
             .body(seq)?
             .ok_or_else(|| HubError::Purged(format_id(seq)))?;
+        // The trace is written when the disk allows; a full disk must not make accepted
+        // documents unreadable (the fetch is then only in the logs and metrics).
         if &doc.from != me {
-            self.mark_fetched(me, seq)?;
+            if let Err(e) = self.mark_fetched(me, seq) {
+                tracing::warn!(agency = %me, id = %format_id(seq), error = %e, "could not log a fetch");
+            }
         }
         self.observe_fetch(me, body.len() as u64);
         Ok((doc, body))

@@ -43,7 +43,9 @@ fn transitions(e: &Entry) -> Vec<(String, String)> {
 }
 
 impl Hub {
-    /// Per recipient: its history `[{state, at}]`, oldest first.
+    /// Per recipient: its history `[{state, at}]`, oldest first. A first fetch is a step
+    /// forward only from `queued` or `leased` (reading a revoked document it still holds does
+    /// not undo the revocation); the log keeps every `fetched` entry regardless.
     fn histories(&self, doc: &DocRecord) -> Result<BTreeMap<String, Vec<Value>>, HubError> {
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in &doc.recipients {
@@ -51,7 +53,12 @@ impl Hub {
         }
         for e in self.document_entries(doc.seq, usize::MAX)? {
             for (agency, state) in transitions(&e) {
-                out.entry(agency).or_default().push(json!({
+                let history = out.entry(agency).or_default();
+                let last = history.last().and_then(|h| h["state"].as_str());
+                if state == "fetched" && !matches!(last, None | Some("queued" | "leased")) {
+                    continue;
+                }
+                history.push(json!({
                     "state": state,
                     "at": e.at,
                     "audit_index": e.index,
