@@ -573,13 +573,14 @@ async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
         let body = hub.packet(A, &[B], &format!("MEM-{n}"), &noise(size * 3 / 4, n as u64));
         let a = hub.client(A, HttpVersion::Http2);
         tasks.push(tokio::spawn(async move {
-            for _ in 0..50 {
+            for _ in 0..100 {
                 let r = submit(&a, body.clone()).await;
                 if r.status != StatusCode::SERVICE_UNAVAILABLE {
                     return r.status;
                 }
                 assert_eq!(error_code(&r), "server_busy");
                 assert!(r.headers.contains_key(http::header::RETRY_AFTER));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             StatusCode::SERVICE_UNAVAILABLE
         }));

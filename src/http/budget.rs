@@ -56,6 +56,8 @@ struct Share {
 pub struct BodyBudget {
     limits: BodyLimits,
     large: Arc<Semaphore>,
+    /// The one upload allowed to wait for the large pool (see [`Pools::reserve`]).
+    waiter: Arc<tokio::sync::Mutex<()>>,
     small: Arc<Semaphore>,
     shares: Mutex<HashMap<String, Share>>,
 }
@@ -81,6 +83,7 @@ impl BodyBudget {
     pub fn new(limits: BodyLimits) -> BodyBudget {
         BodyBudget {
             large: Arc::new(Semaphore::new(kib(limits.max_inflight_body_bytes) as usize)),
+            waiter: Arc::default(),
             small: Arc::new(Semaphore::new(kib(limits.small_pool_bytes) as usize)),
             shares: Mutex::new(HashMap::new()),
             limits,
@@ -171,6 +174,7 @@ impl BodyBudget {
         }
         let pools = Pools {
             large: self.large.clone(),
+            waiter: self.waiter.clone(),
             agency: agency_bytes,
             large_cap: kib(self.limits.max_inflight_body_bytes),
             agency_cap: kib(self.limits.agency_inflight_body_bytes),
@@ -236,6 +240,7 @@ impl BodyBudget {
 /// than a whole pool: a body larger than the budget takes all of it (and so goes alone).
 struct Pools {
     large: Arc<Semaphore>,
+    waiter: Arc<tokio::sync::Mutex<()>>,
     agency: Arc<Semaphore>,
     large_cap: u32,
     agency_cap: u32,
@@ -269,8 +274,26 @@ impl Pools {
         if shared == 0 {
             return Ok(());
         }
-        // Waiting while holding part of the pool can leave every upload waiting on the
-        // others; the deadline ends that with a 503 for the ones that waited longest.
+        if let Ok(p) = self.large.clone().try_acquire_many_owned(shared) {
+            held.permits.push(p);
+            held.large_kib += shared;
+            return Ok(());
+        }
+        // Uploads that each hold part of the pool and wait for more would wait on each other
+        // for ever. So only one upload at a time may wait (until its deadline); any other
+        // that finds the pool full is answered 503 at once and gives back what it holds, so
+        // the one waiting always gets through.
+        let server_busy = || {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "the memory budget for uploads is in use; retry later",
+            )
+            .retry_after(1)
+        };
+        let Ok(_turn) = self.waiter.clone().try_lock_owned() else {
+            return Err(server_busy());
+        };
         let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
         let acquire = self.large.clone().acquire_many_owned(shared);
         match tokio::time::timeout_at(deadline, acquire).await {
@@ -279,12 +302,7 @@ impl Pools {
                 held.large_kib += shared;
                 Ok(())
             }
-            Ok(Err(_)) | Err(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_busy",
-                "the memory budget for uploads is in use; retry later",
-            )
-            .retry_after(2)),
+            Ok(Err(_)) | Err(_) => Err(server_busy()),
         }
     }
 }
