@@ -71,6 +71,295 @@ enum Expect {
     BothAccept,
 }
 
+/// The packet to attack: `m` (changed or as signed), the digest `d` of `m`, and the
+/// `real` DigestValue of the signed packet.
+struct Forgery {
+    m: String,
+    d: String,
+    real: String,
+}
+
+impl Forgery {
+    /// SignedInfo of `m` as it stands.
+    fn signed_info(&self) -> &str {
+        let i = self.m.find("<SignedInfo>").unwrap();
+        let j = self.m.find("</SignedInfo>").unwrap() + "</SignedInfo>".len();
+        &self.m[i..j]
+    }
+    fn signature(&self) -> &str {
+        let i = self.m.find("<Signature").unwrap();
+        let j = self.m.find("</Signature>").unwrap() + "</Signature>".len();
+        &self.m[i..j]
+    }
+    fn dv(&self) -> String {
+        format!("<DigestValue>{}</DigestValue>", self.real)
+    }
+}
+
+fn digest_value(s: &str) -> String {
+    let i = s.find("<DigestValue>").unwrap() + "<DigestValue>".len();
+    let j = s[i..].find("</DigestValue>").unwrap() + i;
+    s[i..j].to_owned()
+}
+
+type Attack = fn(&Forgery) -> String;
+
+/// (what, whether the Subject is forged, how the packet is changed, what must happen).
+fn attacks() -> Vec<(&'static str, bool, Attack, Expect)> {
+    use Expect::*;
+    const MALFORMED: Expect = BothRefuse("malformed_signature");
+    vec![
+        (
+            "control: the packet as signed",
+            false,
+            |f| f.m.clone(),
+            BothAccept,
+        ),
+        (
+            "a Reference with the forged digest after KeyInfo (the reported attack)",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    "</Signature>",
+                    &format!(
+                        "<Reference><DigestValue>{}</DigestValue></Reference></Signature>",
+                        f.d
+                    ),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "a Reference inside KeyInfo",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    "</KeyInfo>",
+                    &format!(
+                        "<Reference URI=\"\"><DigestValue>{}</DigestValue></Reference></KeyInfo>",
+                        f.d
+                    ),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "an Object holding a copy of SignedInfo with the forged digest",
+            true,
+            |f| {
+                let copy = f.signed_info().replace(&f.real, &f.d);
+                once(
+                    &f.m,
+                    "</Signature>",
+                    &format!("<Object>{copy}</Object></Signature>"),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "the signed SignedInfo moved into an Object, a forged one in its place",
+            true,
+            |f| {
+                let original = f.signed_info().to_owned();
+                let v = once(&f.m, &original, &original.replace(&f.real, &f.d));
+                once(
+                    &v,
+                    "</Signature>",
+                    &format!("<Object>{original}</Object></Signature>"),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "a second SignedInfo with the forged digest",
+            true,
+            |f| {
+                let forged = f.signed_info().replace(&f.real, &f.d);
+                once(
+                    &f.m,
+                    "<SignatureValue>",
+                    &format!("{forged}<SignatureValue>"),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "a second Signature with the forged digest in the body",
+            true,
+            |f| {
+                let forged = f.signature().replace(&f.real, &f.d);
+                once(
+                    &f.m,
+                    "</edXML:edXMLBody>",
+                    &format!("{forged}</edXML:edXMLBody>"),
+                )
+            },
+            BothRefuse("digest_mismatch"),
+        ),
+        (
+            "a DigestValue in another namespace beside the real one",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    "</Reference>",
+                    &format!(
+                        "<ds:DigestValue xmlns:ds=\"urn:evil\">{}</ds:DigestValue></Reference>",
+                        f.d
+                    ),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "two DigestValues, the forged one first",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    &f.dv(),
+                    &format!("<DigestValue>{}</DigestValue>{}", f.d, f.dv()),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "a look-alike SignedInfo in another default namespace",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    "<SignedInfo>",
+                    &format!(
+                        "<SignedInfo xmlns=\"urn:evil\"><Reference><DigestValue>{}</DigestValue></Reference></SignedInfo><SignedInfo xmlns=\"{DSIG}\">",
+                        f.d
+                    ),
+                )
+            },
+            MALFORMED,
+        ),
+        // Unchanged packet: the digest split by a comment still denotes the same value and
+        // the comment is not part of canonical SignedInfo, so xmlsec1 accepts; our rule
+        // (nothing but XML-DSig in a Signature) refuses.
+        (
+            "a DigestValue split by a comment",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    &f.dv(),
+                    &format!(
+                        "<DigestValue>{}<!-- split -->{}</DigestValue>",
+                        &f.real[..10],
+                        &f.real[10..]
+                    ),
+                )
+            },
+            StricterRule("malformed_signature"),
+        ),
+        (
+            "whitespace inside DigestValue (changes the signed SignedInfo)",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    &f.dv(),
+                    &format!("<DigestValue>\n  {}\n</DigestValue>", f.real),
+                )
+            },
+            BothRefuse("signature_invalid"),
+        ),
+        (
+            "edXML content hidden in an Object",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    "</Signature>",
+                    &format!(
+                        "<Object><edXML:From xmlns:edXML=\"{}\"><edXML:OrganId>{C}</edXML:OrganId></edXML:From></Object></Signature>",
+                        lienthong::edxml::NAMESPACE
+                    ),
+                )
+            },
+            StricterRule("malformed_signature"),
+        ),
+        (
+            "a From element hidden after KeyInfo",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    "</KeyInfo>",
+                    &format!("</KeyInfo><From><OrganId>{C}</OrganId></From>"),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "a DigestValue inside an extra Transform",
+            true,
+            |f| {
+                once(
+                    &f.m,
+                    "<DigestMethod",
+                    &format!(
+                        "<Transform Algorithm=\"{DSIG}enveloped-signature\"><DigestValue>{}</DigestValue></Transform><DigestMethod",
+                        f.d
+                    ),
+                )
+            },
+            MALFORMED,
+        ),
+        (
+            "two SignatureValues",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    "</SignatureValue>",
+                    "</SignatureValue><SignatureValue>AAAA</SignatureValue>",
+                )
+            },
+            MALFORMED,
+        ),
+        // A character reference in DigestValue denotes the same characters: still signed.
+        (
+            "a character reference in DigestValue",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    &f.dv(),
+                    &format!(
+                        "<DigestValue>&#{};{}</DigestValue>",
+                        f.real.as_bytes()[0],
+                        &f.real[1..]
+                    ),
+                )
+            },
+            BothAccept,
+        ),
+        // Two senders: the first From names C, the last A (the caller).
+        (
+            "two From elements",
+            false,
+            |f| {
+                once(
+                    &f.m,
+                    "<edXML:From>",
+                    &format!(
+                        "<edXML:From><edXML:OrganId>{C}</edXML:OrganId></edXML:From><edXML:From>"
+                    ),
+                )
+            },
+            BothRefuse("duplicate_field"),
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrapping_variants_agree_with_xmlsec1() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");
@@ -86,302 +375,26 @@ async fn wrapping_variants_agree_with_xmlsec1() {
     let signer = lienthong::dsig::Signer::load(&cert, &key).unwrap();
     let a = hub.client(A, HttpVersion::Http2);
 
-    let mut n = 0;
-    let mut fresh = |subject: &str| {
-        n += 1;
+    let mut cases: Vec<(&str, String, Expect)> = Vec::new();
+    for (n, (what, forged, attack, expect)) in attacks().into_iter().enumerate() {
+        // A packet A signed, whose Subject says "Original n".
         let doc_id = format!("{A},2026/11/30,{n}/WR");
         let p = String::from_utf8(packet(A, &[B], &doc_id, b"attachment")).unwrap();
         let p = p.replace(
             &format!("Về việc thử nghiệm {doc_id}"),
-            &format!("{subject} {n}"),
+            &format!("Original {n}"),
         );
         let signed = String::from_utf8(signer.sign(p.as_bytes()).unwrap()).unwrap();
-        (signed, n)
-    };
-
-    // The attack: a recipient reads "FORGED" where the signer wrote "Original".
-    let forge = |signed: &str, n: usize| -> (String, String) {
-        let changed = once(signed, &format!("Original {n}"), &format!("FORGED {n}"));
-        let d = reference_digest(changed.as_bytes());
-        (changed, d)
-    };
-    let dv = |s: &str| {
-        let i = s.find("<DigestValue>").unwrap() + "<DigestValue>".len();
-        let j = s[i..].find("</DigestValue>").unwrap() + i;
-        s[i..j].to_owned()
-    };
-
-    let mut cases: Vec<(&str, String, Expect)> = Vec::new();
-    {
-        let (s, _) = fresh("Original");
-        cases.push(("control: the packet as signed", s, Expect::BothAccept));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let v = once(
-            &m,
-            "</Signature>",
-            &format!("<Reference><DigestValue>{d}</DigestValue></Reference></Signature>"),
-        );
-        cases.push((
-            "a Reference with the forged digest after KeyInfo (the reported attack)",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let v = once(
-            &m,
-            "</KeyInfo>",
-            &format!("<Reference URI=\"\"><DigestValue>{d}</DigestValue></Reference></KeyInfo>"),
-        );
-        cases.push((
-            "a Reference inside KeyInfo",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let si_start = m.find("<SignedInfo>").unwrap();
-        let si_end = m.find("</SignedInfo>").unwrap() + "</SignedInfo>".len();
-        let copy = m[si_start..si_end].replace(&dv(&m), &d);
-        let v = once(
-            &m,
-            "</Signature>",
-            &format!("<Object>{copy}</Object></Signature>"),
-        );
-        cases.push((
-            "an Object holding a copy of SignedInfo with the forged digest",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        // The classic move: the signed SignedInfo goes into an Object, a forged one takes
-        // its place.
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let si_start = m.find("<SignedInfo>").unwrap();
-        let si_end = m.find("</SignedInfo>").unwrap() + "</SignedInfo>".len();
-        let original = m[si_start..si_end].to_owned();
-        let forged = original.replace(&dv(&m), &d);
-        let v = once(&m, &original, &forged);
-        let v = once(
-            &v,
-            "</Signature>",
-            &format!("<Object>{original}</Object></Signature>"),
-        );
-        cases.push((
-            "the signed SignedInfo moved into an Object, a forged one in its place",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let si_start = m.find("<SignedInfo>").unwrap();
-        let si_end = m.find("</SignedInfo>").unwrap() + "</SignedInfo>".len();
-        let forged = m[si_start..si_end].replace(&dv(&m), &d);
-        let v = once(&m, "<SignatureValue>", &format!("{forged}<SignatureValue>"));
-        cases.push((
-            "a second SignedInfo with the forged digest",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let sig_start = m.find("<Signature").unwrap();
-        let sig_end = m.find("</Signature>").unwrap() + "</Signature>".len();
-        let forged = m[sig_start..sig_end].replace(&dv(&m), &d);
-        let v = once(
-            &m,
-            "</edXML:edXMLBody>",
-            &format!("{forged}</edXML:edXMLBody>"),
-        );
-        cases.push((
-            "a second Signature with the forged digest in the body",
-            v,
-            Expect::BothRefuse("digest_mismatch"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let v = once(
-            &m,
-            "</Reference>",
-            &format!("<ds:DigestValue xmlns:ds=\"urn:evil\">{d}</ds:DigestValue></Reference>"),
-        );
-        cases.push((
-            "a DigestValue in another namespace beside the real one",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let real = dv(&m);
-        let v = once(
-            &m,
-            &format!("<DigestValue>{real}</DigestValue>"),
-            &format!("<DigestValue>{d}</DigestValue><DigestValue>{real}</DigestValue>"),
-        );
-        cases.push((
-            "two DigestValues, the forged one first",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let v = once(
-            &m,
-            "<SignedInfo>",
-            &format!(
-                "<SignedInfo xmlns=\"urn:evil\"><Reference><DigestValue>{d}</DigestValue></Reference></SignedInfo><SignedInfo xmlns=\"{DSIG}\">"
-            ),
-        );
-        cases.push((
-            "a look-alike SignedInfo in another default namespace",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        // Unchanged packet: the digest split by a comment still denotes the same value, and
-        // the comment is not part of canonical SignedInfo, so xmlsec1 accepts; our rule
-        // (nothing but XML-DSig in a Signature) refuses.
-        let (s, _) = fresh("Original");
-        let real = dv(&s);
-        let v = once(
-            &s,
-            &format!("<DigestValue>{real}</DigestValue>"),
-            &format!(
-                "<DigestValue>{}<!-- split -->{}</DigestValue>",
-                &real[..10],
-                &real[10..]
-            ),
-        );
-        cases.push((
-            "a DigestValue split by a comment",
-            v,
-            Expect::StricterRule("malformed_signature"),
-        ));
-    }
-    {
-        let (s, _) = fresh("Original");
-        let real = dv(&s);
-        let v = once(
-            &s,
-            &format!("<DigestValue>{real}</DigestValue>"),
-            &format!("<DigestValue>\n  {real}\n</DigestValue>"),
-        );
-        cases.push((
-            "whitespace inside DigestValue (changes the signed SignedInfo)",
-            v,
-            Expect::BothRefuse("signature_invalid"),
-        ));
-    }
-    {
-        let (s, _) = fresh("Original");
-        let v = once(
-            &s,
-            "</Signature>",
-            &format!(
-                "<Object><edXML:From xmlns:edXML=\"{}\"><edXML:OrganId>{C}</edXML:OrganId></edXML:From></Object></Signature>",
-                lienthong::edxml::NAMESPACE
-            ),
-        );
-        cases.push((
-            "edXML content hidden in an Object",
-            v,
-            Expect::StricterRule("malformed_signature"),
-        ));
-    }
-    {
-        let (s, _) = fresh("Original");
-        let v = once(
-            &s,
-            "</KeyInfo>",
-            &format!("</KeyInfo><From><OrganId>{C}</OrganId></From>"),
-        );
-        cases.push((
-            "a From element hidden after KeyInfo",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, n) = fresh("Original");
-        let (m, d) = forge(&s, n);
-        let v = once(
-            &m,
-            "<DigestMethod",
-            &format!(
-                "<Transform Algorithm=\"{DSIG}enveloped-signature\"><DigestValue>{d}</DigestValue></Transform><DigestMethod"
-            ),
-        );
-        cases.push((
-            "a DigestValue inside an extra Transform",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        let (s, _) = fresh("Original");
-        let v = once(
-            &s,
-            "</SignatureValue>",
-            "</SignatureValue><SignatureValue>AAAA</SignatureValue>",
-        );
-        cases.push((
-            "two SignatureValues",
-            v,
-            Expect::BothRefuse("malformed_signature"),
-        ));
-    }
-    {
-        // A character reference in DigestValue denotes the same characters: still signed.
-        let (s, _) = fresh("Original");
-        let real = dv(&s);
-        let v = once(
-            &s,
-            &format!("<DigestValue>{real}</DigestValue>"),
-            &format!(
-                "<DigestValue>&#{};{}</DigestValue>",
-                real.as_bytes()[0],
-                &real[1..]
-            ),
-        );
-        cases.push((
-            "a character reference in DigestValue",
-            v,
-            Expect::BothAccept,
-        ));
-    }
-    {
-        // Two senders: the first From names C, the last A (the caller).
-        let (s, _) = fresh("Original");
-        let v = once(
-            &s,
-            "<edXML:From>",
-            &format!("<edXML:From><edXML:OrganId>{C}</edXML:OrganId></edXML:From><edXML:From>"),
-        );
-        cases.push((
-            "two From elements",
-            v,
-            Expect::BothRefuse("duplicate_field"),
-        ));
+        let real = digest_value(&signed);
+        // The forgery: a recipient reads "FORGED" where the signer wrote "Original"; `d` is
+        // the digest that would make the changed packet look signed.
+        let m = if forged {
+            once(&signed, &format!("Original {n}"), &format!("FORGED {n}"))
+        } else {
+            signed
+        };
+        let d = reference_digest(m.as_bytes());
+        cases.push((what, attack(&Forgery { m, d, real }), expect));
     }
     assert!(cases.len() >= 17);
 

@@ -210,6 +210,12 @@ pub struct Hub {
 }
 
 /// Formats a sequence number as the public id.
+/// Work stopped because its request was given up; counted, never recorded as a refusal.
+fn cancelled() -> HubError {
+    metrics::counter!("lienthong_requests_cancelled_total").increment(1);
+    HubError::Cancelled
+}
+
 pub fn format_id(seq: u64) -> String {
     format!("{seq:016x}")
 }
@@ -324,10 +330,10 @@ impl Hub {
     /// Validates, routes and durably stores a packet; see the API docs for the rules.
     pub fn submit(&self, caller: &Principal, body: &[u8]) -> Result<Accepted, HubError> {
         if crate::cancel::cancelled() {
-            return Err(HubError::Cancelled);
+            return Err(cancelled());
         }
         let packet = match edxml::parse_limited(body, &self.settings.limits) {
-            Err(edxml::EdxmlError::Cancelled) => return Err(HubError::Cancelled),
+            Err(edxml::EdxmlError::Cancelled) => return Err(cancelled()),
             r => r?,
         };
         if packet.from != caller.organ_id {
@@ -361,7 +367,7 @@ impl Hub {
             .check(body, packet.has_signature, &packet.from, pins);
         // A verification cut short by cancellation is no verdict on the packet.
         if crate::cancel::cancelled() {
-            return Err(HubError::Cancelled);
+            return Err(cancelled());
         }
         let (verdict, signer, signer_sha256) = match gate? {
             Gate::Verified(v) => (
