@@ -96,6 +96,7 @@ pub struct Server {
     pub max_handshakes: usize,
     pub max_handshakes_per_ip: usize,
     pub keepalive_secs: u64,
+    pub idle_timeout_secs: u64,
     pub header_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
@@ -230,6 +231,11 @@ impl Config {
         if s.agency_concurrent_submits == 0 || s.small_body_pool_bytes < 2 * s.small_body_bytes {
             return Err(ConfigError::Invalid(
                 "server.agency_concurrent_submits must be positive and small_body_pool_bytes at least 2 × small_body_bytes".into(),
+            ));
+        }
+        if s.idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "server.idle_timeout_secs must be positive".into(),
             ));
         }
         if self.queue.max_wait_secs >= s.request_timeout_secs {

@@ -292,6 +292,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         max_handshakes_per_ip: config.server.max_handshakes_per_ip,
         header_timeout: config.header_timeout(),
         keepalive: std::time::Duration::from_secs(config.server.keepalive_secs),
+        idle_timeout: std::time::Duration::from_secs(config.server.idle_timeout_secs),
         shutdown_grace: config.shutdown_grace(),
     };
     if !config.server.ops_listen.ip().is_loopback() && config.server.ops_token.is_empty() {

@@ -417,3 +417,20 @@ fn the_ops_token_guards_per_agency_figures() {
     );
     hub.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed() {
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "[server]\nidle_timeout_secs = 1\n");
+    let c = hub.client(C, HttpVersion::Http2);
+    assert!(inbox(&c, "").await.is_empty());
+    wait_for("the connection to be counted", || {
+        metric(&hub, "lienthong_connections_open") >= 1.0
+    });
+    wait_for("the idle connection to be closed", || {
+        metric(&hub, "lienthong_connections_open") == 0.0
+    });
+    // A long poll is not idle: it outlives the idle timeout and is answered.
+    let c = hub.client(C, HttpVersion::Http2);
+    assert!(inbox(&c, "wait=2").await.is_empty());
+    hub.stop();
+}

@@ -155,7 +155,7 @@ impl Default for Limits {
         Limits {
             max_depth: 64,
             max_attributes: 64,
-            max_namespace_declarations: 64,
+            max_namespace_declarations: 16,
             max_header_elements: 10_000,
         }
     }

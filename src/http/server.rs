@@ -31,6 +31,9 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// HTTP/2 keep-alive ping interval; a peer that does not answer within it is dropped.
     pub keepalive: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 idle
+    /// connections are closed sooner, by the header timeout).
+    pub idle_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -83,6 +86,59 @@ impl Connections {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+#[derive(Default)]
+struct Activity {
+    inflight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds since `EPOCH` when the connection last became idle.
+    idle_since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The clock idle times are measured on.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+impl Activity {
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.idle_since_ms.fetch_max(now_ms(), SeqCst);
+        loop {
+            let idle = self.inflight.load(SeqCst) == 0;
+            let since = self.idle_since_ms.load(SeqCst);
+            let waited = Duration::from_millis(now_ms().saturating_sub(since));
+            if idle && waited >= limit {
+                return;
+            }
+            // Check again when the limit could next be reached.
+            tokio::time::sleep(if idle { limit - waited } else { limit }).await;
+        }
+    }
+}
+
+/// One request in flight on a connection; its end restarts the idle clock.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(a: &Arc<Activity>) -> Busy {
+        a.inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.idle_since_ms.store(now_ms(), SeqCst);
+        self.0.inflight.fetch_sub(1, SeqCst);
     }
 }
 
@@ -174,6 +230,7 @@ pub async fn run_https(
             (handshakes.clone(), per_ip.clone(), connections.clone());
         let max_per_ip = limits.max_handshakes_per_ip;
         let draining = shutdown.clone();
+        let idle_timeout = limits.idle_timeout;
         tracker.spawn(async move {
             let _permit = permit;
             let tls = {
@@ -207,19 +264,30 @@ pub async fn run_https(
             };
             let peer = Arc::new(peer_cert(peer.as_ref()));
             let (conn_id, closing) = connections.register(peer.common_name.clone());
+            let activity = Arc::new(Activity::default());
+            let seen = activity.clone();
             let svc = service_fn(move |req| {
                 let api = api.clone();
                 let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(&peer, req).await) }
+                let busy = Busy::start(&seen);
+                async move {
+                    let reply = api.handle(&peer, req).await;
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(reply)
+                }
             });
             let mut conn = std::pin::pin!(builder
                 .serve_connection(TokioIo::new(tls), svc)
                 .into_owned());
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = async { tokio::select! { _ = closing.cancelled() => {}, _ = draining.cancelled() => {} } } => {
-                    // The hub drains, or the agency left the directory: no new requests on
-                    // this connection; those in flight finish.
+                _ = async { tokio::select! {
+                    _ = closing.cancelled() => {},
+                    _ = draining.cancelled() => {},
+                    _ = activity.idle_for(idle_timeout) => {},
+                } } => {
+                    // The hub drains, the agency left the directory, or the connection has
+                    // been idle too long: no new requests on it; those in flight finish.
                     conn.as_mut().graceful_shutdown();
                     conn.as_mut().await
                 }
