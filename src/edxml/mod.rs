@@ -4,7 +4,9 @@
 //! [`Packet`] summary beside them for routing and listing. This module only reads and composes;
 //! it must never touch storage or the network.
 
+mod collected;
 mod compose;
+mod fields;
 mod parse;
 
 pub use compose::{Attachment, NewDocument, compose_document, compose_status};
