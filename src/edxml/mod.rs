@@ -150,6 +150,10 @@ pub struct Limits {
     pub max_namespace_declarations: usize,
     /// Elements inside `edXMLHeader`.
     pub max_header_elements: usize,
+    /// Elements in the whole packet. Attachments are base64 text, so real packets have a few
+    /// hundred; this bounds the per-element work of a 64 MiB body (reading 16 million empty
+    /// elements, each resolved against the namespaces in scope, costs seconds).
+    pub max_elements: usize,
 }
 
 impl Default for Limits {
@@ -159,6 +163,7 @@ impl Default for Limits {
             max_attributes: 64,
             max_namespace_declarations: 16,
             max_header_elements: 10_000,
+            max_elements: 100_000,
         }
     }
 }

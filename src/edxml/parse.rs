@@ -86,6 +86,7 @@ pub fn parse_limited(body: &[u8], limits: &Limits) -> Result<Packet, EdxmlError>
     let mut frames: Vec<Frame> = Vec::with_capacity(16);
     let mut decls_in_scope = 0usize;
     let mut header_elements = 0usize;
+    let mut elements = 0usize;
     let mut until_check = crate::cancel::EVERY;
 
     loop {
@@ -141,6 +142,13 @@ pub fn parse_limited(body: &[u8], limits: &Limits) -> Result<Packet, EdxmlError>
                     return Err(EdxmlError::LimitsExceeded {
                         limit: "max_namespace_declarations",
                         max: limits.max_namespace_declarations,
+                    });
+                }
+                elements += 1;
+                if elements > limits.max_elements {
+                    return Err(EdxmlError::LimitsExceeded {
+                        limit: "max_elements",
+                        max: limits.max_elements,
                     });
                 }
                 if path.len() >= 2 && path[0] == "edXMLEnvelope" && path[1] == "edXMLHeader" {
@@ -515,6 +523,21 @@ mod tests {
             parse(wide.as_bytes()).unwrap_err(),
             EdxmlError::LimitsExceeded {
                 limit: "max_header_elements",
+                ..
+            }
+        ));
+        let many_elements = doc("").replacen(
+            "</e:edXMLEnvelope>",
+            &format!(
+                "<e:edXMLBody>{}</e:edXMLBody></e:edXMLEnvelope>",
+                "<x/>".repeat(100_001)
+            ),
+            1,
+        );
+        assert!(matches!(
+            parse(many_elements.as_bytes()).unwrap_err(),
+            EdxmlError::LimitsExceeded {
+                limit: "max_elements",
                 ..
             }
         ));
