@@ -61,7 +61,28 @@ pub fn cancelled() -> bool {
 
 /// How many reader events pass between two checks: cheap enough to be invisible, often
 /// enough that a cancelled 64 MiB packet stops within milliseconds.
-pub const EVERY: u32 = 4096;
+const EVERY: u32 = 4096;
+
+/// What a reading loop calls once per event: says `true` (every [`EVERY`] events at most)
+/// once the current work has been given up.
+pub struct Ticker(u32);
+
+impl Default for Ticker {
+    fn default() -> Ticker {
+        Ticker(EVERY)
+    }
+}
+
+impl Ticker {
+    pub fn cancelled(&mut self) -> bool {
+        self.0 -= 1;
+        if self.0 > 0 {
+            return false;
+        }
+        self.0 = EVERY;
+        cancelled()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -344,16 +344,12 @@ impl Canonicalizer<'_, '_> {
         let mut apex: Option<usize> = None;
         let mut skip_from: Option<usize> = None;
         let document = matches!(subset, Subset::Document { .. });
-        let mut until_check = crate::cancel::EVERY;
+        let mut ticker = crate::cancel::Ticker::default();
         loop {
             let pos = reader.buffer_position() as usize;
             let event = reader.read_event().map_err(err)?;
-            until_check -= 1;
-            if until_check == 0 {
-                until_check = crate::cancel::EVERY;
-                if crate::cancel::cancelled() {
-                    return Err(C14nError("cancelled: the request was given up".into()));
-                }
+            if ticker.cancelled() {
+                return Err(C14nError("cancelled: the request was given up".into()));
             }
             let output = skip_from.is_none() && (document || apex.is_some());
             match event {

@@ -33,6 +33,14 @@ struct Frame {
     seen: u64,
 }
 
+/// `Err(limits_exceeded)` naming `limit` when `n` is over `max`.
+fn within(n: usize, max: usize, limit: &'static str) -> Result<(), EdxmlError> {
+    if n > max {
+        return Err(EdxmlError::LimitsExceeded { limit, max });
+    }
+    Ok(())
+}
+
 /// Counts an element's attributes and namespace declarations without quick-xml's duplicate
 /// check (quadratic in the attribute count); refuses more than the limits allow.
 fn count_attributes(
@@ -48,12 +56,7 @@ fn count_attributes(
         if k == b"xmlns" || k.starts_with(b"xmlns:") {
             decls += 1;
         }
-        if attrs > limits.max_attributes {
-            return Err(EdxmlError::LimitsExceeded {
-                limit: "max_attributes",
-                max: limits.max_attributes,
-            });
-        }
+        within(attrs, limits.max_attributes, "max_attributes")?;
     }
     Ok(decls)
 }
@@ -87,16 +90,12 @@ pub fn parse_limited(body: &[u8], limits: &Limits) -> Result<Packet, EdxmlError>
     let mut decls_in_scope = 0usize;
     let mut header_elements = 0usize;
     let mut elements = 0usize;
-    let mut until_check = crate::cancel::EVERY;
+    let mut ticker = crate::cancel::Ticker::default();
 
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
-        until_check -= 1;
-        if until_check == 0 {
-            until_check = crate::cancel::EVERY;
-            if crate::cancel::cancelled() {
-                return Err(EdxmlError::Cancelled);
-            }
+        if ticker.cancelled() {
+            return Err(EdxmlError::Cancelled);
         }
         let first_event = !seen_anything;
         seen_anything = true;
@@ -130,35 +129,23 @@ pub fn parse_limited(body: &[u8], limits: &Limits) -> Result<Packet, EdxmlError>
                 let in_ns =
                     matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NAMESPACE.as_bytes());
                 let decls = count_attributes(e, limits)?;
-                if frames.len() >= limits.max_depth {
-                    return Err(EdxmlError::LimitsExceeded {
-                        limit: "max_depth",
-                        max: limits.max_depth,
-                    });
-                }
+                within(frames.len() + 1, limits.max_depth, "max_depth")?;
                 // quick-xml has resolved this element's name against every binding in scope,
                 // so the limit is checked with this element's own declarations counted.
-                if decls_in_scope + decls > limits.max_namespace_declarations {
-                    return Err(EdxmlError::LimitsExceeded {
-                        limit: "max_namespace_declarations",
-                        max: limits.max_namespace_declarations,
-                    });
-                }
+                within(
+                    decls_in_scope + decls,
+                    limits.max_namespace_declarations,
+                    "max_namespace_declarations",
+                )?;
                 elements += 1;
-                if elements > limits.max_elements {
-                    return Err(EdxmlError::LimitsExceeded {
-                        limit: "max_elements",
-                        max: limits.max_elements,
-                    });
-                }
+                within(elements, limits.max_elements, "max_elements")?;
                 if path.len() >= 2 && path[0] == "edXMLEnvelope" && path[1] == "edXMLHeader" {
                     header_elements += 1;
-                    if header_elements > limits.max_header_elements {
-                        return Err(EdxmlError::LimitsExceeded {
-                            limit: "max_header_elements",
-                            max: limits.max_header_elements,
-                        });
-                    }
+                    within(
+                        header_elements,
+                        limits.max_header_elements,
+                        "max_header_elements",
+                    )?;
                 }
                 if !is_empty {
                     decls_in_scope += decls;

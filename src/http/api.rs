@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::budget::{BodyBudget, BodyLimits};
+use super::budget::{BodyBudget, BodyLimits, linger};
 use super::error::ApiError;
 use super::query::{query_str, query_u64};
 use crate::config::Roles;
@@ -160,12 +160,12 @@ impl Api {
     async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let caller = match self.caller(peer) {
             Ok(c) => c,
-            Err(e) => return Err(refuse_draining(req, e).await),
+            Err(e) => return Err(refuse_draining(req, e)),
         };
         // Posting endpoints are for agencies: refuse roles before the body is read, cleanly.
         if req.method() == Method::POST && !matches!(caller, Caller::Agency(_)) {
             if let Err(e) = caller.agency() {
-                return Err(refuse_draining(req, e).await);
+                return Err(refuse_draining(req, e));
             }
             unreachable!("a role is not an agency");
         }
@@ -501,12 +501,10 @@ impl Api {
     }
 }
 
-/// Answers `e` after reading (and dropping) a small body the client has already sent: closing
-/// a connection with unread bytes makes the kernel reset it, and the client then sees a
-/// connection error instead of the refusal. Larger or slower bodies are not waited for.
-async fn refuse_draining(req: Request<Incoming>, e: ApiError) -> ApiError {
-    let small = Limited::new(req.into_body(), 64 * 1024).collect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), small).await;
+/// Answers `e` with the request's body handed to [`linger`], so that a body the client has
+/// already sent does not make the refusal arrive as a connection reset.
+fn refuse_draining(req: Request<Incoming>, e: ApiError) -> ApiError {
+    linger(req.into_body());
     e
 }
 

@@ -70,11 +70,22 @@ pub struct Held {
     large_kib: u32,
 }
 
-fn busy(what: &str) -> ApiError {
+/// 429: the caller is over its own share.
+fn too_many(what: &str) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_requests",
         format!("{what}; retry later"),
+    )
+    .retry_after(1)
+}
+
+/// 503: the hub's shared memory for uploads is in use.
+fn server_busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_busy",
+        "the memory budget for uploads is in use; retry later",
     )
     .retry_after(1)
 }
@@ -143,7 +154,7 @@ impl BodyBudget {
         }
         let (agency_bytes, agency_submits) = self.share(agency);
         let slot = agency_submits.try_acquire_owned().map_err(|_| {
-            busy(&format!(
+            too_many(&format!(
                 "agency {agency} already has {} submissions in flight",
                 self.limits.agency_concurrent_submits
             ))
@@ -160,14 +171,7 @@ impl BodyBudget {
                 .small
                 .clone()
                 .try_acquire_many_owned(want)
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "server_busy",
-                        "too many submissions in flight; retry later",
-                    )
-                    .retry_after(1)
-                })?;
+                .map_err(|_| server_busy())?;
             held.permits.push(p);
             let body = self.collect(body, declared, None, &mut held).await?;
             return Ok((body, held));
@@ -265,7 +269,7 @@ impl Pools {
                 .clone()
                 .try_acquire_many_owned(mine)
                 .map_err(|_| {
-                    busy("this agency's uploads in flight exceed its share of the body budget")
+                    too_many("this agency's uploads in flight exceed its share of the body budget")
                 })?;
             held.permits.push(p);
             held.agency_kib += mine;
@@ -283,14 +287,6 @@ impl Pools {
         // for ever. So only one upload at a time may wait (until its deadline); any other
         // that finds the pool full is answered 503 at once and gives back what it holds, so
         // the one waiting always gets through.
-        let server_busy = || {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_busy",
-                "the memory budget for uploads is in use; retry later",
-            )
-            .retry_after(1)
-        };
         let Ok(_turn) = self.waiter.clone().try_lock_owned() else {
             return Err(server_busy());
         };
@@ -310,8 +306,8 @@ impl Pools {
 /// Keeps a refused upload's body open a little longer, reading and dropping what still comes:
 /// dropped at once, the HTTP/2 stream is reset (and an HTTP/1.1 connection with unread bytes
 /// is reset by the kernel) before the refusal reaches the client, which then sees a
-/// connection error instead of its 408, 413 or 429.
-fn linger(mut body: Incoming) {
+/// connection error instead of its 403, 408, 413 or 429.
+pub(super) fn linger(mut body: Incoming) {
     tokio::spawn(async move {
         let drain = async {
             let mut seen = 0usize;

@@ -1,0 +1,309 @@
+//! Delivery to recipients: listing with leases (and long polls), fetching the body (a
+//! recipient's first fetch leaves a trace), acknowledging one item or a page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{
+    Acked, AckedMany, Hub, HubError, InboxItem, Principal, format_id, now_ms, parse_id, rfc3339,
+    stripe,
+};
+use crate::store::{Change, DocRecord, QueueEntry};
+
+impl Hub {
+    /// Lists and leases up to `limit` of the caller's pending items, oldest first.
+    pub fn list_inbox(&self, caller: &Principal, limit: usize) -> Result<Vec<InboxItem>, HubError> {
+        let limit = limit.clamp(1, self.settings.max_inbox_limit);
+        let agency = caller.organ_id.as_str();
+        let _guard = self.lease_locks[stripe(agency)]
+            .lock()
+            .expect("lease lock poisoned");
+        let now = now_ms();
+        self.last_pull
+            .lock()
+            .expect("last-pull lock poisoned")
+            .insert(agency.to_owned(), now);
+        let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
+        self.store.scan_queue(agency, |seq, entry| {
+            if entry.lease_until_ms <= now {
+                picked.push((seq, entry));
+            }
+            picked.len() < limit
+        })?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_until = now + self.settings.lease.as_millis() as u64;
+        let leased: Vec<(u64, QueueEntry)> = picked
+            .iter()
+            .map(|&(seq, e)| {
+                (
+                    seq,
+                    QueueEntry {
+                        lease_until_ms: lease_until,
+                        deliveries: e.deliveries + 1,
+                        fetched: e.fetched,
+                    },
+                )
+            })
+            .collect();
+        let changes: Vec<Change<'_>> = leased
+            .iter()
+            .map(|&(seq, entry)| Change::Lease { agency, seq, entry })
+            .collect();
+        // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
+        self.commit(&changes, vec![], false)?;
+        let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
+        let docs = self.store.docs(&seqs)?;
+        let by_seq: HashMap<u64, u32> = leased.iter().map(|(s, e)| (*s, e.deliveries)).collect();
+        Ok(docs
+            .into_iter()
+            .map(|d| InboxItem {
+                id: format_id(d.seq),
+                deliveries: by_seq.get(&d.seq).copied().unwrap_or(1),
+                kind: d.kind,
+                from: d.from,
+                document_id: d.document_id,
+                subject: d.subject,
+                status_code: d.status_code,
+                response_for: d.response_for,
+                size: d.size,
+                sha256: d.sha256,
+                received_at: rfc3339(d.received_at_ms),
+                has_signature: d.has_signature,
+                verdict: d.verdict,
+                signer: d.signer,
+                acts_on: d.acts_on.map(format_id),
+                replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
+                lease_expires_at: rfc3339(lease_until),
+            })
+            .collect())
+    }
+
+    /// The packet, byte for byte, for its sender or one of its recipients; `NotFound` to
+    /// anyone else so that nothing leaks about other agencies' documents.
+    pub fn fetch(&self, caller: &Principal, id: &str) -> Result<(DocRecord, Vec<u8>), HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+        let me = &caller.organ_id;
+        if &doc.from != me && !doc.delivers_to(me) {
+            return Err(HubError::NotFound);
+        }
+        let body = self
+            .store
+            .body(seq)?
+            .ok_or_else(|| HubError::Purged(format_id(seq)))?;
+        // The trace is written when the disk allows; a full disk must not make accepted
+        // documents unreadable (the fetch is then only in the logs and metrics).
+        if &doc.from != me {
+            if let Err(e) = self.mark_fetched(me, seq) {
+                tracing::warn!(agency = %me, id = %format_id(seq), error = %e, "could not log a fetch");
+            }
+        }
+        self.observe_fetch(me, body.len() as u64);
+        Ok((doc, body))
+    }
+
+    /// A recipient's first fetch of a queued item leaves a `fetched` entry and counts as a
+    /// delivery (revoke and delivery state then treat it as pulled), in one commit with the
+    /// flag that keeps later fetches from logging again. Under the agency's lease lock, so a
+    /// listing cannot overwrite the flag.
+    fn mark_fetched(&self, agency: &str, seq: u64) -> Result<(), HubError> {
+        let _guard = self.lease_locks[stripe(agency)]
+            .lock()
+            .expect("lease lock poisoned");
+        let Some(e) = self.store.queue_entry(agency, seq)? else {
+            return Ok(()); // Acked (delivered) already, or withdrawn.
+        };
+        if e.fetched {
+            return Ok(());
+        }
+        let entry = QueueEntry {
+            deliveries: e.deliveries.max(1),
+            fetched: true,
+            ..e
+        };
+        let change = Change::Fetch {
+            agency,
+            seq,
+            entry,
+            first_delivery: e.deliveries == 0,
+        };
+        // Like a lease, not synced: the ack that follows is, and carries it to disk.
+        self.commit(&[change], vec![], false)?;
+        Ok(())
+    }
+
+    /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
+    /// queued for the caller is `NotFound`. Returns whether this call removed it.
+    pub fn ack(&self, caller: &Principal, id: &str) -> Result<Acked, HubError> {
+        let seq = parse_id(id).ok_or(HubError::NotFound)?;
+        let agency = caller.organ_id.as_str();
+        if self.store.queue_entry(agency, seq)?.is_some() {
+            let at_ms = now_ms();
+            let indexes = self.commit(&[Change::Ack { agency, seq, at_ms }], vec![], true)?;
+            let mut receipt = None;
+            if let Some(doc) = self.store.doc(seq)? {
+                self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                receipt = Some(self.delivery_receipt(&doc, agency, at_ms, indexes[0])?);
+            }
+            return Ok(Acked {
+                id: id.to_owned(),
+                acked: true,
+                removed: true,
+                receipt,
+            });
+        }
+        match self.store.doc(seq)? {
+            Some(d) if d.delivers_to(agency) => {
+                let receipt = self.receipts(caller, id)?.into_iter().next();
+                Ok(Acked {
+                    id: id.to_owned(),
+                    acked: true,
+                    removed: false,
+                    receipt,
+                })
+            }
+            _ => Err(HubError::NotFound),
+        }
+    }
+
+    /// Acknowledges several items in one commit (one sync, one request): what an agency does
+    /// after fetching a page of its inbox. Each id gets its own outcome, in order; ids that
+    /// are not the caller's are `NotFound` without failing the others. The items this call
+    /// removes share one signed batch receipt (one signature per page, not per item); items
+    /// acked before carry their own delivery receipt as a single ack would.
+    pub fn ack_many(&self, caller: &Principal, ids: &[String]) -> Result<AckedMany, HubError> {
+        let agency = caller.organ_id.as_str();
+        let mut outcomes: Vec<Option<Result<Acked, HubError>>> = Vec::with_capacity(ids.len());
+        let mut to_ack: Vec<(usize, u64)> = Vec::new();
+        // (position, position of the same id earlier in this batch)
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let Some(seq) = parse_id(id) else {
+                outcomes.push(Some(Err(HubError::NotFound)));
+                continue;
+            };
+            if let Some(&(first, _)) = to_ack.iter().find(|(_, s)| *s == seq) {
+                repeats.push((i, first));
+                outcomes.push(None);
+            } else if self.store.queue_entry(agency, seq)?.is_some() {
+                to_ack.push((i, seq));
+                outcomes.push(None);
+            } else {
+                outcomes.push(Some(self.ack(caller, id)));
+            }
+        }
+        let mut batch_receipt = None;
+        if !to_ack.is_empty() {
+            let at_ms = now_ms();
+            let changes: Vec<Change<'_>> = to_ack
+                .iter()
+                .map(|&(_, seq)| Change::Ack { agency, seq, at_ms })
+                .collect();
+            let indexes = self.commit(&changes, vec![], true)?;
+            let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
+            let docs: HashMap<u64, DocRecord> = self
+                .store
+                .docs(&seqs)?
+                .into_iter()
+                .map(|d| (d.seq, d))
+                .collect();
+            let mut covered = Vec::with_capacity(to_ack.len());
+            for (k, &(i, seq)) in to_ack.iter().enumerate() {
+                if let Some(doc) = docs.get(&seq) {
+                    self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                    covered.push((doc, indexes[k]));
+                }
+                outcomes[i] = Some(Ok(Acked {
+                    id: ids[i].clone(),
+                    acked: true,
+                    removed: true,
+                    receipt: None,
+                }));
+            }
+            batch_receipt = Some(self.delivery_batch_receipt(agency, at_ms, &covered)?);
+        }
+        for (i, first) in repeats {
+            let again = match &outcomes[first] {
+                Some(Ok(a)) => Ok(Acked {
+                    removed: false,
+                    ..a.clone()
+                }),
+                _ => Err(HubError::NotFound),
+            };
+            outcomes[i] = Some(again);
+        }
+        Ok(AckedMany {
+            results: outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Err(HubError::NotFound)))
+                .collect(),
+            receipt: batch_receipt,
+        })
+    }
+
+    fn waiter(&self, agency: &str) -> Arc<Notify> {
+        let mut w = self.waiters.lock().expect("waiters lock poisoned");
+        w.entry(agency.to_owned())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    pub(super) fn wake(&self, agency: &str) {
+        let w = self.waiters.lock().expect("waiters lock poisoned");
+        if let Some(n) = w.get(agency) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// The async entry points of delivery.
+impl Hub {
+    /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.
+    pub async fn inbox_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<Vec<InboxItem>, HubError> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_wait);
+        let notify = self.waiter(&caller.organ_id);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let c = caller.clone();
+            let items = self.blocking(move |hub| hub.list_inbox(&c, limit)).await?;
+            let now = tokio::time::Instant::now();
+            if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
+                return Ok(items);
+            }
+            // Wake on arrival, or at least every second to pick up expired leases.
+            let nap = (deadline - now).min(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::timeout(nap, notified) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    pub async fn fetch_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        id: String,
+    ) -> Result<(DocRecord, Vec<u8>), HubError> {
+        self.blocking(move |hub| hub.fetch(&caller, &id)).await
+    }
+
+    pub async fn ack_async(
+        self: &Arc<Self>,
+        caller: Principal,
+        id: String,
+    ) -> Result<Acked, HubError> {
+        self.blocking(move |hub| hub.ack(&caller, &id)).await
+    }
+}
