@@ -159,6 +159,11 @@ fn a_too_slow_upload_gets_408_and_a_crowd_gets_429() {
 
     // Two uploads in flight for C (fast enough to stay); a third is refused at once.
     let mut two: Vec<Child> = (0..2).map(|_| slow_upload(&hub, C, &big, "20k")).collect();
+    // Both past the handshake (the 408 upload above has closed), then a moment for their
+    // headers to take the agency's two submission slots.
+    wait_for("the two uploads to connect", || {
+        metric(&hub, "lienthong_connections_open") >= 2.0
+    });
     std::thread::sleep(Duration::from_millis(500));
     let third = slow_upload(&hub, C, &big, "20k")
         .wait_with_output()
@@ -176,15 +181,21 @@ fn a_too_slow_upload_gets_408_and_a_crowd_gets_429() {
 
 #[test]
 fn handshakes_are_capped_per_address() {
-    let mut hub = TestHub::start(SMALL_DIRECTORY, "[server]\nmax_handshakes_per_ip = 2\n");
-    // Two connections that never start TLS hold this address's two handshake slots.
-    let idle: Vec<_> = (0..2)
+    // A handshake timeout longer than the test, so idle connections keep their slots.
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[server]\nmax_handshakes_per_ip = 2\nheader_timeout_secs = 120\n",
+    );
+    // Connections that never start TLS hold this address's two handshake slots. More than
+    // two, since the hub takes slots in its connection tasks, in whatever order they run:
+    // whichever two get there first hold them, the others are closed.
+    let idle: Vec<_> = (0..5)
         .map(|_| std::net::TcpStream::connect(&hub.https).unwrap())
         .collect();
     wait_for("the idle connections to be seen", || {
         let mut probe = std::net::TcpStream::connect(&hub.https).unwrap();
         probe
-            .set_read_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let mut buf = [0u8; 1];
         // Closed at once: a read returns 0 bytes (EOF), not a timeout.
