@@ -24,6 +24,7 @@ pub struct Config {
     pub signature: Signature,
     pub audit: Audit,
     pub retention: Retention,
+    pub storage: Storage,
     pub edxml: crate::edxml::Limits,
 }
 
@@ -53,6 +54,23 @@ pub struct Signature {
     pub trust_dir: PathBuf,
     pub crl_files: Vec<PathBuf>,
     pub cache_secs: u64,
+}
+
+/// How the store treats a slow or failing disk (see `store::WriterOptions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    pub sync_deadline_secs: u64,
+    pub max_pending_writes: usize,
+}
+
+impl Storage {
+    pub fn writer_options(&self) -> crate::store::WriterOptions {
+        crate::store::WriterOptions {
+            sync_deadline: Duration::from_secs(self.sync_deadline_secs.max(1)),
+            max_pending: self.max_pending_writes.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -188,9 +188,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         source,
     })?;
     let db_path = data.join("db");
-    let store = Store::open(&db_path).map_err(|source| DaemonError::Store {
-        path: db_path.clone(),
-        source,
+    let store = Store::open_with(&db_path, config.storage.writer_options()).map_err(|source| {
+        DaemonError::Store {
+            path: db_path.clone(),
+            source,
+        }
     })?;
     let signatures = crate::hub::Signatures::load(&config.signature)?;
     let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;

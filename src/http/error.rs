@@ -73,7 +73,10 @@ impl From<HubError> for ApiError {
             status,
             code: e.code(),
             message: e.to_string(),
-            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
+            retry_after: match &e {
+                HubError::Store(StoreError::Busy | StoreError::Conflict) => Some(1),
+                _ => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
+            },
         }
     }
 }

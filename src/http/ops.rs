@@ -85,13 +85,15 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n"),
-        "/readyz" if !state.hub.storage_ok() => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "not ready: the disk filled up; free space and restart the hub\n",
-        ),
-        "/readyz" if state.ready.get() => reply(StatusCode::OK, TEXT, "ready\n"),
-        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        "/readyz" => match state.hub.storage_problem() {
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+            None if state.ready.get() => reply(StatusCode::OK, TEXT, "ready\n"),
+            None => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        },
         "/dashboard" | "/dashboard/" => {
             reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD)
         }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{
-    Acked, AckedMany, Hub, HubError, InboxItem, Principal, format_id, now_ms, parse_id, rfc3339,
-    stripe,
+    Acked, AckedMany, CONFLICT_RETRIES, Hub, HubError, InboxItem, Principal, format_id, now_ms,
+    parse_id, rfc3339, stripe,
 };
-use crate::store::{Change, DocRecord, QueueEntry};
+use crate::store::{Change, DocRecord, QueueEntry, StoreError};
 
 impl Hub {
     /// Lists and leases up to `limit` of the caller's pending items, oldest first.
@@ -21,44 +21,28 @@ impl Hub {
         let _guard = self.lease_locks[stripe(agency)]
             .lock()
             .expect("lease lock poisoned");
-        let now = now_ms();
         self.last_pull
             .lock()
             .expect("last-pull lock poisoned")
-            .insert(agency.to_owned(), now);
-        let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
-        self.store.scan_queue(agency, |seq, entry| {
-            if entry.lease_until_ms <= now {
-                picked.push((seq, entry));
+            .insert(agency.to_owned(), now_ms());
+        // An ack or expiry (which take no lease lock) may remove an item between the scan
+        // and the commit: the leases are guarded by the entries the scan read, and a
+        // listing that lost such a race reads again.
+        let mut attempt = 0;
+        let (leased, lease_until) = loop {
+            match self.lease_pending(agency, limit) {
+                Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                }
+                r => break r?,
             }
-            picked.len() < limit
-        })?;
-        if picked.is_empty() {
+        };
+        if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let lease_until = now + self.settings.lease.as_millis() as u64;
-        let leased: Vec<(u64, QueueEntry)> = picked
-            .iter()
-            .map(|&(seq, e)| {
-                (
-                    seq,
-                    QueueEntry {
-                        lease_until_ms: lease_until,
-                        deliveries: e.deliveries + 1,
-                        fetched: e.fetched,
-                    },
-                )
-            })
-            .collect();
-        let changes: Vec<Change<'_>> = leased
-            .iter()
-            .map(|&(seq, entry)| Change::Lease { agency, seq, entry })
-            .collect();
-        // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
-        self.commit(&changes, vec![], false)?;
         let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
         let docs = self.store.docs(&seqs)?;
-        let by_seq: HashMap<u64, u32> = leased.iter().map(|(s, e)| (*s, e.deliveries)).collect();
+        let by_seq: HashMap<u64, u32> = leased.into_iter().collect();
         Ok(docs
             .into_iter()
             .map(|d| InboxItem {
@@ -81,6 +65,47 @@ impl Hub {
                 lease_expires_at: rfc3339(lease_until),
             })
             .collect())
+    }
+
+    /// One scan and one guarded commit of leases: (seq, deliveries) per leased item, and
+    /// when the leases end.
+    fn lease_pending(
+        &self,
+        agency: &str,
+        limit: usize,
+    ) -> Result<(Vec<(u64, u32)>, u64), HubError> {
+        let now = now_ms();
+        let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
+        self.store.scan_queue(agency, |seq, entry| {
+            if entry.lease_until_ms <= now {
+                picked.push((seq, entry));
+            }
+            picked.len() < limit
+        })?;
+        let lease_until = now + self.settings.lease.as_millis() as u64;
+        if picked.is_empty() {
+            return Ok((Vec::new(), lease_until));
+        }
+        let changes: Vec<Change<'_>> = picked
+            .iter()
+            .map(|&(seq, was)| Change::Lease {
+                agency,
+                seq,
+                was,
+                entry: QueueEntry {
+                    lease_until_ms: lease_until,
+                    deliveries: was.deliveries + 1,
+                    fetched: was.fetched,
+                },
+            })
+            .collect();
+        // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
+        self.commit(&changes, vec![], false)?;
+        let leased = picked
+            .iter()
+            .map(|&(seq, was)| (seq, was.deliveries + 1))
+            .collect();
+        Ok((leased, lease_until))
     }
 
     /// The packet, byte for byte, for its sender or one of its recipients; `NotFound` to
@@ -129,12 +154,16 @@ impl Hub {
         let change = Change::Fetch {
             agency,
             seq,
+            was: e,
             entry,
             first_delivery: e.deliveries == 0,
         };
         // Like a lease, not synced: the ack that follows is, and carries it to disk.
-        self.commit(&[change], vec![], false)?;
-        Ok(())
+        match self.commit(&[change], vec![], false) {
+            // Acked or expired meanwhile: nothing left to mark.
+            Err(HubError::Store(StoreError::Conflict)) => Ok(()),
+            r => r.map(|_| ()),
+        }
     }
 
     /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
@@ -144,7 +173,14 @@ impl Hub {
         let agency = caller.organ_id.as_str();
         if self.store.queue_entry(agency, seq)?.is_some() {
             let at_ms = now_ms();
-            let indexes = self.commit(&[Change::Ack { agency, seq, at_ms }], vec![], true)?;
+            let change = Change::Ack { agency, seq, at_ms };
+            let indexes = match self.commit(&[change], vec![], true) {
+                // Another ack (or an expiry) removed it first: answered below.
+                Err(HubError::Store(StoreError::Conflict)) => {
+                    return self.acked_before(id, seq, caller);
+                }
+                r => r?,
+            };
             let mut receipt = None;
             if let Some(doc) = self.store.doc(seq)? {
                 self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
@@ -157,6 +193,15 @@ impl Hub {
                 receipt,
             });
         }
+        self.acked_before(id, seq, caller)
+    }
+
+    /// The answer for an item no longer in the caller's queue: acked before (by this
+    /// agency, perhaps by a request still waiting for its sync — so this waits for the disk
+    /// too), or never the caller's.
+    fn acked_before(&self, id: &str, seq: u64, caller: &Principal) -> Result<Acked, HubError> {
+        let agency = caller.organ_id.as_str();
+        self.store.barrier()?;
         match self.store.doc(seq)? {
             Some(d) if d.delivers_to(agency) => {
                 let receipt = self.receipts(caller, id)?.into_iter().next();
@@ -204,7 +249,17 @@ impl Hub {
                 .iter()
                 .map(|&(_, seq)| Change::Ack { agency, seq, at_ms })
                 .collect();
-            let indexes = self.commit(&changes, vec![], true)?;
+            let indexes = match self.commit(&changes, vec![], true) {
+                // Another request removed one of them first: one by one, each with its own
+                // answer.
+                Err(HubError::Store(StoreError::Conflict)) => {
+                    return Ok(AckedMany {
+                        results: ids.iter().map(|id| self.ack(caller, id)).collect(),
+                        receipt: None,
+                    });
+                }
+                r => r?,
+            };
             let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
             let docs: HashMap<u64, DocRecord> = self
                 .store

@@ -33,7 +33,9 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                 Some((_, list)) => list.push(agency),
                 None => enqueued.push((*seq, vec![agency])),
             },
-            Change::Lease { agency, seq, entry } => out.push(
+            Change::Lease {
+                agency, seq, entry, ..
+            } => out.push(
                 AuditEvent::new("leased", at_ms)
                     .agency(agency)
                     .document(*seq)

@@ -95,6 +95,7 @@ impl HubError {
             HubError::Invalid(_) => "bad_request",
             HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
+            HubError::Store(StoreError::Busy | StoreError::Conflict) => "server_busy",
             HubError::Store(_) => "storage_error",
         }
     }
@@ -185,7 +186,6 @@ pub struct Hub {
     notary: crate::dsig::Signer,
     directory: SharedDirectory,
     settings: HubSettings,
-    next_seq: AtomicU64,
     /// Serializes the duplicate check and the write for the same (sender, key).
     submit_locks: Vec<Mutex<()>>,
     /// Serializes list-and-lease per agency, so two listings never lease the same item.
@@ -209,6 +209,10 @@ pub struct Hub {
     /// Where the retention purge continues (documents before it are done or kept).
     purge_cursor: AtomicU64,
 }
+
+/// How often a change whose guards found the state moved is read and tried again before
+/// the request is answered 503 (each retry sees the change that beat it).
+const CONFLICT_RETRIES: u32 = 8;
 
 /// Formats a sequence number as the public id.
 /// Work stopped because its request was given up; counted, never recorded as a refusal.
@@ -258,7 +262,6 @@ impl Hub {
         notary: crate::dsig::Signer,
         shutdown: CancellationToken,
     ) -> Result<Hub, HubError> {
-        let next = store.max_seq()? + 1;
         let depth = store.queue_depths()?;
         Ok(Hub {
             counters: Counters::default(),
@@ -272,7 +275,6 @@ impl Hub {
             notary,
             directory,
             settings,
-            next_seq: AtomicU64::new(next),
             submit_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             lease_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             waiters: Mutex::new(HashMap::new()),
@@ -284,9 +286,13 @@ impl Hub {
         &self.directory
     }
 
-    /// False once a write failed for lack of space (see `storage_full`).
-    pub fn storage_ok(&self) -> bool {
-        !self.storage_full.load(Ordering::SeqCst)
+    /// Why the hub cannot take writes now, if it cannot: the disk filled up, a write or
+    /// sync failed (RocksDB then refuses writes until a restart), or a sync hangs.
+    pub fn storage_problem(&self) -> Option<String> {
+        if self.storage_full.load(Ordering::SeqCst) {
+            return Some("the disk filled up; free space and restart the hub".into());
+        }
+        self.store.health().err().map(|e| e.to_string())
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -391,6 +397,9 @@ impl Hub {
             .lock()
             .expect("submit lock poisoned");
         if let Some(seq) = self.store.dedup(&dkey)? {
+            // The first submission may still be waiting for its sync (its caller gave up
+            // waiting): "already accepted" is said only of what is on disk.
+            self.store.barrier()?;
             let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
             if existing.sha256 == sha256 {
                 // The same sender (the key holds it): its submission receipt, not the
@@ -412,6 +421,35 @@ impl Hub {
             });
         }
 
+        // Revoke and update read queue states an ack may change before the commit, whose
+        // guards then refuse it: read again and retry.
+        let mut attempt = 0;
+        loop {
+            match self.store_packet(
+                &packet,
+                body,
+                &dkey,
+                sha256.clone(),
+                (verdict.clone(), signer.clone(), signer_sha256.clone()),
+            ) {
+                Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Plans and commits an accepted packet (the caller holds its submit lock).
+    fn store_packet(
+        &self,
+        packet: &edxml::Packet,
+        body: &[u8],
+        dkey: &[u8],
+        sha256: String,
+        (verdict, signer, signer_sha256): (String, Option<String>, Option<String>),
+    ) -> Result<Accepted, HubError> {
+        let directory = self.directory.snapshot();
         // Revoke and update look at queue states: no listing may lease in between.
         let _leases: Vec<_> = if matches!(packet.business_type, 1 | 2) {
             self.lease_locks
@@ -421,8 +459,8 @@ impl Hub {
         } else {
             Vec::new()
         };
-        let plan = self.plan(&packet, &directory)?;
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let plan = self.plan(packet, &directory)?;
+        let seq = self.store.next_seq()?;
         let record = DocRecord {
             seq,
             kind: packet.kind,
@@ -463,7 +501,7 @@ impl Hub {
         changes.push(Change::Accept {
             record: &record,
             body,
-            dedup_key: &dkey,
+            dedup_key: dkey,
         });
         for r in &record.recipients {
             changes.push(Change::Enqueue { agency: r, seq });

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{Hub, HubError, format_id, now_ms, rfc3339};
 use crate::audit::AuditEvent;
 use crate::edxml::Kind;
-use crate::store::{Change, DocRecord, QueueEntry};
+use crate::store::{Change, DocRecord, StoreError};
 
 /// The most items expired or bodies purged in one pass (the next pass continues).
 const PASS_MAX: usize = 10_000;
@@ -19,8 +19,9 @@ pub const HUB_SENDER: &str = "lienthong";
 
 impl Hub {
     /// Expires items whose document was accepted longer than `settings.expiry` ago and that
-    /// nobody acknowledged; each sender gets one hub-signed notice per document. Returns how
-    /// many items expired.
+    /// nobody acknowledged; each sender gets one hub-signed notice per document, in the same
+    /// commit as the items it reports (a crash cannot keep one without the other). Returns
+    /// how many items expired.
     pub fn expire(&self) -> Result<usize, HubError> {
         let now = now_ms();
         let cutoff = now.saturating_sub(self.settings.expiry.as_millis() as u64);
@@ -34,21 +35,21 @@ impl Hub {
         agencies.extend(self.depth.lock().expect("depth lock").keys().cloned());
         agencies.sort();
         agencies.dedup();
-        // document -> agencies whose item expired
-        let mut expired: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        // document -> (agency, deliveries) of its items past the cutoff
+        let mut expired: BTreeMap<u64, Vec<(String, u32)>> = BTreeMap::new();
         let mut count = 0;
         for agency in &agencies {
-            let _guard = self.lease_locks[super::stripe(agency.as_str())]
-                .lock()
-                .expect("lease lock poisoned");
-            let mut old: Vec<(u64, QueueEntry)> = Vec::new();
             let mut failure = None;
             self.store.scan_queue(agency, |seq, entry| {
                 // Queues are in acceptance order: stop at the first item still in time.
                 match self.store.doc(seq) {
                     Ok(Some(d)) if d.received_at_ms < cutoff => {
-                        old.push((seq, entry));
-                        count + old.len() < PASS_MAX
+                        expired
+                            .entry(seq)
+                            .or_default()
+                            .push((agency.clone(), entry.deliveries));
+                        count += 1;
+                        count < PASS_MAX
                     }
                     Ok(_) => false,
                     Err(e) => {
@@ -60,48 +61,94 @@ impl Hub {
             if let Some(e) = failure {
                 return Err(e.into());
             }
-            if old.is_empty() {
-                continue;
-            }
-            let changes: Vec<Change<'_>> = old
-                .iter()
-                .map(|(seq, _)| Change::Dequeue { agency, seq: *seq })
-                .collect();
-            let events = old
-                .iter()
-                .map(|(seq, e)| {
-                    AuditEvent::new("expired", now)
-                        .agency(agency)
-                        .document(*seq)
-                        .detail(json!({"deliveries": e.deliveries}))
-                })
-                .collect();
-            self.commit(&changes, events, true)?;
-            for (seq, _) in &old {
-                expired.entry(*seq).or_default().push(agency.clone());
-            }
-            count += old.len();
             if count >= PASS_MAX {
                 break;
             }
         }
-        for (seq, recipients) in expired {
-            if let Some(doc) = self.store.doc(seq)? {
-                self.notify_expired(&doc, &recipients, now)?;
-            }
+        let mut done = 0;
+        for (seq, items) in expired {
+            let Some(doc) = self.store.doc(seq)? else {
+                continue;
+            };
+            done += self.expire_document(&doc, items, now)?;
         }
-        Ok(count)
+        Ok(done)
     }
 
-    /// Queues for the sender a hub-signed notice that `recipients` never acknowledged `doc`.
-    fn notify_expired(
+    /// Expires `items` of one document with the notice to its sender in one commit. Each
+    /// dequeue is guarded: an item acked meanwhile makes the commit fail, and the items
+    /// still queued are read again (a delivered item is never also expired).
+    fn expire_document(
+        &self,
+        doc: &DocRecord,
+        mut items: Vec<(String, u32)>,
+        now: u64,
+    ) -> Result<usize, HubError> {
+        for _ in 0..=super::CONFLICT_RETRIES {
+            if items.is_empty() {
+                return Ok(0);
+            }
+            let mut changes: Vec<Change<'_>> = items
+                .iter()
+                .map(|(agency, _)| Change::Dequeue {
+                    agency,
+                    seq: doc.seq,
+                })
+                .collect();
+            let events: Vec<AuditEvent> = items
+                .iter()
+                .map(|(agency, deliveries)| {
+                    AuditEvent::new("expired", now)
+                        .agency(agency)
+                        .document(doc.seq)
+                        .detail(json!({"deliveries": deliveries}))
+                })
+                .collect();
+            let recipients: Vec<String> = items.iter().map(|(a, _)| a.clone()).collect();
+            let notice = self.expiry_notice(doc, &recipients, now)?;
+            if let Some((record, body, dkey)) = &notice {
+                changes.push(Change::Accept {
+                    record,
+                    body: body.as_bytes(),
+                    dedup_key: dkey,
+                });
+                changes.push(Change::Enqueue {
+                    agency: &doc.from,
+                    seq: record.seq,
+                });
+            }
+            match self.commit(&changes, events, true) {
+                Ok(_) => {
+                    if notice.is_some() {
+                        self.wake(&doc.from);
+                    }
+                    return Ok(items.len());
+                }
+                Err(HubError::Store(StoreError::Conflict)) => {
+                    let mut still = Vec::with_capacity(items.len());
+                    for (agency, d) in items {
+                        if self.store.queue_entry(&agency, doc.seq)?.is_some() {
+                            still.push((agency, d));
+                        }
+                    }
+                    items = still;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(HubError::Store(StoreError::Conflict))
+    }
+
+    /// The hub-signed notice telling `doc`'s sender that `recipients` never acknowledged it:
+    /// (record, body, duplicate key). None for hub notices themselves.
+    fn expiry_notice(
         &self,
         doc: &DocRecord,
         recipients: &[String],
         now: u64,
-    ) -> Result<(), HubError> {
+    ) -> Result<Option<(DocRecord, String, Vec<u8>)>, HubError> {
         if doc.kind == Kind::Notice {
-            return Ok(());
+            return Ok(None);
         }
         let jws = crate::jws::sign(
             &self.notary,
@@ -117,7 +164,7 @@ impl Hub {
             }),
         )
         .map_err(|e| HubError::Notary(e.to_string()))?;
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.store.next_seq()?;
         let record = DocRecord {
             seq,
             kind: Kind::Notice,
@@ -145,23 +192,7 @@ impl Hub {
             paper: false,
         };
         let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#expired:{seq}"));
-        self.commit(
-            &[
-                Change::Accept {
-                    record: &record,
-                    body: jws.as_bytes(),
-                    dedup_key: &dkey,
-                },
-                Change::Enqueue {
-                    agency: &doc.from,
-                    seq,
-                },
-            ],
-            vec![],
-            true,
-        )?;
-        self.wake(&doc.from);
-        Ok(())
+        Ok(Some((record, jws, dkey)))
     }
 
     /// Deletes bodies accepted longer than the retention period ago that no queue holds.

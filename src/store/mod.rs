@@ -15,6 +15,7 @@
 //! - `heads`  `tree_size`                → a signed tree head (JWS)
 //! - `receipts` `seq recipient`          → a signed receipt (JWS; recipient empty: submission)
 //! - `sent`   `sender 0x00 seq`          → "" : a sender's documents, oldest first
+//! - `meta`   `seq_reserved`             → the sequence numbers handed out stay below it
 //!
 //! Every change goes through [`Store::apply`] as one atomic `WriteBatch` together with the
 //! audit entries it causes, written by the single writer thread ([`writer`]) that groups
@@ -23,6 +24,9 @@
 
 mod heads;
 mod writer;
+
+pub use writer::WriterOptions;
+use writer::{Expect, Guard};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,7 +50,8 @@ const CF_DOC_AUDIT: &str = "doc_audit";
 const CF_HEADS: &str = "heads";
 const CF_RECEIPTS: &str = "receipts";
 const CF_SENT: &str = "sent";
-const ALL_CFS: [&str; 12] = [
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 13] = [
     CF_DOCS,
     CF_BODIES,
     CF_DEDUP,
@@ -59,7 +64,13 @@ const ALL_CFS: [&str; 12] = [
     CF_HEADS,
     CF_RECEIPTS,
     CF_SENT,
+    CF_META,
 ];
+
+/// `meta` key: sequence numbers below this may have been handed out (see [`Store::next_seq`]).
+const SEQ_RESERVED: &[u8] = b"seq_reserved";
+/// Sequence numbers reserved by one synced write.
+const SEQ_BLOCK: u64 = 4096;
 
 fn merkle_key(level: u32, index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -76,6 +87,18 @@ pub enum StoreError {
     Rocks(String),
     #[error("corrupt record under key {key}: {why}")]
     Corrupt { key: String, why: String },
+    /// A guarded change found the state it relied on changed (another request won).
+    #[error("the item changed meanwhile")]
+    Conflict,
+    /// Too many writes are waiting for the disk.
+    #[error("too many writes are waiting for the disk")]
+    Busy,
+    /// A write or sync failed: nothing is written any more until the hub restarts.
+    #[error("storage failed ({0}); restart the hub after fixing the disk")]
+    Failed(String),
+    /// The running WAL sync has not returned for this many seconds.
+    #[error("the disk has not confirmed a write for {0} s")]
+    Stalled(u64),
 }
 
 impl From<rocksdb::Error> for StoreError {
@@ -178,29 +201,36 @@ pub enum Change<'a> {
         body: &'a [u8],
         dedup_key: &'a [u8],
     },
-    /// Queue `seq` for `agency`.
+    /// Queue `seq` for `agency`. For a document accepted earlier (an update adding
+    /// recipients) only if the agency holds no entry for it and never acked it.
     Enqueue { agency: &'a str, seq: u64 },
-    /// A listing leased an item.
+    /// A listing leased an item that held `was` when it was read (written only if it still
+    /// does).
     Lease {
         agency: &'a str,
         seq: u64,
+        was: QueueEntry,
         entry: QueueEntry,
     },
     /// The recipient fetched the body for the first time; `first_delivery` when no listing
-    /// had delivered it before (the fetch is then what delivered it).
+    /// had delivered it before (the fetch is then what delivered it). Written only if the
+    /// entry still holds `was`.
     Fetch {
         agency: &'a str,
         seq: u64,
+        was: QueueEntry,
         entry: QueueEntry,
         first_delivery: bool,
     },
-    /// The recipient acknowledged an item at `at_ms`: it leaves the queue.
+    /// The recipient acknowledged an item at `at_ms`: it leaves the queue (only if it is
+    /// still there: an item is acked once).
     Ack {
         agency: &'a str,
         seq: u64,
         at_ms: u64,
     },
-    /// The item leaves the queue undelivered (revoked, recipient removed, expired).
+    /// The item leaves the queue undelivered (revoked, recipient removed, expired); only if
+    /// it is still there, so nothing acked is also expired.
     Dequeue { agency: &'a str, seq: u64 },
     /// A document's record changes (an update adds recipients).
     Rewrite { record: &'a DocRecord },
@@ -212,6 +242,8 @@ pub struct Store {
     db: Arc<DB>,
     writer: writer::Writer,
     heads: heads::Heads,
+    /// (next sequence number, first one not yet reserved on disk)
+    seq: std::sync::Mutex<(u64, u64)>,
 }
 
 fn queue_key(agency: &str, seq: u64) -> Vec<u8> {
@@ -258,8 +290,13 @@ const MEMTABLE_BYTES: usize = 32 << 20;
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, with the default writer settings.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, WriterOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open_with(path: &Path, options: WriterOptions) -> Result<Store, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -302,12 +339,59 @@ impl Store {
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
         let state = Self::tree_state(&db)?;
-        let writer = writer::Writer::start(db.clone(), state);
-        Ok(Store {
+        let writer = writer::Writer::start(db.clone(), state, options);
+        let store = Store {
             db,
             writer,
             heads: heads::Heads::default(),
-        })
+            seq: std::sync::Mutex::new((0, 0)),
+        };
+        let reserved = store
+            .db
+            .get_cf(store.cf(CF_META), SEQ_RESERVED)?
+            .and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let next = (store.max_seq()? + 1).max(reserved);
+        *store.seq.lock().expect("seq lock") = (next, next);
+        Ok(store)
+    }
+
+    /// A new document sequence number, never handed out before — not even one a crash
+    /// lost before its document was synced, which readers may have seen (and acked) all the
+    /// same. Numbers are reserved in blocks by a synced write before any of them is used, and
+    /// a restart continues after the last reserved block; a crash leaves a gap, never a reuse.
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        let mut s = self.seq.lock().expect("seq lock");
+        if s.0 >= s.1 {
+            let until = s.0 + SEQ_BLOCK;
+            let mut sync = rocksdb::WriteOptions::default();
+            sync.set_sync(true);
+            self.db
+                .put_cf_opt(self.cf(CF_META), SEQ_RESERVED, until.to_be_bytes(), &sync)?;
+            s.1 = until;
+        }
+        s.0 += 1;
+        Ok(s.0 - 1)
+    }
+
+    /// Returns once every change written so far is synced (after a failed sync: the error).
+    /// Answers that report state another request wrote ("already acked", "duplicate") wait
+    /// for it, so that nobody hears of a change a crash could still undo.
+    pub fn barrier(&self) -> Result<(), StoreError> {
+        self.writer
+            .commit(WriteBatch::default(), vec![], vec![], true)
+            .map(|_| ())
+    }
+
+    /// Why the store cannot take writes now, if it cannot (for `/readyz`).
+    pub fn health(&self) -> Result<(), StoreError> {
+        self.writer
+            .health
+            .check(self.writer_options().sync_deadline)
+    }
+
+    fn writer_options(&self) -> WriterOptions {
+        self.writer.options
     }
 
     /// Where the audit log's Merkle tree stands, read back at open: its size (one seek) and
@@ -602,7 +686,9 @@ impl Store {
 
     /// Applies `changes` as one atomic batch, with `events` appended to the audit log in the
     /// same batch; returns the events' log indexes. With `durable`, the WAL is synced before
-    /// return, so the changes survive a crash or power loss from then on.
+    /// return, so the changes survive a crash or power loss from then on. Each change is
+    /// guarded (see [`Change`]): if any finds the state it relies on changed, nothing is
+    /// written and the answer is [`StoreError::Conflict`] (the caller reads again).
     pub fn apply(
         &self,
         changes: &[Change<'_>],
@@ -611,6 +697,8 @@ impl Store {
     ) -> Result<Vec<u64>, StoreError> {
         let mut batch = WriteBatch::default();
         let mut puts: Vec<(&str, u64)> = Vec::new();
+        let mut guards = Vec::new();
+        let guard = |cf, key, expect| Guard { cf, key, expect };
         for c in changes {
             match c {
                 Change::Accept {
@@ -618,6 +706,7 @@ impl Store {
                     body,
                     dedup_key,
                 } => {
+                    guards.push(guard(CF_DEDUP, dedup_key.to_vec(), Expect::Absent));
                     let key = record.seq.to_be_bytes();
                     let json = serde_json::to_vec(record).expect("record serializes");
                     batch.put_cf(self.cf(CF_DOCS), key, json);
@@ -627,20 +716,41 @@ impl Store {
                 }
                 Change::Enqueue { agency, seq } => {
                     puts.push((*agency, *seq));
+                    let new_doc = changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Accept { record, .. } if record.seq == *seq));
+                    if !new_doc {
+                        let q = queue_key(agency, *seq);
+                        guards.push(guard(CF_QUEUE, q, Expect::Absent));
+                        let d = delivery_key(*seq, agency);
+                        guards.push(guard(CF_DELIVERY, d, Expect::Absent));
+                    }
                     batch.put_cf(
                         self.cf(CF_QUEUE),
                         queue_key(agency, *seq),
                         QueueEntry::default().encode(),
                     );
                 }
-                Change::Lease { agency, seq, entry }
+                Change::Lease {
+                    agency,
+                    seq,
+                    was,
+                    entry,
+                }
                 | Change::Fetch {
-                    agency, seq, entry, ..
+                    agency,
+                    seq,
+                    was,
+                    entry,
+                    ..
                 } => {
                     puts.push((*agency, *seq));
+                    let q = queue_key(agency, *seq);
+                    guards.push(guard(CF_QUEUE, q, Expect::Equals(was.encode().to_vec())));
                     batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
                 }
                 Change::Dequeue { agency, seq } => {
+                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
                 }
                 Change::Purge { seq } => {
@@ -651,6 +761,7 @@ impl Store {
                     batch.put_cf(self.cf(CF_DOCS), record.seq.to_be_bytes(), json);
                 }
                 Change::Ack { agency, seq, at_ms } => {
+                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
                     batch.put_cf(
                         self.cf(CF_DELIVERY),
@@ -660,7 +771,7 @@ impl Store {
                 }
             }
         }
-        let indexes = self.writer.commit(batch, events, durable)?;
+        let indexes = self.writer.commit(batch, events, guards, durable)?;
         // After the puts are visible, so that a scan running meanwhile cannot move a queue's
         // head past them (see `heads`).
         for (agency, seq) in puts {
@@ -693,9 +804,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of audit log entries written and synced.
+    /// Number of audit log entries written and synced. Entries written but not yet synced
+    /// (those of listings and fetches, which do not wait for the disk) are waited for first,
+    /// so a reader sees its own changes; only synced entries are ever shown or proven, so a
+    /// power cut cannot take back an entry someone saw or a signed head covered.
     pub fn audit_size(&self) -> u64 {
-        self.writer.committed.load(Ordering::SeqCst)
+        let w = &self.writer;
+        if w.written.load(Ordering::SeqCst) > w.committed.load(Ordering::SeqCst) {
+            // On failure readers still get what was synced before.
+            let _ = self.barrier();
+        }
+        w.committed.load(Ordering::SeqCst)
     }
 
     /// Audit entries `from..` (at most `limit`, below `end`), as stored.
@@ -705,6 +824,7 @@ impl Store {
         end: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let end = end.min(self.audit_size());
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.cf(CF_AUDIT),
@@ -724,6 +844,7 @@ impl Store {
     /// The audit indexes of the entries about document `seq`, in order (at most `limit`).
     pub fn document_audit(&self, seq: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let prefix = seq.to_be_bytes();
+        let committed = self.audit_size();
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.cf(CF_DOC_AUDIT),
@@ -734,7 +855,11 @@ impl Store {
             if k.len() != 16 || k[..8] != prefix {
                 break;
             }
-            out.push(u64::from_be_bytes(k[8..].try_into().expect("8 bytes")));
+            let index = u64::from_be_bytes(k[8..].try_into().expect("8 bytes"));
+            if index >= committed {
+                break; // written, not yet synced: not part of the log yet
+            }
+            out.push(index);
             if out.len() >= limit {
                 break;
             }

@@ -1,20 +1,30 @@
-//! The single writer: group commit and the audit log's order.
+//! The single writer: compare-and-set, group commit and the audit log's order.
 //!
 //! Callers build their `WriteBatch` on their own thread (copying bodies there, in parallel)
-//! and hand it over with the audit events it causes. One thread takes whatever batches are
-//! waiting, gives each event the next log index (and the Merkle nodes it completes) and
-//! writes the batches one after another without syncing; a second thread then syncs the WAL
-//! **once** for every group written meanwhile and answers everyone, while the writer goes on
-//! with the next group (copying into the WAL and waiting for the disk overlap). So:
+//! and hand it over with the audit events it causes and the **guards** it relies on. One
+//! thread takes whatever jobs are waiting; for each it checks the guards against the current
+//! state, gives its events the next log indexes (and the Merkle nodes they complete) and
+//! writes it without syncing; a second thread then syncs the WAL **once** for every group
+//! written meanwhile and answers everyone, while the writer goes on with the next group.
+//! So:
+//! - every state change of a queue entry is a compare-and-set: the guards are checked by the
+//!   only thread that writes, right before it writes, so nothing can change in between. A
+//!   job whose guard fails writes nothing and is answered [`StoreError::Conflict`] — after
+//!   the sync that covers the change it lost to, so nobody hears "already done" before that
+//!   change is durable;
 //! - concurrent submissions share one fsync (the disk's fsync rate no longer caps them);
 //! - log indexes are dense and in commit order, and an entry is durable exactly when the
-//!   change it records is (same batch);
-//! - a batch that fails takes its indexes back: nothing after it is numbered past a gap.
+//!   change it records is (same batch); the committed size (what readers and proofs see)
+//!   moves only after a sync succeeded;
+//! - a failed sync stops the store: RocksDB cannot tell which writes reached the disk, so
+//!   nothing more is written or answered as done (see [`Health`]). A sync that does not
+//!   return within the deadline makes new writes fail fast instead of queueing forever.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
@@ -22,12 +32,97 @@ use super::{CF_AUDIT, CF_DOC_AUDIT, CF_MERKLE, StoreError, merkle_key};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, completed_nodes, leaf_hash};
 
-/// Most batches one sync covers (bounds the latency the first of them waits).
+/// Most jobs one sync covers (bounds the latency the first of them waits).
 const MAX_GROUP: usize = 512;
+/// How long written but unsynced log entries (from non-durable changes) may wait for a
+/// durable change to carry them to disk before the syncer syncs for them alone.
+const LAZY_SYNC: Duration = Duration::from_millis(20);
+
+/// What a guarded key must hold when the writer comes to write the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Absent,
+    Present,
+    /// Exactly these bytes.
+    Equals(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub cf: &'static str,
+    pub key: Vec<u8>,
+    pub expect: Expect,
+}
+
+impl Guard {
+    fn holds(&self, db: &DB) -> Result<bool, StoreError> {
+        let cf = db.cf_handle(self.cf).expect("guarded column family");
+        let now = db.get_pinned_cf(cf, &self.key)?;
+        Ok(match (&self.expect, now) {
+            (Expect::Absent, v) => v.is_none(),
+            (Expect::Present, v) => v.is_some(),
+            (Expect::Equals(want), Some(v)) => v.as_ref() == want.as_slice(),
+            (Expect::Equals(_), None) => false,
+        })
+    }
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// A WAL sync that has not returned after this long fails new writes fast (503).
+    pub sync_deadline: Duration,
+    /// Jobs waiting for the writer beyond which new ones are refused (503 server_busy).
+    pub max_pending: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            sync_deadline: Duration::from_secs(10),
+            max_pending: 4096,
+        }
+    }
+}
+
+/// Whether the store can take writes, shared by the writer, the syncer and `/readyz`.
+#[derive(Default)]
+pub struct Health {
+    /// Set by the first failed write or sync; cleared only by a restart.
+    failed: Mutex<Option<String>>,
+    /// When the running sync started (ms since the epoch), 0 when none runs.
+    sync_started_ms: AtomicU64,
+}
+
+impl Health {
+    fn fail(&self, why: &str) {
+        let mut f = self.failed.lock().expect("health lock");
+        if f.is_none() {
+            tracing::error!(error = why, "storage failed: refusing writes until restart");
+            metrics::counter!("lienthong_storage_failures_total").increment(1);
+            *f = Some(why.to_owned());
+        }
+    }
+
+    /// Why writes cannot be taken now, if they cannot.
+    pub fn check(&self, deadline: Duration) -> Result<(), StoreError> {
+        if let Some(why) = self.failed.lock().expect("health lock").as_ref() {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        let started = self.sync_started_ms.load(Ordering::SeqCst);
+        let waited = crate::hub::now_ms().saturating_sub(started);
+        let limit = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        if started != 0 && waited > limit {
+            return Err(StoreError::Stalled(waited / 1000));
+        }
+        Ok(())
+    }
+}
 
 pub(super) struct Job {
     pub batch: WriteBatch,
     pub events: Vec<AuditEvent>,
+    pub guards: Vec<Guard>,
     pub durable: bool,
     pub reply: SyncSender<Answer>,
 }
@@ -82,33 +177,47 @@ impl TreeState {
 pub(super) struct Writer {
     tx: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Log entries written and synced (what proofs may cover).
+    /// Log entries written and synced (what readers and proofs may cover).
     pub committed: Arc<AtomicU64>,
+    /// Log entries written (synced or not).
+    pub written: Arc<AtomicU64>,
+    pub health: Arc<Health>,
+    pub options: WriterOptions,
 }
 
 impl Writer {
-    pub fn start(db: Arc<DB>, state: TreeState) -> Writer {
-        let (tx, rx) = sync_channel::<Job>(4096);
+    pub fn start(db: Arc<DB>, state: TreeState, options: WriterOptions) -> Writer {
+        let (tx, rx) = sync_channel::<Job>(options.max_pending.max(1));
         let committed = Arc::new(AtomicU64::new(state.size));
-        let c = committed.clone();
+        let written = Arc::new(AtomicU64::new(state.size));
+        let health = Arc::new(Health::default());
+        let (c, w, h) = (committed.clone(), written.clone(), health.clone());
         let thread = std::thread::Builder::new()
             .name("lienthong-writer".into())
-            .spawn(move || run(&db, rx, state, &c))
+            .spawn(move || run(&db, rx, state, (&c, &w), &h))
             .expect("spawn the writer thread");
         Writer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             committed,
+            written,
+            health,
+            options,
         }
     }
 
-    /// Hands a batch to the writer and waits until it is written (and synced, if `durable`).
+    /// Hands a job to the writer and waits until it is written (and synced, if `durable`).
+    /// Fails fast when the store has failed, a sync hangs or too many jobs wait; a caller
+    /// that gives up waiting (the sync deadline passed) leaves its job to complete or fail
+    /// on its own: the answer was "not done", and a retry meets the job's guards.
     pub fn commit(
         &self,
         batch: WriteBatch,
         events: Vec<AuditEvent>,
+        guards: Vec<Guard>,
         durable: bool,
     ) -> Result<Vec<u64>, StoreError> {
+        self.health.check(self.options.sync_deadline)?;
         let (reply, answer) = sync_channel(1);
         let tx = self
             .tx
@@ -116,19 +225,38 @@ impl Writer {
             .expect("writer lock")
             .clone()
             .ok_or_else(|| StoreError::Rocks("the store is closed".into()))?;
-        tx.send(Job {
+        let job = Job {
             batch,
             events,
+            guards,
             durable,
             reply,
-        })
-        .map_err(|_| StoreError::Rocks("the writer thread has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| StoreError::Rocks("the writer thread has stopped".into()))?
+        };
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("lienthong_writes_refused_total", "reason" => "queue_full")
+                    .increment(1);
+                return Err(StoreError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(StoreError::Rocks("the writer thread has stopped".into()));
+            }
+        }
+        // Waits in slices so that a sync that hangs turns into a fast "not now".
+        let slice = Duration::from_millis(250).min(self.options.sync_deadline);
+        loop {
+            match answer.recv_timeout(slice) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(StoreError::Rocks("the writer thread has stopped".into()));
+                }
+                Err(RecvTimeoutError::Timeout) => self.health.check(self.options.sync_deadline)?,
+            }
+        }
     }
 
-    /// Stops the thread after the batches already handed over.
+    /// Stops the thread after the jobs already handed over.
     pub fn stop(&self) {
         self.tx.lock().expect("writer lock").take();
         if let Some(t) = self.thread.lock().expect("writer lock").take() {
@@ -144,7 +272,7 @@ impl Drop for Writer {
 }
 
 /// A committer's answer: its log indexes, or why its change was not stored.
-type Answer = Result<Vec<u64>, StoreError>;
+pub(super) type Answer = Result<Vec<u64>, StoreError>;
 
 /// What the writer hands the syncer: one written group.
 struct Written {
@@ -154,17 +282,23 @@ struct Written {
     size: u64,
 }
 
-fn run(db: &Arc<DB>, rx: Receiver<Job>, mut state: TreeState, committed: &Arc<AtomicU64>) {
+fn run(
+    db: &Arc<DB>,
+    rx: Receiver<Job>,
+    mut state: TreeState,
+    (committed, written_size): (&Arc<AtomicU64>, &Arc<AtomicU64>),
+    health: &Arc<Health>,
+) {
     // Writing a group (copying it into the WAL and memtables) and syncing the WAL overlap:
     // while one thread waits for the disk, the other writes the next group. A sync covers
     // everything written before it starts, so a group is answered only after a sync that
     // began once it was written.
     let (to_syncer, written) = sync_channel::<Written>(64);
     let syncer = {
-        let (db, committed) = (db.clone(), committed.clone());
+        let (db, committed, health) = (db.clone(), committed.clone(), health.clone());
         std::thread::Builder::new()
             .name("lienthong-sync".into())
-            .spawn(move || sync_loop(&db, written, &committed))
+            .spawn(move || sync_loop(&db, written, &committed, &health))
             .expect("spawn the WAL sync thread")
     };
     let mut no_sync = WriteOptions::default();
@@ -180,21 +314,25 @@ fn run(db: &Arc<DB>, rx: Receiver<Job>, mut state: TreeState, committed: &Arc<At
         let mut results = Vec::with_capacity(group.len());
         let mut sync = false;
         for job in group {
-            let snapshot = state.clone();
-            let mut batch = job.batch;
-            let indexes = state.append(db, &mut batch, &job.events);
-            match db.write_opt(batch, &no_sync) {
-                Ok(()) => {
-                    sync |= job.durable;
-                    results.push((job.reply, Ok(indexes)));
-                }
-                Err(e) => {
-                    state = snapshot;
-                    results.push((job.reply, Err(StoreError::from(e))));
-                }
+            let answer = write_one(
+                db,
+                health,
+                &mut state,
+                job.batch,
+                &job.events,
+                &job.guards,
+                &no_sync,
+            );
+            match &answer {
+                Ok(_) => sync |= job.durable,
+                // A lost race is answered after the winner is durable.
+                Err(StoreError::Conflict) => sync = true,
+                Err(e) => health.fail(&e.to_string()),
             }
+            results.push((job.reply, answer));
         }
         metrics::histogram!("lienthong_commit_group_batches").record(results.len() as f64);
+        written_size.store(state.size, Ordering::SeqCst);
         let group = Written {
             results,
             sync,
@@ -208,30 +346,98 @@ fn run(db: &Arc<DB>, rx: Receiver<Job>, mut state: TreeState, committed: &Arc<At
     let _ = syncer.join();
 }
 
+/// Checks one job's guards and writes it; on any failure the log state is as before.
+fn write_one(
+    db: &DB,
+    health: &Health,
+    state: &mut TreeState,
+    mut batch: WriteBatch,
+    events: &[AuditEvent],
+    guards: &[Guard],
+    opts: &WriteOptions,
+) -> Answer {
+    health.check(Duration::MAX)?;
+    for g in guards {
+        if !g.holds(db)? {
+            metrics::counter!("lienthong_write_conflicts_total").increment(1);
+            return Err(StoreError::Conflict);
+        }
+    }
+    let snapshot = state.clone();
+    let indexes = state.append(db, &mut batch, events);
+    match db.write_opt(batch, opts) {
+        Ok(()) => Ok(indexes),
+        Err(e) => {
+            *state = snapshot;
+            Err(StoreError::from(e))
+        }
+    }
+}
+
 /// Syncs the WAL once for every group written while the previous sync ran, then answers.
-fn sync_loop(db: &DB, rx: Receiver<Written>, committed: &AtomicU64) {
-    while let Ok(first) = rx.recv() {
-        let mut groups = vec![first];
+/// Groups that need no sync are answered at once, but their log entries count as committed
+/// only after a later sync (one comes within [`LAZY_SYNC`] if no durable change brings it).
+fn sync_loop(db: &DB, rx: Receiver<Written>, committed: &AtomicU64, health: &Health) {
+    let mut written = committed.load(Ordering::SeqCst);
+    // Since when entries have been written that no sync covers yet.
+    let mut lag_since: Option<Instant> = None;
+    loop {
+        let first = if let Some(since) = lag_since {
+            match rx.recv_timeout(LAZY_SYNC.saturating_sub(since.elapsed())) {
+                Ok(g) => Some(g),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(g) => Some(g),
+                Err(_) => break,
+            }
+        };
+        let mut groups: Vec<Written> = first.into_iter().collect();
         while let Ok(g) = rx.try_recv() {
             groups.push(g);
         }
-        if groups.iter().any(|g| g.sync) {
-            metrics::counter!("lienthong_wal_syncs_total").increment(1);
-            if let Err(e) = db.flush_wal(true) {
-                let e = StoreError::from(e);
-                for (_, r) in groups.iter_mut().flat_map(|g| g.results.iter_mut()) {
-                    if r.is_ok() {
-                        *r = Err(e.clone());
-                    }
+        if let Some(last) = groups.last() {
+            written = written.max(last.size);
+        }
+        if written > committed.load(Ordering::SeqCst) {
+            lag_since.get_or_insert_with(Instant::now);
+        }
+        let overdue = lag_since.is_some_and(|t| t.elapsed() >= LAZY_SYNC);
+        let mut outcome = Ok(());
+        if groups.iter().any(|g| g.sync) || overdue {
+            outcome = sync_wal(db, health);
+            if outcome.is_ok() {
+                committed.fetch_max(written, Ordering::SeqCst);
+            }
+            // After a failure nothing more is written, so nothing more to sync for.
+            lag_since = None;
+        }
+        for g in groups {
+            for (reply, mut r) in g.results {
+                if let (Err(e), Ok(_)) = (&outcome, &r) {
+                    // Written, but not known to be on disk: not done.
+                    r = Err(e.clone());
                 }
+                let _ = reply.send(r);
             }
         }
-        let size = groups.last().map_or(0, |g| g.size);
-        if size > committed.load(Ordering::SeqCst) {
-            committed.store(size, Ordering::SeqCst);
-        }
-        for (reply, r) in groups.into_iter().flat_map(|g| g.results) {
-            let _ = reply.send(r);
-        }
     }
+    // Closing: whatever was written is synced by the store's flush.
+}
+
+/// One WAL sync, timed for the health check; a failure stops the store.
+fn sync_wal(db: &DB, health: &Health) -> Result<(), StoreError> {
+    metrics::counter!("lienthong_wal_syncs_total").increment(1);
+    health
+        .sync_started_ms
+        .store(crate::hub::now_ms().max(1), Ordering::SeqCst);
+    let r = db.flush_wal(true).map_err(StoreError::from);
+    health.sync_started_ms.store(0, Ordering::SeqCst);
+    if let Err(e) = &r {
+        health.fail(&format!("WAL sync failed: {e}"));
+        return Err(StoreError::Failed(format!("WAL sync failed: {e}")));
+    }
+    Ok(())
 }
