@@ -36,6 +36,8 @@ pub struct TestHub {
     pub config: PathBuf,
     pub https: String,
     pub ops: String,
+    /// Extra environment for the daemon (e.g. LD_PRELOAD of the fault shim).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -53,6 +55,11 @@ pub fn run_ok(cmd: &mut Command) -> String {
 impl TestHub {
     /// Starts a hub with `directory` (TOML text) and extra config TOML.
     pub fn start(directory: &str, extra_config: &str) -> TestHub {
+        Self::start_env(directory, extra_config, &[])
+    }
+
+    /// [`TestHub::start`] with extra environment variables for the daemon.
+    pub fn start_env(directory: &str, extra_config: &str, env: &[(&str, String)]) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         let agencies = dir.path().join("agencies.toml");
         std::fs::write(&agencies, directory).unwrap();
@@ -73,8 +80,13 @@ impl TestHub {
             config,
             https: String::new(),
             ops: String::new(),
+            env: Vec::new(),
             child: None,
         };
+        hub.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         hub.spawn();
         hub
     }
@@ -114,6 +126,7 @@ impl TestHub {
             .arg("--trust")
             .arg(certs.join("trust"))
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
