@@ -21,6 +21,10 @@ use crate::pki::{self, PkiPaths};
     about = "Document-interchange hub for edXML packets (trục liên thông văn bản)"
 )]
 struct Cli {
+    /// Log what the command does on stderr (without it, commands other than `serve` print
+    /// only errors and warnings there; RUST_LOG overrides both).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -303,10 +307,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs what it does; a command's output is its answer, so stderr stays
+    // quiet unless something is wrong or -v asks for more.
+    let default = if cli.verbose || matches!(cli.command, Command::Serve(_)) {
+        "info,rustls=warn,hyper=warn"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rustls=warn,hyper=warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -689,11 +700,18 @@ fn compose(
         now.month() as u8,
         now.day()
     );
-    // A number unique enough for demos: seconds of the day and a random suffix.
+    // Unique among every packet this and other processes make: the millisecond and 40
+    // random bits (a UUIDv7's random part), so calls in the same millisecond still differ
+    // (a collision makes the hub answer 409 for a different document).
+    let random = u64::from_be_bytes(
+        uuid::Uuid::now_v7().as_bytes()[8..16]
+            .try_into()
+            .expect("8 bytes"),
+    );
     let number = format!(
-        "{}{:03}",
-        now.unix_timestamp() % 100_000,
-        uuid::Uuid::now_v7().as_bytes()[15] as u16 % 1000
+        "{}{:012}",
+        (now.unix_timestamp_nanos() / 1_000_000) % 1_000_000_000,
+        (random & 0xff_ffff_ffff) % 1_000_000_000_000
     );
     let mut attachments = Vec::new();
     for path in attach {

@@ -220,3 +220,27 @@ fn quick_start_with_curl_and_the_cli() {
         "{out}"
     );
 }
+
+/// `edxml new` in a tight loop makes a different DocumentId every time (the hub answers 409
+/// for a reused one), and says nothing on stderr when nothing is wrong.
+#[test]
+fn edxml_new_makes_unique_document_ids_and_keeps_stderr_quiet() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let out = Command::new(BIN)
+            .args(["edxml", "new", "--from", A, "--to", B, "--subject", "x"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stderr.is_empty(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let start = text.find("<edXML:DocumentId>").unwrap() + "<edXML:DocumentId>".len();
+        let end = start + text[start..].find('<').unwrap();
+        let id = text[start..end].to_owned();
+        assert!(seen.insert(id.clone()), "DocumentId {id} made twice");
+    }
+}
