@@ -25,6 +25,7 @@ pub struct Config {
     pub audit: Audit,
     pub retention: Retention,
     pub storage: Storage,
+    pub overload: Overload,
     pub edxml: crate::edxml::Limits,
 }
 
@@ -54,6 +55,29 @@ pub struct Signature {
     pub trust_dir: PathBuf,
     pub crl_files: Vec<PathBuf>,
     pub cache_secs: u64,
+}
+
+/// How much work the hub takes on at once (see `hub::admission`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    pub max_running: usize,
+    pub max_queued: usize,
+    pub max_queue_wait_ms: u64,
+    pub agency_concurrent_requests: usize,
+    pub agency_requests_per_sec: f64,
+}
+
+impl Overload {
+    pub fn limits(&self) -> crate::hub::AdmissionLimits {
+        crate::hub::AdmissionLimits {
+            max_running: self.max_running.max(1),
+            max_queued: self.max_queued,
+            max_queue_wait: Duration::from_millis(self.max_queue_wait_ms),
+            agency_concurrent_requests: self.agency_concurrent_requests.max(1),
+            agency_requests_per_sec: self.agency_requests_per_sec.max(0.0),
+        }
+    }
 }
 
 /// How the store treats a slow or failing disk (see `store::WriterOptions`).

@@ -209,6 +209,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             body_retention: (config.retention.body_secs > 0)
                 .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
             limits: config.edxml.clone(),
+            admission: config.overload.limits(),
         },
         signatures,
         notary,

@@ -119,6 +119,12 @@ impl Counters {
             .or_default() += n;
     }
 
+    /// A copy of what is counted but not yet flushed (for reports, which write nothing).
+    pub fn snapshot(&self) -> Vec<(Vec<u8>, u64)> {
+        let p = self.pending.lock().expect("counters lock poisoned");
+        p.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+
     /// Takes everything counted since the last call.
     pub fn drain(&self) -> HashMap<Vec<u8>, u64> {
         std::mem::take(&mut *self.pending.lock().expect("counters lock poisoned"))

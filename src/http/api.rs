@@ -169,6 +169,24 @@ impl Api {
             }
             unreachable!("a role is not an agency");
         }
+        // One agency's flood fills only its own share (429 before any work or body read).
+        let _slot = match &caller {
+            Caller::Agency(p) => match self.hub.agency_slot(&p.organ_id) {
+                Ok(slot) => Some(slot),
+                Err(e) => return Err(refuse_draining(req, e.into())),
+            },
+            Caller::Ops | Caller::Auditor => None,
+        };
+        match &caller {
+            Caller::Agency(p) => {
+                let name = p.organ_id.clone();
+                crate::hub::as_agency(name, self.dispatch(caller, req)).await
+            }
+            Caller::Ops | Caller::Auditor => self.dispatch(caller, req).await,
+        }
+    }
+
+    async fn dispatch(&self, caller: Caller, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
@@ -209,7 +227,7 @@ impl Api {
                 let id = (*id).to_owned();
                 let v = self
                     .hub
-                    .blocking(move |h| h.document_status(&p, &id))
+                    .request(move |h| h.document_status(&p, &id))
                     .await?;
                 Ok(json(StatusCode::OK, &v))
             }
@@ -246,21 +264,21 @@ impl Api {
                 let limit = query_u64(q, "limit")?.unwrap_or(50) as usize;
                 let v = self
                     .hub
-                    .blocking(move |h| h.sent(&p, since, cursor, limit))
+                    .request(move |h| h.sent(&p, since, cursor, limit))
                     .await?;
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "documents", id, "receipts"]) => {
                 let p = caller.agency()?;
                 let id = (*id).to_owned();
-                let receipts = self.hub.blocking(move |h| h.receipts(&p, &id)).await?;
+                let receipts = self.hub.request(move |h| h.receipts(&p, &id)).await?;
                 Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "receipts": receipts }),
                 ))
             }
             (&Method::GET, ["v1", "audit", "head"]) => {
-                let jws = self.hub.blocking(|h| h.tree_head()).await?;
+                let jws = self.hub.request(|h| h.tree_head()).await?;
                 Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/jose")
@@ -279,7 +297,7 @@ impl Api {
                 let agency = caller.audit_reader()?;
                 let v = self
                     .hub
-                    .blocking(move |h| {
+                    .request(move |h| {
                         h.inclusion_proof(crate::hub::Reader::of(agency.as_ref()), index, size)
                     })
                     .await?;
@@ -298,7 +316,7 @@ impl Api {
                 let to = query_u64(q, "to")?.ok_or_else(missing)?;
                 let v = self
                     .hub
-                    .blocking(move |h| h.consistency_proof(from, to))
+                    .request(move |h| h.consistency_proof(from, to))
                     .await?;
                 Ok(json(StatusCode::OK, &v))
             }
@@ -341,7 +359,7 @@ impl Api {
         // out or whose client leaves releases its memory when the work has stopped.
         let accepted = self
             .hub
-            .blocking(move |h| {
+            .request(move |h| {
                 let _held = held;
                 h.submit(&principal, &body)
             })
@@ -409,11 +427,14 @@ impl Api {
                 "only auditors may export the audit log",
             ));
         }
-        let size = match query_u64(query, "size")? {
-            Some(s) => s,
-            None => self.hub.audit_size(),
-        };
-        self.hub.blocking(move |h| h.check_export(size)).await?;
+        let asked = query_u64(query, "size")?;
+        let size = self
+            .hub
+            .request(move |h| {
+                let size = asked.unwrap_or_else(|| h.audit_size());
+                h.check_export(size).map(|()| size)
+            })
+            .await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let hub = self.hub.clone();
         tokio::task::spawn_blocking(move || {
@@ -456,7 +477,7 @@ impl Api {
         }
         let acked = self
             .hub
-            .blocking(move |h| h.ack_many(&principal, &ids.ids))
+            .request(move |h| h.ack_many(&principal, &ids.ids))
             .await?;
         let results: Vec<serde_json::Value> = acked
             .results
@@ -488,7 +509,7 @@ impl Api {
         let agency = caller.audit_reader()?;
         let v = self
             .hub
-            .blocking(move |h| {
+            .request(move |h| {
                 h.audit_page(
                     crate::hub::Reader::of(agency.as_ref()),
                     &filter,
@@ -522,6 +543,6 @@ pub(crate) async fn stats_response(
             format!("window must be 1m, 1h, 24h or 30d, got {w:?}"),
         )
     })?;
-    let report = hub.blocking(move |hub| hub.stats(window, &scope)).await?;
+    let report = hub.request(move |hub| hub.stats(window, &scope)).await?;
     Ok(json(StatusCode::OK, &report))
 }

@@ -60,13 +60,15 @@ impl From<HubError> for ApiError {
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
             HubError::Cancelled => StatusCode::REQUEST_TIMEOUT,
+            HubError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             HubError::Purged(_) => StatusCode::GONE,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,
             HubError::Notary(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(e, HubError::Busy) {
             tracing::error!(error = %e, "request failed in storage");
         }
         ApiError {
@@ -74,7 +76,10 @@ impl From<HubError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             retry_after: match &e {
-                HubError::Store(StoreError::Busy | StoreError::Conflict) => Some(1),
+                HubError::Store(StoreError::Busy | StoreError::Conflict) | HubError::Busy => {
+                    Some(1)
+                }
+                HubError::TooMany { retry_after, .. } => Some(*retry_after),
                 _ => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
             },
         }

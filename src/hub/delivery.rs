@@ -332,7 +332,7 @@ impl Hub {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let c = caller.clone();
-            let items = self.blocking(move |hub| hub.list_inbox(&c, limit)).await?;
+            let items = self.request(move |hub| hub.list_inbox(&c, limit)).await?;
             let now = tokio::time::Instant::now();
             if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(items);
@@ -351,7 +351,7 @@ impl Hub {
         caller: Principal,
         id: String,
     ) -> Result<(DocRecord, Vec<u8>), HubError> {
-        self.blocking(move |hub| hub.fetch(&caller, &id)).await
+        self.request(move |hub| hub.fetch(&caller, &id)).await
     }
 
     pub async fn ack_async(
@@ -359,6 +359,6 @@ impl Hub {
         caller: Principal,
         id: String,
     ) -> Result<Acked, HubError> {
-        self.blocking(move |hub| hub.ack(&caller, &id)).await
+        self.request(move |hub| hub.ack(&caller, &id)).await
     }
 }

@@ -21,6 +21,7 @@ use crate::edxml::{self, EdxmlError, Kind};
 use crate::stats::Counters;
 use crate::store::{Change, DocRecord, Store, StoreError, dedup_key};
 
+mod admission;
 mod business;
 mod delivery;
 pub mod events;
@@ -31,6 +32,7 @@ mod signatures;
 mod state;
 mod upkeep;
 
+pub use admission::{AdmissionLimits, AgencySlot, as_agency};
 pub use notary::{AuditFilter, Reader};
 pub use report::{Scope, Window};
 pub use signatures::{Gate, Signatures};
@@ -66,6 +68,10 @@ pub enum HubError {
     UnknownDocument(String),
     #[error("no such item")]
     NotFound,
+    #[error("the hub is busy: too many requests are waiting; retry shortly")]
+    Busy,
+    #[error("{why}")]
+    TooMany { why: String, retry_after: u32 },
     #[error("the request was cancelled (the client left or it timed out) before it was decided")]
     Cancelled,
     #[error(
@@ -92,6 +98,8 @@ impl HubError {
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
             HubError::Cancelled => "request_cancelled",
+            HubError::Busy => "server_busy",
+            HubError::TooMany { .. } => "too_many_requests",
             HubError::Invalid(_) => "bad_request",
             HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
@@ -175,6 +183,8 @@ pub struct HubSettings {
     pub body_retention: Option<Duration>,
     /// Structural bounds on packets (`[edxml]`).
     pub limits: edxml::Limits,
+    /// How much work is taken on at once (`[overload]`).
+    pub admission: AdmissionLimits,
 }
 
 const STRIPES: usize = 64;
@@ -208,6 +218,10 @@ pub struct Hub {
     storage_full: std::sync::atomic::AtomicBool,
     /// Where the retention purge continues (documents before it are done or kept).
     purge_cursor: AtomicU64,
+    /// The gates in front of request work (see `admission.rs`).
+    admission: admission::Admission,
+    /// Refusals per (agency, reason) this minute, logged in one entry (see `observe.rs`).
+    refusals: Mutex<std::collections::BTreeMap<(String, String), observe::RefusalTally>>,
 }
 
 /// How often a change whose guards found the state moved is read and tried again before
@@ -270,6 +284,8 @@ impl Hub {
             agency_metrics: Mutex::new(HashMap::new()),
             storage_full: std::sync::atomic::AtomicBool::new(false),
             purge_cursor: AtomicU64::new(0),
+            refusals: Mutex::new(std::collections::BTreeMap::new()),
+            admission: admission::Admission::new(settings.admission.clone()),
             store,
             signatures,
             notary,
@@ -557,6 +573,7 @@ impl Hub {
 
     /// Flushes storage (on shutdown).
     pub fn flush(&self) -> Result<(), HubError> {
+        self.flush_refusals(true);
         Ok(self.store.flush()?)
     }
 }

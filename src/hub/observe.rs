@@ -133,22 +133,93 @@ impl Hub {
         }
     }
 
-    /// Counts a refused packet (the refusal itself stored nothing).
+    /// Counts a refused packet (the refusal itself stored nothing). The audit log records
+    /// the first refusal per agency and reason in each minute at once; the rest of that
+    /// minute are added up and logged as one entry with their `count` when the minute is
+    /// over (see [`Hub::flush_refusals`]), so a flood of bad packets costs one log entry a
+    /// minute, not one each, and the log still tells how many there were.
     pub fn observe_refusal(&self, agency: Option<&str>, code: &str) {
-        // The refusal goes in the audit log too (nothing else was stored).
-        let mut event = crate::audit::AuditEvent::new("refused", super::now_ms())
-            .detail(serde_json::json!({ "reason": code }));
-        if let Some(a) = agency {
-            event = event.agency(a);
-        }
-        if let Err(e) = self.record(event) {
-            tracing::warn!(error = %e, "could not log a refusal in the audit log");
-        }
         let now = now_ms();
+        let minute = now / 60_000;
+        let key = (agency.unwrap_or("").to_owned(), code.to_owned());
+        let first_this_minute = {
+            let mut tally = self.refusals.lock().expect("refusals lock");
+            match tally.get_mut(&key) {
+                Some(t) if t.minute == minute => {
+                    t.count += 1;
+                    t.last_ms = now;
+                    false
+                }
+                _ => {
+                    if let Some(old) = tally.remove(&key) {
+                        self.log_refusals(&key, &old);
+                    }
+                    tally.insert(
+                        key.clone(),
+                        RefusalTally {
+                            minute,
+                            count: 0,
+                            first_ms: 0,
+                            last_ms: 0,
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if first_this_minute {
+            let one = RefusalTally {
+                minute,
+                count: 1,
+                first_ms: now,
+                last_ms: now,
+            };
+            self.log_refusals(&key, &one);
+        }
         let who = agency.unwrap_or(HUB);
         self.counters.add(now, "refused", who, 1);
         self.counters.add(now, &format!("refused:{code}"), who, 1);
         counter!("lienthong_packets_refused_total", "reason" => code.to_owned()).increment(1);
+    }
+
+    /// Logs the refusals added up for minutes that are over (all of them with `all`, on
+    /// shutdown).
+    pub fn flush_refusals(&self, all: bool) {
+        let minute = now_ms() / 60_000;
+        let done: Vec<((String, String), RefusalTally)> = {
+            let mut tally = self.refusals.lock().expect("refusals lock");
+            let keys: Vec<_> = tally
+                .iter()
+                .filter(|(_, t)| all || t.minute < minute)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| tally.remove(&k).map(|t| (k, t)))
+                .collect()
+        };
+        for (key, t) in done {
+            self.log_refusals(&key, &t);
+        }
+    }
+
+    /// One `refused` entry for `t.count` refusals (nothing for none).
+    fn log_refusals(&self, (agency, code): &(String, String), t: &RefusalTally) {
+        if t.count == 0 {
+            return;
+        }
+        let mut detail = serde_json::json!({ "reason": code });
+        if t.count > 1 || t.first_ms != t.last_ms {
+            detail["count"] = t.count.into();
+            detail["first"] = super::rfc3339(t.first_ms).into();
+            detail["last"] = super::rfc3339(t.last_ms).into();
+        }
+        let mut event = crate::audit::AuditEvent::new("refused", t.last_ms).detail(detail);
+        if !agency.is_empty() {
+            event = event.agency(agency);
+        }
+        if let Err(e) = self.record(event) {
+            tracing::warn!(error = %e, "could not log refusals in the audit log");
+        }
     }
 
     pub(super) fn observe_fetch(&self, agency: &str, bytes: u64) {
@@ -166,8 +237,10 @@ impl Hub {
         self.counters.add(now, "completion_count", agency, 1);
     }
 
-    /// Writes pending statistics to RocksDB (every few seconds, on shutdown, before a query).
+    /// Writes pending statistics to RocksDB and logs the refusals of minutes that are over
+    /// (every few seconds, and on shutdown).
     pub fn flush_stats(&self) -> Result<(), HubError> {
+        self.flush_refusals(false);
         let counters = self.counters.drain();
         let pulls = std::mem::take(&mut *self.last_pull.lock().expect("last-pull lock"));
         if let Err(e) = self.store.apply_stats(&counters, &pulls, now_ms()) {
@@ -225,4 +298,12 @@ impl Hub {
         gauge!("lienthong_rocksdb_pending_compaction_bytes").set(pending as f64);
         Ok(())
     }
+}
+
+/// Refusals of one agency for one reason in one minute, not yet logged.
+pub(super) struct RefusalTally {
+    pub minute: u64,
+    pub count: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
 }

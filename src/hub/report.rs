@@ -126,7 +126,9 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
 impl Hub {
     /// The statistics report for `window`, as `scope` may see it.
     pub fn stats(&self, window: Window, scope: &Scope) -> Result<Value, HubError> {
-        self.flush_stats()?;
+        // A report reads: the stored counters plus those not flushed yet, without writing
+        // them (reads must not cost writes, nor fail when the disk does).
+        let pending = self.counters.snapshot();
         let now = now_ms();
         let (res, bucket_ms) = window.resolution();
         let first = ((now.saturating_sub(window.secs() * 1000)) / bucket_ms) as u32;
@@ -137,31 +139,39 @@ impl Hub {
             Scope::Hub => true,
             Scope::Agency(me) => agency == me,
         };
-        self.store
-            .scan_stats(res, first, |bucket, metric, agency, n| {
-                if !visible(agency) {
-                    return;
+        let mut visit = |bucket: u32, metric: &str, agency: &str, n: u64| {
+            if !visible(agency) {
+                return;
+            }
+            *sums
+                .entry((metric.to_owned(), agency.to_owned()))
+                .or_default() += n;
+            let series_of = match scope {
+                Scope::Hub => HUB,
+                Scope::Agency(me) => me.as_str(),
+            };
+            if agency == series_of {
+                let e = series.entry(bucket).or_default();
+                match metric {
+                    "accepted" => e.0 += n,
+                    "refused" => e.1 += n,
+                    _ => {}
                 }
-                *sums
-                    .entry((metric.to_owned(), agency.to_owned()))
-                    .or_default() += n;
-                let series_of = match scope {
-                    Scope::Hub => HUB,
-                    Scope::Agency(me) => me.as_str(),
-                };
-                if agency == series_of {
-                    let e = series.entry(bucket).or_default();
-                    match metric {
-                        "accepted" => e.0 += n,
-                        "refused" => e.1 += n,
-                        _ => {}
-                    }
+            }
+        };
+        self.store.scan_stats(res, first, &mut visit)?;
+        for (key, n) in &pending {
+            if let Some((r, bucket, metric, agency)) = crate::stats::parse_key(key) {
+                if r == res && bucket >= first {
+                    visit(bucket, metric, agency, *n);
                 }
-            })?;
+            }
+        }
 
         // Backlog and pulling.
         let depths = self.queue_depths();
-        let pulls = self.store.last_pulls()?;
+        let mut pulls = self.store.last_pulls()?;
+        pulls.extend(self.last_pull.lock().expect("last-pull lock").clone());
         let directory = self.directory.snapshot();
         let mut backlog = Vec::new();
         for (agency, n) in depths.iter().filter(|(a, _)| visible(a)).take(20) {
