@@ -559,6 +559,7 @@ async fn signals(
                 match load_directory(&config) {
                     Ok(d) => {
                         tracing::info!(agencies = d.len(), "directory reloaded");
+                        metrics::counter!("lienthong_reloads_total", "outcome" => "applied").increment(1);
                         let roles = config.roles.all();
                         let closed = connections
                             .close_unless(|cn| d.contains(cn) || roles.iter().any(|r| r == cn));
@@ -572,7 +573,10 @@ async fn signals(
                             tracing::warn!(error = %e, "could not log the reload in the audit log");
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "directory reload refused; keeping the old directory"),
+                    Err(e) => {
+                        metrics::counter!("lienthong_reloads_total", "outcome" => "refused").increment(1);
+                        tracing::error!(error = %e, "directory reload refused; keeping the old directory")
+                    }
                 }
                 let h = hub.clone();
                 match tokio::task::spawn_blocking(move || h.signatures().reload()).await {

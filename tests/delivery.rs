@@ -308,7 +308,7 @@ async fn revoke_update_and_replace() {
 async fn undelivered_items_expire_and_old_bodies_are_purged() {
     let mut hub = TestHub::start(
         SMALL_DIRECTORY,
-        "[queue]\nexpiry_secs = 2\nupkeep_secs = 1\n[retention]\nbody_secs = 3\n",
+        "[queue]\nexpiry_secs = 5\nupkeep_secs = 1\n[retention]\nbody_secs = 6\n",
     );
     let (a, b, c) = (
         hub.client(A, HttpVersion::Auto),
@@ -318,9 +318,9 @@ async fn undelivered_items_expire_and_old_bodies_are_purged() {
     let body = hub.packet(A, &[B, C], &format!("{A},2026/11/28,1/EX"), b"");
     let r = submit(&a, body).await;
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    // B acknowledges in time; C never does.
-    inbox(&b, "").await;
-    post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    // B acknowledges in time (an item acked cannot expire, see tests/races.rs); C never does.
+    let r = post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    assert_eq!(r.json()["removed"], true, "B acked within the 5 s expiry");
     // The sender gets a hub-signed notice (long-poll for it).
     let notices = inbox(&a, "wait=15").await;
     let notice = notices
@@ -357,7 +357,7 @@ async fn undelivered_items_expire_and_old_bodies_are_purged() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "body not purged");
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     let receipts = get(&a, &format!("/v1/documents/{id}/receipts"))
         .await
@@ -472,4 +472,85 @@ async fn a_page_is_acknowledged_in_one_request() {
         1
     );
     hub.stop();
+}
+
+/// What an ack removed stays removed: past its lease, past upkeep passes, after an update
+/// that names the agency again, and across a restart; acking it again says `removed:false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_items_stay_gone_across_leases_upkeep_updates_and_restart() {
+    let mut hub = TestHub::start(
+        SMALL_DIRECTORY,
+        "[queue]\nlease_secs = 1\nupkeep_secs = 1\n",
+    );
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    let doc_id = format!("{A},2026/11/30,1/GONE");
+    let r = submit(&a, hub.packet(A, &[B, C], &doc_id, b"")).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let listed = |items: &[serde_json::Value]| items.iter().any(|i| i["id"] == id.as_str());
+    assert!(listed(&inbox(&b, "").await));
+    let r = post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    assert_eq!(r.json()["removed"], true);
+    // C does not ack: its item comes back after each lease, which is the proof that leases
+    // expired and upkeep passes ran meanwhile (both every second).
+    for _ in 0..3 {
+        let items = inbox(&c, "wait=5").await;
+        assert!(listed(&items), "C's unacked item comes back: {items:?}");
+        assert!(!listed(&inbox(&b, "").await), "B's acked item came back");
+    }
+    // An update naming B (and C) again does not queue the original for B again.
+    let receivers = format!(
+        "<edXML:DocumentId>{doc_id}</edXML:DocumentId><edXML:BussinessDocumentInfo><edXML:ReceiverList>\
+         <edXML:Receiver><edXML:OrganId>{B}</edXML:OrganId><edXML:ReceiverType>0</edXML:ReceiverType></edXML:Receiver>\
+         <edXML:Receiver><edXML:OrganId>{C}</edXML:OrganId><edXML:ReceiverType>0</edXML:ReceiverType></edXML:Receiver>\
+         </edXML:ReceiverList></edXML:BussinessDocumentInfo>"
+    );
+    let update = business(
+        &hub,
+        A,
+        &[B, C],
+        &format!("{A},2026/11/30,2/GONE"),
+        2,
+        &receivers,
+    );
+    let r = submit(&a, update).await;
+    assert!(r.status.is_success(), "{} {:?}", r.status, r.json());
+    assert!(
+        !listed(&inbox(&b, "limit=100").await),
+        "the update re-queued it for B"
+    );
+    hub.stop();
+    hub.spawn();
+    let (b, c) = (
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    assert!(
+        !listed(&inbox(&b, "limit=100").await),
+        "back after a restart"
+    );
+    let r = post(&b, &format!("/v1/inbox/{id}/ack")).await;
+    assert_eq!(r.json()["removed"], false);
+    // C's item is still owed (C also has the update itself, so list until it shows).
+    let mut owed = false;
+    for _ in 0..5 {
+        owed |= listed(&inbox(&c, "wait=5&limit=100").await);
+        if owed {
+            break;
+        }
+    }
+    assert!(owed, "C's item is still owed");
+    // The log has exactly one `delivered` for B.
+    let auditor = hub.role_client("auditor");
+    let export = get(&auditor, "/v1/audit/export").await;
+    let delivered = std::str::from_utf8(&export.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "delivered" && e["document"] == id.as_str())
+        .count();
+    assert_eq!(delivered, 1);
 }

@@ -126,7 +126,7 @@ async fn a_huge_trickling_upload_does_not_hold_back_another_agency() {
     std::fs::write(&big, &body).unwrap();
     let mut uploads: Vec<Child> = (0..2).map(|_| slow_upload(&hub, B, &big, "200k")).collect();
     // Wait until the uploads are under way (bytes arriving at the hub).
-    std::thread::sleep(Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let a = hub.client(A, HttpVersion::Http1);
     for n in 0..5 {
         let r = submit(&a, hub.packet(A, &[C], &format!("SMALL-{n}"), b"")).await;
@@ -159,12 +159,10 @@ fn a_too_slow_upload_gets_408_and_a_crowd_gets_429() {
 
     // Two uploads in flight for C (fast enough to stay); a third is refused at once.
     let mut two: Vec<Child> = (0..2).map(|_| slow_upload(&hub, C, &big, "20k")).collect();
-    // Both past the handshake (the 408 upload above has closed), then a moment for their
-    // headers to take the agency's two submission slots.
-    wait_for("the two uploads to connect", || {
-        metric(&hub, "lienthong_connections_open") >= 2.0
+    // Both reading their bodies (the 408 upload above has ended).
+    wait_for("the two uploads to hold C's submission slots", || {
+        metric(&hub, "lienthong_uploads_in_progress") >= 2.0
     });
-    std::thread::sleep(Duration::from_millis(500));
     let third = slow_upload(&hub, C, &big, "20k")
         .wait_with_output()
         .unwrap();

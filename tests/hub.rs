@@ -294,7 +294,15 @@ async fn long_poll_returns_what_arrives() {
     let b = hub.client(B, HttpVersion::Http2);
     let a = hub.client(A, HttpVersion::Http2);
     let waiter = tokio::spawn(async move { inbox(&b, "wait=20").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Submitted once the poll is parked, so the wake-up is what answers it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ops_metrics_text(&hub).contains("lienthong_long_polls_waiting 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long poll never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     submit(&a, hub.packet(A, &[B], "LP-1", b"")).await;
     let items = waiter.await.unwrap();
     assert_eq!(items.len(), 1);
@@ -409,7 +417,12 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     // A broken file is refused; the directory in force stays.
     std::fs::write(&hub.agencies, "[[agency]\nthis is not toml").unwrap();
     hub.signal("HUP");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The refused reload is counted once it happened.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ops_metrics_text(&hub).contains("lienthong_reloads_total{outcome=\"refused\"} 1") {
+        assert!(std::time::Instant::now() < deadline, "the reload never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let r = submit(&a, hub.packet(A, &[new_agency], "H-2", b"")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     hub.stop();
@@ -425,7 +438,15 @@ async fn sigterm_answers_waiting_long_polls_and_exits_cleanly() {
         b.request(Method::GET, "/v1/inbox?wait=50", Bytes::new())
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Parked: the hub counts it (an event to wait for, not a delay to guess).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ops_metrics_text(&hub).contains("lienthong_long_polls_waiting 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long poll never parked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let started = std::time::Instant::now();
     hub.stop(); // asserts exit status 0
     let reply = waiter
@@ -590,4 +611,13 @@ async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
     }
     assert_eq!(inbox(&hub.client(B, HttpVersion::Auto), "").await.len(), 6);
     hub.stop();
+}
+
+/// The ops listener's /metrics text.
+fn ops_metrics_text(hub: &TestHub) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://{}/metrics", hub.ops)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

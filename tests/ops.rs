@@ -185,7 +185,7 @@ async fn stats_and_metrics_follow_traffic_and_survive_a_restart() {
             depth_seen = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(depth_seen, "queue depth gauge for B");
 

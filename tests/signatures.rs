@@ -463,7 +463,7 @@ async fn bad_signers_are_refused_with_their_codes() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{:?}", r.json());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // The CRL revokes only that certificate: A's own dev certificate still signs.
     let r = submit(&a, hub.packet(A, &[B], "C-OK", b"")).await;
@@ -474,7 +474,7 @@ async fn bad_signers_are_refused_with_their_codes() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !ops_metrics(&hub).contains("lienthong_crl_load_errors_total 2") {
         assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let r = submit(&a, hub.packet(A, &[B], "C-OK2", b"")).await;
     assert_eq!(r.status, StatusCode::CREATED);
@@ -518,7 +518,7 @@ async fn directory_pins_decide_which_certificates_sign_for_an_agency() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{:?}", r.json());
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // With a pin, only pinned certificates sign for A: its CN = A certificate no longer does.
     let r = submit(&a, hub.packet(A, &[B], "P-2", b"")).await;

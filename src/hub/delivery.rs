@@ -327,6 +327,7 @@ impl Hub {
     ) -> Result<Vec<InboxItem>, HubError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_wait);
         let notify = self.waiter(&caller.organ_id);
+        let _parked = Parked::new(!wait.is_zero());
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -360,5 +361,25 @@ impl Hub {
         id: String,
     ) -> Result<Acked, HubError> {
         self.request(move |hub| hub.ack(&caller, &id)).await
+    }
+}
+
+/// Counts a long poll in the `lienthong_long_polls_waiting` gauge while it lives.
+struct Parked(bool);
+
+impl Parked {
+    fn new(counted: bool) -> Parked {
+        if counted {
+            metrics::gauge!("lienthong_long_polls_waiting").increment(1.0);
+        }
+        Parked(counted)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if self.0 {
+            metrics::gauge!("lienthong_long_polls_waiting").decrement(1.0);
+        }
     }
 }
