@@ -68,6 +68,9 @@ impl Caller {
 
 type Resp = Response<Full<Bytes>>;
 
+/// The API's contract (OpenAPI 3.1), kept in the repository and served as is.
+const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
 /// What the API answers: a whole body, or one streamed from a channel (the log export).
 pub type Reply = Response<http_body_util::Either<Full<Bytes>, super::stream::ChannelBody>>;
 
@@ -321,6 +324,11 @@ impl Api {
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
+            (&Method::GET, ["v1", "openapi.json"]) => Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(OPENAPI.as_bytes())))
+                .expect("valid response")),
             (
                 _,
                 ["v1", "documents"] | ["v1", "inbox"] | ["v1", "documents", _] | ["v1", "stats"],
