@@ -6,18 +6,14 @@
 #
 #   scripts/schemathesis.sh [examples-per-operation]   (default 20: ~800 requests in all)
 #
-# Needs the debug binary (cargo build) and python3; installs schemathesis into a venv under
-# $HOME/.cache on first use.
+# Needs the debug binary (cargo build) and python3; scripts/pyenv.sh installs schemathesis
+# into a venv under $HOME/.cache on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-20}"
 target="${CARGO_TARGET_DIR:-target}"
 bin="$target/debug/lienthong"
-venv="$HOME/.cache/lienthong-venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'schemathesis>=4,<5'
-fi
+python="$(scripts/pyenv.sh)"
 
 work="$(mktemp -d)"
 hub_pid=""
@@ -62,7 +58,7 @@ for from in $B $A; do
     --key "$work/certs/agencies/$from.key" --data-binary @"$work/p.signed" "$url/v1/documents" >/dev/null
 done
 
-"$venv/bin/schemathesis" run docs/openapi.json --url "$url" \
+"$(dirname "$python")/schemathesis" run docs/openapi.json --url "$url" \
   --tls-verify "$work/certs/ca.pem" \
   --request-cert "$work/certs/agencies/$B.pem" --request-cert-key "$work/certs/agencies/$B.key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
