@@ -376,6 +376,34 @@ fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
+        "lienthong_requests_shed_total",
+        "Requests refused by admission (429 agency limits, 503 work queue), by reason"
+    );
+    describe_gauge!(
+        "lienthong_uploads_in_progress",
+        "Submissions whose body is being read"
+    );
+    describe_gauge!(
+        "lienthong_long_polls_waiting",
+        "Inbox listings parked in a long poll"
+    );
+    describe_counter!(
+        "lienthong_write_conflicts_total",
+        "Guarded queue changes that lost a race and were read again"
+    );
+    describe_counter!(
+        "lienthong_writes_refused_total",
+        "Writes refused because too many waited for the disk"
+    );
+    describe_counter!(
+        "lienthong_storage_failures_total",
+        "Failed writes or syncs (writes stop until a restart)"
+    );
+    describe_counter!(
+        "lienthong_reloads_total",
+        "SIGHUP directory reloads, by outcome"
+    );
+    describe_counter!(
         "lienthong_packets_accepted_total",
         "Packets accepted (durably stored), by kind"
     );

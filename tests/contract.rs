@@ -154,3 +154,40 @@ async fn the_hub_serves_its_openapi_document() {
         );
     }
 }
+
+/// Every metric name the source registers (`counter!`, `gauge!`, `histogram!`), whitespace
+/// and line breaks inside the macro call included.
+fn source_metrics() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let flat: String = text.split_whitespace().collect::<Vec<_>>().join("");
+            for mac in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+                out.extend(literals_after(&flat, mac));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn docs_metrics_lists_every_exported_metric() {
+    let metrics = source_metrics();
+    assert!(
+        metrics.len() > 25,
+        "the scan found too few metrics: {metrics:?}"
+    );
+    let doc = backticked(&read("docs/metrics.md"));
+    let missing: Vec<_> = metrics.iter().filter(|m| !doc.contains(*m)).collect();
+    assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+}
