@@ -147,10 +147,14 @@ async fn a_failed_write_is_refused_and_reported() {
     let a = hub.client(A, HttpVersion::Http2);
     set_fault(&ctl, "eio-write");
     let r = submit(&a, hub.packet(A, &[B], &format!("{A},2026/11/30,1/W"), b"")).await;
-    set_fault(&ctl, "");
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.json());
     assert_eq!(error_code(&r), "storage_error");
     wait_ready(&hub, 503).await;
+    // Reads write nothing: statistics and the log stay readable while writes fail.
+    let stats = get(&a, "/v1/stats?window=1h").await;
+    assert_eq!(stats.status, StatusCode::OK, "{:?}", stats.json());
+    assert_eq!(stats.json()["totals"]["refused"], 1);
+    set_fault(&ctl, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
