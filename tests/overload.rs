@@ -230,7 +230,7 @@ async fn a_flood_of_ten_times_capacity_degrades_into_429_and_503() {
         good.ok.load(Ordering::Relaxed),
         good.offered.load(Ordering::Relaxed),
     );
-    let bad = flood.bad.lock().unwrap();
+    let bad = flood.bad.lock().unwrap().clone();
     assert!(
         bad.is_empty(),
         "answers other than 2xx/429/503+Retry-After: {:?}",
