@@ -64,11 +64,18 @@ fn metric(hub: &TestHub, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Polls `f` until it holds. Inside an async test the pause gives the worker thread back to
+/// the runtime (`block_in_place`), so the hub's clients on it keep running.
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let pause = || std::thread::sleep(Duration::from_millis(50));
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(pause);
+        } else {
+            pause();
+        }
     }
 }
 
