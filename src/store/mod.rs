@@ -22,11 +22,13 @@
 //! concurrent batches under one WAL sync; durable changes are synced before it returns. This
 //! module knows nothing of HTTP or of who may do what.
 
+mod changes;
 mod heads;
 mod writer;
 
+pub use changes::{Change, QueueEntry};
+
 pub use writer::WriterOptions;
-use writer::{Expect, Guard};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -162,80 +164,6 @@ pub struct DocRecord {
     /// `Bussiness/Paper` was 1: a paper copy travels too (not electronic-only).
     #[serde(default)]
     pub paper: bool,
-}
-
-/// A recipient's queue entry: when its current lease ends, how often it was listed, and
-/// whether the recipient has fetched the body (its first fetch leaves a `fetched` entry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct QueueEntry {
-    pub lease_until_ms: u64,
-    pub deliveries: u32,
-    pub fetched: bool,
-}
-
-impl QueueEntry {
-    fn encode(&self) -> [u8; 13] {
-        let mut b = [0u8; 13];
-        b[..8].copy_from_slice(&self.lease_until_ms.to_be_bytes());
-        b[8..12].copy_from_slice(&self.deliveries.to_be_bytes());
-        b[12] = self.fetched as u8;
-        b
-    }
-
-    /// Entries written before the fetched flag existed are 12 bytes: not fetched.
-    fn decode(b: &[u8]) -> Option<QueueEntry> {
-        Some(QueueEntry {
-            lease_until_ms: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
-            deliveries: u32::from_be_bytes(b.get(8..12)?.try_into().ok()?),
-            fetched: b.get(12) == Some(&1),
-        })
-    }
-}
-
-/// One state change; a list of them is applied atomically by [`Store::apply`].
-#[derive(Debug)]
-pub enum Change<'a> {
-    /// A new packet: its record, its body and its duplicate-index key.
-    Accept {
-        record: &'a DocRecord,
-        body: &'a [u8],
-        dedup_key: &'a [u8],
-    },
-    /// Queue `seq` for `agency`. For a document accepted earlier (an update adding
-    /// recipients) only if the agency holds no entry for it and never acked it.
-    Enqueue { agency: &'a str, seq: u64 },
-    /// A listing leased an item that held `was` when it was read (written only if it still
-    /// does).
-    Lease {
-        agency: &'a str,
-        seq: u64,
-        was: QueueEntry,
-        entry: QueueEntry,
-    },
-    /// The recipient fetched the body for the first time; `first_delivery` when no listing
-    /// had delivered it before (the fetch is then what delivered it). Written only if the
-    /// entry still holds `was`.
-    Fetch {
-        agency: &'a str,
-        seq: u64,
-        was: QueueEntry,
-        entry: QueueEntry,
-        first_delivery: bool,
-    },
-    /// The recipient acknowledged an item at `at_ms`: it leaves the queue (only if it is
-    /// still there: an item is acked once).
-    Ack {
-        agency: &'a str,
-        seq: u64,
-        at_ms: u64,
-    },
-    /// The item leaves the queue undelivered (revoked, recipient removed, expired); only if
-    /// it is still there, so nothing acked is also expired.
-    Dequeue { agency: &'a str, seq: u64 },
-    /// A document's record changes (an update adds recipients).
-    Rewrite { record: &'a DocRecord },
-    /// The body is deleted (retention); the record stays.
-    Purge { seq: u64 },
 }
 
 pub struct Store {
@@ -682,102 +610,6 @@ impl Store {
             prop("rocksdb.live-sst-files-size"),
             prop("rocksdb.estimate-pending-compaction-bytes"),
         )
-    }
-
-    /// Applies `changes` as one atomic batch, with `events` appended to the audit log in the
-    /// same batch; returns the events' log indexes. With `durable`, the WAL is synced before
-    /// return, so the changes survive a crash or power loss from then on. Each change is
-    /// guarded (see [`Change`]): if any finds the state it relies on changed, nothing is
-    /// written and the answer is [`StoreError::Conflict`] (the caller reads again).
-    pub fn apply(
-        &self,
-        changes: &[Change<'_>],
-        events: Vec<crate::audit::AuditEvent>,
-        durable: bool,
-    ) -> Result<Vec<u64>, StoreError> {
-        let mut batch = WriteBatch::default();
-        let mut puts: Vec<(&str, u64)> = Vec::new();
-        let mut guards = Vec::new();
-        let guard = |cf, key, expect| Guard { cf, key, expect };
-        for c in changes {
-            match c {
-                Change::Accept {
-                    record,
-                    body,
-                    dedup_key,
-                } => {
-                    guards.push(guard(CF_DEDUP, dedup_key.to_vec(), Expect::Absent));
-                    let key = record.seq.to_be_bytes();
-                    let json = serde_json::to_vec(record).expect("record serializes");
-                    batch.put_cf(self.cf(CF_DOCS), key, json);
-                    batch.put_cf(self.cf(CF_BODIES), key, body);
-                    batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
-                    batch.put_cf(self.cf(CF_SENT), queue_key(&record.from, record.seq), []);
-                }
-                Change::Enqueue { agency, seq } => {
-                    puts.push((*agency, *seq));
-                    let new_doc = changes
-                        .iter()
-                        .any(|c| matches!(c, Change::Accept { record, .. } if record.seq == *seq));
-                    if !new_doc {
-                        let q = queue_key(agency, *seq);
-                        guards.push(guard(CF_QUEUE, q, Expect::Absent));
-                        let d = delivery_key(*seq, agency);
-                        guards.push(guard(CF_DELIVERY, d, Expect::Absent));
-                    }
-                    batch.put_cf(
-                        self.cf(CF_QUEUE),
-                        queue_key(agency, *seq),
-                        QueueEntry::default().encode(),
-                    );
-                }
-                Change::Lease {
-                    agency,
-                    seq,
-                    was,
-                    entry,
-                }
-                | Change::Fetch {
-                    agency,
-                    seq,
-                    was,
-                    entry,
-                    ..
-                } => {
-                    puts.push((*agency, *seq));
-                    let q = queue_key(agency, *seq);
-                    guards.push(guard(CF_QUEUE, q, Expect::Equals(was.encode().to_vec())));
-                    batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
-                }
-                Change::Dequeue { agency, seq } => {
-                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
-                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
-                }
-                Change::Purge { seq } => {
-                    batch.delete_cf(self.cf(CF_BODIES), seq.to_be_bytes());
-                }
-                Change::Rewrite { record } => {
-                    let json = serde_json::to_vec(record).expect("record serializes");
-                    batch.put_cf(self.cf(CF_DOCS), record.seq.to_be_bytes(), json);
-                }
-                Change::Ack { agency, seq, at_ms } => {
-                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
-                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
-                    batch.put_cf(
-                        self.cf(CF_DELIVERY),
-                        delivery_key(*seq, agency),
-                        at_ms.to_be_bytes(),
-                    );
-                }
-            }
-        }
-        let indexes = self.writer.commit(batch, events, guards, durable)?;
-        // After the puts are visible, so that a scan running meanwhile cannot move a queue's
-        // head past them (see `heads`).
-        for (agency, seq) in puts {
-            self.heads.lower(agency, seq);
-        }
-        Ok(indexes)
     }
 
     /// A sender's documents from `from_seq` on, oldest first, at most `limit`.
