@@ -854,4 +854,86 @@ mod tests {
         let depths = s.queue_depths().unwrap();
         assert_eq!((depths["B"], depths["C"]), (2, 3));
     }
+
+    #[test]
+    fn guarded_changes_lose_races_cleanly_and_sequence_numbers_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first;
+        {
+            let s = Store::open(dir.path()).unwrap();
+            first = s.next_seq().unwrap();
+            let r = record(first);
+            let k = dedup_key("A", "D");
+            let accept = |s: &Store| {
+                s.apply(
+                    &[
+                        Change::Accept {
+                            record: &r,
+                            body: b"x",
+                            dedup_key: &k,
+                        },
+                        Change::Enqueue {
+                            agency: "B",
+                            seq: first,
+                        },
+                    ],
+                    vec![],
+                    true,
+                )
+            };
+            accept(&s).unwrap();
+            assert!(
+                matches!(accept(&s), Err(StoreError::Conflict)),
+                "one Accept per key"
+            );
+            let was = s.queue_entry("B", first).unwrap().unwrap();
+            let leased = QueueEntry {
+                lease_until_ms: 9,
+                deliveries: 1,
+                fetched: false,
+            };
+            let lease = |was| Change::Lease {
+                agency: "B",
+                seq: first,
+                was,
+                entry: leased,
+            };
+            s.apply(&[lease(was)], vec![], false).unwrap();
+            // A lease computed from the old value finds the entry changed.
+            let stale = s.apply(&[lease(was)], vec![], false);
+            assert!(matches!(stale, Err(StoreError::Conflict)));
+            let ack = Change::Ack {
+                agency: "B",
+                seq: first,
+                at_ms: 1,
+            };
+            s.apply(std::slice::from_ref(&ack), vec![], true).unwrap();
+            assert!(matches!(
+                s.apply(&[ack], vec![], true),
+                Err(StoreError::Conflict)
+            ));
+            let expire = Change::Dequeue {
+                agency: "B",
+                seq: first,
+            };
+            assert!(matches!(
+                s.apply(&[expire], vec![], true),
+                Err(StoreError::Conflict)
+            ));
+            // Re-queueing what B acked (an update naming B again) is refused too.
+            let again = Change::Enqueue {
+                agency: "B",
+                seq: first,
+            };
+            assert!(matches!(
+                s.apply(&[again], vec![], true),
+                Err(StoreError::Conflict)
+            ));
+            assert!(s.queue_entry("B", first).unwrap().is_none());
+            // Handed out but never stored: still never handed out again.
+            s.next_seq().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.next_seq().unwrap() > first + 1);
+    }
 }
