@@ -276,7 +276,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         shutdown.clone(),
     ));
     let roles = serde_json::json!({"ops": config.roles.ops, "auditors": config.roles.auditors});
-    let started = crate::audit::AuditEvent::new("started", crate::hub::now_ms()).detail(
+    let started = crate::audit::AuditEvent::new("started", crate::ids::now_ms()).detail(
         serde_json::json!({"roles": roles, "agencies": hub.directory().snapshot().len(),
             "version": env!("CARGO_PKG_VERSION")}),
     );
@@ -594,7 +594,7 @@ async fn signals(
                         if closed > 0 {
                             tracing::info!(closed, "closed connections of identities no longer in the directory");
                         }
-                        let event = crate::audit::AuditEvent::new("directory_reloaded", crate::hub::now_ms())
+                        let event = crate::audit::AuditEvent::new("directory_reloaded", crate::ids::now_ms())
                             .detail(serde_json::json!({"agencies": d.len()}));
                         hub.directory().replace(d);
                         if let Err(e) = hub.blocking(move |h| h.record(event)).await {

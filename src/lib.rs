@@ -17,6 +17,7 @@ pub mod dsig;
 pub mod edxml;
 pub mod http;
 pub mod hub;
+pub mod ids;
 pub mod jws;
 pub mod load;
 pub mod pki;

@@ -53,10 +53,10 @@ impl AuditEvent {
     pub fn encode(&self, index: u64) -> Vec<u8> {
         let entry = Entry {
             index,
-            at: crate::hub::rfc3339(self.at_ms),
+            at: crate::ids::rfc3339(self.at_ms),
             event: self.event.to_owned(),
             agency: self.agency.clone(),
-            document: self.document.map(crate::hub::format_id),
+            document: self.document.map(crate::ids::format_id),
             detail: if self.detail.is_null() {
                 None
             } else {

@@ -260,7 +260,7 @@ impl Api {
                 };
                 let cursor = match query_str(q, "cursor") {
                     None => 0,
-                    Some(c) => crate::hub::parse_id(c).ok_or_else(|| {
+                    Some(c) => crate::ids::parse_id(c).ok_or_else(|| {
                         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad cursor")
                     })?,
                 };

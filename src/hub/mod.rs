@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -32,6 +32,7 @@ mod signatures;
 mod state;
 mod upkeep;
 
+pub use crate::ids::{format_id, now_ms, parse_id, rfc3339};
 pub use admission::{AdmissionLimits, AgencySlot, as_agency};
 pub use notary::{AuditFilter, Reader};
 pub use report::{Scope, Window};
@@ -228,37 +229,10 @@ pub struct Hub {
 /// the request is answered 503 (each retry sees the change that beat it).
 const CONFLICT_RETRIES: u32 = 8;
 
-/// Formats a sequence number as the public id.
 /// Work stopped because its request was given up; counted, never recorded as a refusal.
 fn cancelled() -> HubError {
     metrics::counter!("lienthong_requests_cancelled_total").increment(1);
     HubError::Cancelled
-}
-
-pub fn format_id(seq: u64) -> String {
-    format!("{seq:016x}")
-}
-
-/// Parses a public id; anything malformed is simply "not found".
-pub fn parse_id(id: &str) -> Option<u64> {
-    if id.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(id, 16).ok()
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// RFC 3339 UTC text for a millisecond timestamp.
-pub fn rfc3339(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {

@@ -110,7 +110,7 @@ impl Health {
             return Err(StoreError::Failed(why.clone()));
         }
         let started = self.sync_started_ms.load(Ordering::SeqCst);
-        let waited = crate::hub::now_ms().saturating_sub(started);
+        let waited = crate::ids::now_ms().saturating_sub(started);
         let limit = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         if started != 0 && waited > limit {
             return Err(StoreError::Stalled(waited / 1000));
@@ -432,7 +432,7 @@ fn sync_wal(db: &DB, health: &Health) -> Result<(), StoreError> {
     metrics::counter!("lienthong_wal_syncs_total").increment(1);
     health
         .sync_started_ms
-        .store(crate::hub::now_ms().max(1), Ordering::SeqCst);
+        .store(crate::ids::now_ms().max(1), Ordering::SeqCst);
     let r = db.flush_wal(true).map_err(StoreError::from);
     health.sync_started_ms.store(0, Ordering::SeqCst);
     if let Err(e) = &r {
