@@ -508,39 +508,53 @@ async fn slow_clients_are_cut_off_with_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_wait_until_one_closes() {
+async fn connections_beyond_the_limit_are_answered_503_and_served_once_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut hub = TestHub::start(
         SMALL_DIRECTORY,
         "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
     );
     let first = raw_tls(&hub, A).await;
     let second = raw_tls(&hub, B).await;
-    // The third is not served while two are open...
-    let third = tokio::spawn({
-        let (cert, key) = hub.cert(C);
-        let ca = hub.path("certs/ca.pem");
-        let addr = hub.https.clone();
+    // Both are registered (past the handshake) before the third arrives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ops_metrics_text(&hub).contains("lienthong_connections_open 2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two connections never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The third is told at once that the hub is full, and when to come back...
+    let ask = |who: &'static str| {
+        let hub_ref = &hub;
         async move {
-            let cfg = lienthong::tls::client_config(&ca, &cert, &key, &[b"http/1.1"]).unwrap();
-            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            tokio_rustls::TlsConnector::from(cfg)
-                .connect(name, tcp)
+            let mut s = raw_tls(hub_ref, who).await;
+            s.write_all(b"GET /v1/inbox HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await
+                .unwrap();
+            let mut buf = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut buf))
+                    .await;
+            String::from_utf8_lossy(&buf).into_owned()
         }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    assert!(
-        !third.is_finished(),
-        "a third connection was served beyond max_connections = 2"
-    );
+    };
+    let text = ask(C).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.to_lowercase().contains("retry-after: 2"), "{text}");
+    assert!(text.contains("server_busy"), "{text}");
     // ...and is served as soon as one closes.
     drop(first);
-    let done = tokio::time::timeout(std::time::Duration::from_secs(20), third).await;
-    assert!(
-        matches!(done, Ok(Ok(Ok(_)))),
-        "the waiting connection is served after one closed"
-    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = ask(C).await;
+        if text.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(second);
     hub.stop();
 }

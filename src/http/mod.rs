@@ -8,6 +8,7 @@ mod budget;
 mod error;
 mod ops;
 pub mod query;
+mod refuse;
 mod server;
 mod stream;
 

@@ -203,12 +203,9 @@ pub async fn run_https(
         .keep_alive_interval(Some(limits.keepalive))
         .keep_alive_timeout(limits.keepalive);
 
+    // Connections over the limit that are answered 503 at once (beyond: closed at once).
+    let refusing = Arc::new(Semaphore::new(limits.max_handshakes.div_ceil(4).max(1)));
     loop {
-        // Beyond the limit, connections wait in the kernel's backlog rather than being served.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-        };
         let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
@@ -222,6 +219,11 @@ pub async fn run_https(
             },
         };
         let _ = stream.set_nodelay(true);
+        // Beyond the limit: told so at once, not left waiting (see `refuse`).
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            super::refuse::refuse(stream, acceptor.clone(), &refusing, limits.header_timeout);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let api = api.clone();
         let builder = builder.clone();
