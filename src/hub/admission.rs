@@ -36,10 +36,10 @@ pub struct AdmissionLimits {
 impl Default for AdmissionLimits {
     fn default() -> Self {
         AdmissionLimits {
-            max_running: 32,
-            max_queued: 512,
+            max_running: 128,
+            max_queued: 8192,
             max_queue_wait: Duration::from_secs(1),
-            agency_concurrent_requests: 32,
+            agency_concurrent_requests: 256,
             agency_requests_per_sec: 0.0,
         }
     }

@@ -98,6 +98,15 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut puts: Vec<(&str, u64)> = Vec::new();
         let mut guards = Vec::new();
+        // Documents this batch creates: their queue entries cannot exist yet, so a fan-out
+        // to 519 needs no guard per recipient.
+        let accepted: Vec<u64> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Accept { record, .. } => Some(record.seq),
+                _ => None,
+            })
+            .collect();
         let guard = |cf, key, expect| Guard { cf, key, expect };
         for c in changes {
             match c {
@@ -116,10 +125,7 @@ impl Store {
                 }
                 Change::Enqueue { agency, seq } => {
                     puts.push((*agency, *seq));
-                    let new_doc = changes
-                        .iter()
-                        .any(|c| matches!(c, Change::Accept { record, .. } if record.seq == *seq));
-                    if !new_doc {
+                    if !accepted.contains(seq) {
                         let q = queue_key(agency, *seq);
                         guards.push(guard(CF_QUEUE, q, Expect::Absent));
                         let d = delivery_key(*seq, agency);
