@@ -22,19 +22,19 @@ use crate::stats::Counters;
 use crate::store::{Change, DocRecord, Store, StoreError, dedup_key};
 
 mod admission;
-mod business;
+mod amendments;
 mod delivery;
+mod delivery_state;
 pub mod events;
-mod notary;
 mod observe;
+mod receipts_and_proofs;
 mod report;
 mod signatures;
-mod state;
 mod upkeep;
 
 pub use crate::ids::{format_id, now_ms, parse_id, rfc3339};
 pub use admission::{AdmissionLimits, AgencySlot, as_agency};
-pub use notary::{AuditFilter, Reader};
+pub use receipts_and_proofs::{AuditFilter, Reader};
 pub use report::{Scope, Window};
 pub use signatures::{Gate, Signatures};
 

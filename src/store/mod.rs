@@ -23,7 +23,7 @@
 //! module knows nothing of HTTP or of who may do what.
 
 mod changes;
-mod heads;
+mod queue_starts;
 mod writer;
 
 pub use changes::{Change, QueueEntry};
@@ -169,7 +169,7 @@ pub struct DocRecord {
 pub struct Store {
     db: Arc<DB>,
     writer: writer::Writer,
-    heads: heads::Heads,
+    heads: queue_starts::QueueStarts,
     /// (next sequence number, first one not yet reserved on disk)
     seq: std::sync::Mutex<(u64, u64)>,
 }
@@ -271,7 +271,7 @@ impl Store {
         let store = Store {
             db,
             writer,
-            heads: heads::Heads::default(),
+            heads: queue_starts::QueueStarts::default(),
             seq: std::sync::Mutex::new((0, 0)),
         };
         let reserved = store

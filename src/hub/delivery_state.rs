@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::business::status_state;
+use super::amendments::status_state;
 use super::{Hub, HubError, Principal, format_id, parse_id, rfc3339};
 use crate::audit::Entry;
 use crate::store::DocRecord;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 #[derive(Default)]
-pub(super) struct Heads {
+pub(super) struct QueueStarts {
     map: Mutex<HashMap<String, Head>>,
 }
 
@@ -37,7 +37,7 @@ pub(super) struct Start {
     version: Option<u64>,
 }
 
-impl Heads {
+impl QueueStarts {
     /// Called after every put of `seq` into `agency`'s queue has been written.
     pub fn lower(&self, agency: &str, seq: u64) {
         let mut map = self.map.lock().expect("heads lock poisoned");
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn a_put_during_a_scan_keeps_the_head_below_it() {
-        let h = Heads::default();
+        let h = QueueStarts::default();
         let s = h.start("A");
         assert_eq!(s.seq, 0);
         h.found("A", s, Some(10));
