@@ -210,6 +210,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
             limits: config.edxml.clone(),
             admission: config.overload.limits(),
+            roles: config.roles.clone(),
         },
         signatures,
         notary,
@@ -262,7 +263,6 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             },
             request_timeout: config.request_timeout(),
         },
-        config.roles.clone(),
     ));
     let heads = tokio::spawn(sign_heads(
         hub.clone(),

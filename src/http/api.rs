@@ -11,8 +11,7 @@ use hyper::body::Incoming;
 use super::budget::{BodyBudget, BodyLimits, linger};
 use super::error::ApiError;
 use super::query::{query_str, query_u64};
-use crate::config::Roles;
-use crate::hub::{Hub, Principal, Scope, Window};
+use crate::hub::{AgencyId, Hub, Principal, Scope, Window};
 use crate::tls::PeerCert;
 
 /// Request limits applied by the API.
@@ -25,45 +24,18 @@ pub struct ApiLimits {
 pub struct Api {
     hub: Arc<Hub>,
     limits: ApiLimits,
-    roles: Roles,
     /// Memory and per-agency shares for request bodies.
     budget: BodyBudget,
 }
 
-/// Who is calling, as the certificate and the configuration say.
-enum Caller {
-    Agency(Principal),
-    /// Ops staff (by the `[roles]` table): may read hub-wide figures.
-    Ops,
-    /// An auditor: hub-wide figures and the whole audit log.
-    Auditor,
+/// Only agencies may do this: the agency, owned.
+fn agency_of(p: &Principal) -> Result<AgencyId, ApiError> {
+    Ok(p.agency()?.clone())
 }
 
-impl Caller {
-    /// Who reads the audit log: `None` for an auditor (everything), the agency for an agency
-    /// (its own documents); ops staff may not.
-    fn audit_reader(self) -> Result<Option<Principal>, ApiError> {
-        match self {
-            Caller::Auditor => Ok(None),
-            Caller::Agency(p) => Ok(Some(p)),
-            Caller::Ops => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_an_auditor",
-                "the audit log is for auditors (and agencies, for their own documents)",
-            )),
-        }
-    }
-
-    fn agency(self) -> Result<Principal, ApiError> {
-        match self {
-            Caller::Agency(p) => Ok(p),
-            Caller::Ops | Caller::Auditor => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_an_agency",
-                "this endpoint is for agencies; role certificates may read /v1/stats (and auditors /v1/audit)",
-            )),
-        }
-    }
+/// Who reads the audit log (`None`: an auditor, everything).
+fn reader_of(p: &Principal) -> Result<Option<AgencyId>, ApiError> {
+    Ok(p.audit_reader()?.cloned())
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -83,12 +55,11 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
 }
 
 impl Api {
-    pub fn new(hub: Arc<Hub>, limits: ApiLimits, roles: Roles) -> Api {
+    pub fn new(hub: Arc<Hub>, limits: ApiLimits) -> Api {
         Api {
             budget: BodyBudget::new(limits.body.clone()),
             hub,
             limits,
-            roles,
         }
     }
 
@@ -121,43 +92,12 @@ impl Api {
         }
     }
 
-    /// The agency the client certificate names, if the directory knows it (and its pin fits),
-    /// or a role from the configuration.
-    fn caller(&self, peer: &PeerCert) -> Result<Caller, ApiError> {
-        let forbidden = |code, msg: String| ApiError::new(StatusCode::FORBIDDEN, code, msg);
-        let cn = peer.common_name.as_deref().ok_or_else(|| {
-            forbidden(
-                "no_identity",
-                "the client certificate has no subject CN".into(),
-            )
-        })?;
-        if self.roles.auditors.iter().any(|r| r == cn) {
-            return Ok(Caller::Auditor);
-        }
-        if self.roles.ops.iter().any(|r| r == cn) {
-            return Ok(Caller::Ops);
-        }
-        let dir = self.hub.directory().snapshot();
-        let agency = dir.get(cn).ok_or_else(|| {
-            forbidden(
-                "unknown_agency",
-                format!("certificate CN={cn} is not an agency in the directory"),
-            )
-        })?;
-        if let Some(pin) = &agency.cert_sha256 {
-            if !pin.eq_ignore_ascii_case(&peer.sha256) {
-                return Err(forbidden(
-                    "certificate_not_pinned",
-                    format!(
-                        "agency {cn} is pinned to another certificate (presented sha256 {})",
-                        peer.sha256
-                    ),
-                ));
-            }
-        }
-        Ok(Caller::Agency(Principal {
-            organ_id: agency.id.clone(),
-        }))
+    /// The principal the client certificate stands for (the core decides, see
+    /// `hub::identity`).
+    fn caller(&self, peer: &PeerCert) -> Result<Principal, ApiError> {
+        Ok(self
+            .hub
+            .identify(peer.common_name.as_deref(), &peer.sha256)?)
     }
 
     async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
@@ -166,35 +106,34 @@ impl Api {
             Err(e) => return Err(refuse_draining(req, e)),
         };
         // Posting endpoints are for agencies: refuse roles before the body is read, cleanly.
-        if req.method() == Method::POST && !matches!(caller, Caller::Agency(_)) {
+        if req.method() == Method::POST {
             if let Err(e) = caller.agency() {
-                return Err(refuse_draining(req, e));
+                return Err(refuse_draining(req, e.into()));
             }
-            unreachable!("a role is not an agency");
         }
         // One agency's flood fills only its own share (429 before any work or body read).
         let _slot = match &caller {
-            Caller::Agency(p) => match self.hub.agency_slot(&p.organ_id) {
+            Principal::Agency(p) => match self.hub.agency_slot(&p.organ_id) {
                 Ok(slot) => Some(slot),
                 Err(e) => return Err(refuse_draining(req, e.into())),
             },
-            Caller::Ops | Caller::Auditor => None,
+            _ => None,
         };
         match &caller {
-            Caller::Agency(p) => {
+            Principal::Agency(p) => {
                 let name = p.organ_id.clone();
                 crate::hub::as_agency(name, self.dispatch(caller, req)).await
             }
-            Caller::Ops | Caller::Auditor => self.dispatch(caller, req).await,
+            _ => self.dispatch(caller, req).await,
         }
     }
 
-    async fn dispatch(&self, caller: Caller, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn dispatch(&self, caller: Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
             (&Method::POST, ["v1", "documents"]) => {
-                let principal = caller.agency()?;
+                let principal = agency_of(&caller)?;
                 let agency = principal.organ_id.clone();
                 let started = std::time::Instant::now();
                 let result = self.submit(principal, req).await;
@@ -213,20 +152,19 @@ impl Api {
                 result
             }
             (&Method::GET, ["v1", "inbox"]) => {
-                self.inbox(caller.agency()?, req.uri().query()).await
+                self.inbox(agency_of(&caller)?, req.uri().query()).await
             }
-            (&Method::GET, ["v1", "documents", id]) => self.fetch(caller.agency()?, id).await,
-            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(caller.agency()?, id).await,
-            (&Method::POST, ["v1", "inbox", "ack"]) => self.ack_many(caller.agency()?, req).await,
+            (&Method::GET, ["v1", "documents", id]) => self.fetch(agency_of(&caller)?, id).await,
+            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(agency_of(&caller)?, id).await,
+            (&Method::POST, ["v1", "inbox", "ack"]) => {
+                self.ack_many(agency_of(&caller)?, req).await
+            }
             (&Method::GET, ["v1", "stats"]) => {
-                let scope = match caller {
-                    Caller::Agency(p) => Scope::Agency(p.organ_id),
-                    Caller::Ops | Caller::Auditor => Scope::Hub,
-                };
+                let scope = caller.stats_scope();
                 stats_response(&self.hub, req.uri().query(), scope).await
             }
             (&Method::GET, ["v1", "documents", id, "status"]) => {
-                let p = caller.agency()?;
+                let p = agency_of(&caller)?;
                 let id = (*id).to_owned();
                 let v = self
                     .hub
@@ -235,7 +173,7 @@ impl Api {
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "sent"]) => {
-                let p = caller.agency()?;
+                let p = agency_of(&caller)?;
                 let q = req.uri().query();
                 let since = match query_str(q, "since") {
                     None => 0,
@@ -272,7 +210,7 @@ impl Api {
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "documents", id, "receipts"]) => {
-                let p = caller.agency()?;
+                let p = agency_of(&caller)?;
                 let id = (*id).to_owned();
                 let receipts = self.hub.request(move |h| h.receipts(&p, &id)).await?;
                 Ok(json(
@@ -297,7 +235,7 @@ impl Api {
                     )
                 })?;
                 let size = query_u64(req.uri().query(), "tree_size")?;
-                let agency = caller.audit_reader()?;
+                let agency = reader_of(&caller)?;
                 let v = self
                     .hub
                     .request(move |h| {
@@ -346,7 +284,7 @@ impl Api {
         }
     }
 
-    async fn submit(&self, principal: Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn submit(&self, principal: AgencyId, req: Request<Incoming>) -> Result<Resp, ApiError> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -391,14 +329,14 @@ impl Api {
         Ok(resp)
     }
 
-    async fn inbox(&self, principal: Principal, query: Option<&str>) -> Result<Resp, ApiError> {
+    async fn inbox(&self, principal: AgencyId, query: Option<&str>) -> Result<Resp, ApiError> {
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
         let wait = Duration::from_secs(query_u64(query, "wait")?.unwrap_or(0));
         let items = self.hub.inbox_async(principal, limit, wait).await?;
         Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
     }
 
-    async fn fetch(&self, principal: Principal, id: &str) -> Result<Resp, ApiError> {
+    async fn fetch(&self, principal: AgencyId, id: &str) -> Result<Resp, ApiError> {
         let (doc, body) = self.hub.fetch_async(principal, id.to_owned()).await?;
         Ok(Response::builder()
             .status(StatusCode::OK)
@@ -418,7 +356,7 @@ impl Api {
             .expect("valid response"))
     }
 
-    async fn ack(&self, principal: Principal, id: &str) -> Result<Resp, ApiError> {
+    async fn ack(&self, principal: AgencyId, id: &str) -> Result<Resp, ApiError> {
         let acked = self.hub.ack_async(principal, id.to_owned()).await?;
         Ok(json(
             StatusCode::OK,
@@ -428,13 +366,7 @@ impl Api {
 
     /// `GET /v1/audit/export?size=N`: auditors only; entries `0..N` as JSON lines, streamed.
     async fn export(&self, peer: &PeerCert, query: Option<&str>) -> Result<Reply, ApiError> {
-        if !matches!(self.caller(peer)?, Caller::Auditor) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "not_an_auditor",
-                "only auditors may export the audit log",
-            ));
-        }
+        self.caller(peer)?.may_export_log()?;
         let asked = query_u64(query, "size")?;
         let size = self
             .hub
@@ -465,7 +397,7 @@ impl Api {
     /// `POST /v1/inbox/ack` with `{"ids":[…]}` (at most 1000): one commit for all of them.
     async fn ack_many(
         &self,
-        principal: Principal,
+        principal: AgencyId,
         req: Request<Incoming>,
     ) -> Result<Resp, ApiError> {
         let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
@@ -505,7 +437,7 @@ impl Api {
 
     /// `GET /v1/audit?agency=&document=&from=&to=&cursor=&limit=`: auditors read everything,
     /// an agency the events of its own documents; ops staff nothing.
-    async fn audit_page(&self, caller: Caller, query: Option<&str>) -> Result<Resp, ApiError> {
+    async fn audit_page(&self, caller: Principal, query: Option<&str>) -> Result<Resp, ApiError> {
         let filter = crate::hub::AuditFilter {
             agency: query_str(query, "agency").map(str::to_owned),
             document: query_str(query, "document").map(str::to_owned),
@@ -514,7 +446,7 @@ impl Api {
         };
         let cursor = query_u64(query, "cursor")?.unwrap_or(0);
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
-        let agency = caller.audit_reader()?;
+        let agency = reader_of(&caller)?;
         let v = self
             .hub
             .request(move |h| {

@@ -56,7 +56,12 @@ impl From<HubError> for ApiError {
             | HubError::UnknownRecipients(_)
             | HubError::Signature(_)
             | HubError::UnknownDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            HubError::SenderMismatch { .. } => StatusCode::FORBIDDEN,
+            HubError::SenderMismatch { .. }
+            | HubError::NoIdentity
+            | HubError::UnknownAgency(_)
+            | HubError::CertificateNotPinned { .. }
+            | HubError::NotAnAgency
+            | HubError::NotAnAuditor => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
             HubError::Cancelled => StatusCode::REQUEST_TIMEOUT,

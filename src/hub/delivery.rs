@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{
-    Acked, AckedMany, CONFLICT_RETRIES, Hub, HubError, InboxItem, Principal, format_id, now_ms,
+    Acked, AckedMany, AgencyId, CONFLICT_RETRIES, Hub, HubError, InboxItem, format_id, now_ms,
     parse_id, rfc3339, stripe,
 };
 use crate::store::{Change, DocRecord, QueueEntry, StoreError};
 
 impl Hub {
     /// Lists and leases up to `limit` of the caller's pending items, oldest first.
-    pub fn list_inbox(&self, caller: &Principal, limit: usize) -> Result<Vec<InboxItem>, HubError> {
+    pub fn list_inbox(&self, caller: &AgencyId, limit: usize) -> Result<Vec<InboxItem>, HubError> {
         let limit = limit.clamp(1, self.settings.max_inbox_limit);
         let agency = caller.organ_id.as_str();
         let _guard = self.lease_locks[stripe(agency)]
@@ -110,7 +110,7 @@ impl Hub {
 
     /// The packet, byte for byte, for its sender or one of its recipients; `NotFound` to
     /// anyone else so that nothing leaks about other agencies' documents.
-    pub fn fetch(&self, caller: &Principal, id: &str) -> Result<(DocRecord, Vec<u8>), HubError> {
+    pub fn fetch(&self, caller: &AgencyId, id: &str) -> Result<(DocRecord, Vec<u8>), HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
         let me = &caller.organ_id;
@@ -168,7 +168,7 @@ impl Hub {
 
     /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
     /// queued for the caller is `NotFound`. Returns whether this call removed it.
-    pub fn ack(&self, caller: &Principal, id: &str) -> Result<Acked, HubError> {
+    pub fn ack(&self, caller: &AgencyId, id: &str) -> Result<Acked, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let agency = caller.organ_id.as_str();
         if self.store.queue_entry(agency, seq)?.is_some() {
@@ -199,7 +199,7 @@ impl Hub {
     /// The answer for an item no longer in the caller's queue: acked before (by this
     /// agency, perhaps by a request still waiting for its sync — so this waits for the disk
     /// too), or never the caller's.
-    fn acked_before(&self, id: &str, seq: u64, caller: &Principal) -> Result<Acked, HubError> {
+    fn acked_before(&self, id: &str, seq: u64, caller: &AgencyId) -> Result<Acked, HubError> {
         let agency = caller.organ_id.as_str();
         self.store.barrier()?;
         match self.store.doc(seq)? {
@@ -221,7 +221,7 @@ impl Hub {
     /// are not the caller's are `NotFound` without failing the others. The items this call
     /// removes share one signed batch receipt (one signature per page, not per item); items
     /// acked before carry their own delivery receipt as a single ack would.
-    pub fn ack_many(&self, caller: &Principal, ids: &[String]) -> Result<AckedMany, HubError> {
+    pub fn ack_many(&self, caller: &AgencyId, ids: &[String]) -> Result<AckedMany, HubError> {
         let agency = caller.organ_id.as_str();
         let mut outcomes: Vec<Option<Result<Acked, HubError>>> = Vec::with_capacity(ids.len());
         let mut to_ack: Vec<(usize, u64)> = Vec::new();
@@ -321,7 +321,7 @@ impl Hub {
     /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.
     pub async fn inbox_async(
         self: &Arc<Self>,
-        caller: Principal,
+        caller: AgencyId,
         limit: usize,
         wait: Duration,
     ) -> Result<Vec<InboxItem>, HubError> {
@@ -349,7 +349,7 @@ impl Hub {
 
     pub async fn fetch_async(
         self: &Arc<Self>,
-        caller: Principal,
+        caller: AgencyId,
         id: String,
     ) -> Result<(DocRecord, Vec<u8>), HubError> {
         self.request(move |hub| hub.fetch(&caller, &id)).await
@@ -357,7 +357,7 @@ impl Hub {
 
     pub async fn ack_async(
         self: &Arc<Self>,
-        caller: Principal,
+        caller: AgencyId,
         id: String,
     ) -> Result<Acked, HubError> {
         self.request(move |hub| hub.ack(&caller, &id)).await

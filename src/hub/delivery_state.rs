@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::amendments::status_state;
-use super::{Hub, HubError, Principal, format_id, parse_id, rfc3339};
+use super::{AgencyId, Hub, HubError, format_id, parse_id, rfc3339};
 use crate::audit::Entry;
 use crate::store::DocRecord;
 
@@ -69,7 +69,7 @@ impl Hub {
     }
 
     /// `GET /v1/documents/{id}/status`: the sender sees every recipient, a recipient itself.
-    pub fn document_status(&self, caller: &Principal, id: &str) -> Result<Value, HubError> {
+    pub fn document_status(&self, caller: &AgencyId, id: &str) -> Result<Value, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
         let me = caller.organ_id.as_str();
@@ -107,7 +107,7 @@ impl Hub {
     /// `since_ms`, with each recipient's current state.
     pub fn sent(
         &self,
-        caller: &Principal,
+        caller: &AgencyId,
         since_ms: u64,
         cursor: u64,
         limit: usize,

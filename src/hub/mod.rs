@@ -26,6 +26,7 @@ mod amendments;
 mod delivery;
 mod delivery_state;
 pub mod events;
+mod identity;
 mod observe;
 mod receipts_and_proofs;
 mod report;
@@ -34,15 +35,10 @@ mod upkeep;
 
 pub use crate::ids::{format_id, now_ms, parse_id, rfc3339};
 pub use admission::{AdmissionLimits, AgencySlot, as_agency};
+pub use identity::{AgencyId, Principal};
 pub use receipts_and_proofs::{AuditFilter, Reader};
 pub use report::{Scope, Window};
 pub use signatures::{Gate, Signatures};
-
-/// Who is calling: an agency, identified by its OrganId (from its client certificate).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub organ_id: String,
-}
 
 /// Why the hub refused a request. The transport maps each code to its status.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +65,18 @@ pub enum HubError {
     UnknownDocument(String),
     #[error("no such item")]
     NotFound,
+    #[error("the client certificate has no subject CN")]
+    NoIdentity,
+    #[error("certificate CN={0} is not an agency in the directory")]
+    UnknownAgency(String),
+    #[error("agency {agency} is pinned to another certificate (presented sha256 {presented})")]
+    CertificateNotPinned { agency: String, presented: String },
+    #[error(
+        "this endpoint is for agencies; role certificates may read /v1/stats (and auditors /v1/audit)"
+    )]
+    NotAnAgency,
+    #[error("the audit log is for auditors (and agencies, for their own documents)")]
+    NotAnAuditor,
     #[error("the hub is busy: too many requests are waiting; retry shortly")]
     Busy,
     #[error("{why}")]
@@ -96,6 +104,11 @@ impl HubError {
             HubError::DuplicateDocumentId { .. } => "duplicate_document_id",
             HubError::Signature(f) => f.code.as_str(),
             HubError::NotFound => "not_found",
+            HubError::NoIdentity => "no_identity",
+            HubError::UnknownAgency(_) => "unknown_agency",
+            HubError::CertificateNotPinned { .. } => "certificate_not_pinned",
+            HubError::NotAnAgency => "not_an_agency",
+            HubError::NotAnAuditor => "not_an_auditor",
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
             HubError::Cancelled => "request_cancelled",
@@ -186,6 +199,8 @@ pub struct HubSettings {
     pub limits: edxml::Limits,
     /// How much work is taken on at once (`[overload]`).
     pub admission: AdmissionLimits,
+    /// Certificate CNs that act in a role instead of as an agency (`[roles]`).
+    pub roles: crate::config::Roles,
 }
 
 const STRIPES: usize = 64;
@@ -325,7 +340,7 @@ impl Hub {
     }
 
     /// Validates, routes and durably stores a packet; see the API docs for the rules.
-    pub fn submit(&self, caller: &Principal, body: &[u8]) -> Result<Accepted, HubError> {
+    pub fn submit(&self, caller: &AgencyId, body: &[u8]) -> Result<Accepted, HubError> {
         if crate::cancel::cancelled() {
             return Err(cancelled());
         }

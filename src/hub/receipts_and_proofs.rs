@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Hub, HubError, Principal, format_id, now_ms, parse_id, rfc3339};
+use super::{AgencyId, Hub, HubError, format_id, now_ms, parse_id, rfc3339};
 use crate::audit::Entry;
 use crate::audit::merkle::{Hash, NodeSource, leaf_hash};
 use crate::digest::hex;
@@ -12,12 +12,12 @@ use crate::store::DocRecord;
 /// Who reads the audit log.
 pub enum Reader<'a> {
     Auditor,
-    Agency(&'a Principal),
+    Agency(&'a AgencyId),
 }
 
 impl<'a> Reader<'a> {
     /// An agency, or (`None`) an auditor.
-    pub fn of(agency: Option<&'a Principal>) -> Reader<'a> {
+    pub fn of(agency: Option<&'a AgencyId>) -> Reader<'a> {
         agency.map_or(Reader::Auditor, Reader::Agency)
     }
 }
@@ -139,7 +139,7 @@ impl Hub {
     /// receipt, a recipient its own delivery receipt. Each is signed from the audit log the
     /// first time it is asked for and then kept (unsynced: one lost in a crash is signed
     /// again; its content is the same, only the ECDSA signature differs).
-    pub fn receipts(&self, caller: &Principal, id: &str) -> Result<Vec<String>, HubError> {
+    pub fn receipts(&self, caller: &AgencyId, id: &str) -> Result<Vec<String>, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
         let me = caller.organ_id.as_str();
