@@ -23,6 +23,7 @@ pub struct ApiLimits {
 
 pub struct Api {
     hub: Arc<Hub>,
+    service: crate::hub::Service,
     limits: ApiLimits,
     /// Memory and per-agency shares for request bodies.
     budget: BodyBudget,
@@ -31,11 +32,6 @@ pub struct Api {
 /// Only agencies may do this: the agency, owned.
 fn agency_of(p: &Principal) -> Result<AgencyId, ApiError> {
     Ok(p.agency()?.clone())
-}
-
-/// Who reads the audit log (`None`: an auditor, everything).
-fn reader_of(p: &Principal) -> Result<Option<AgencyId>, ApiError> {
-    Ok(p.audit_reader()?.cloned())
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -57,6 +53,7 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
 impl Api {
     pub fn new(hub: Arc<Hub>, limits: ApiLimits) -> Api {
         Api {
+            service: crate::hub::Service::new(hub.clone()),
             budget: BodyBudget::new(limits.body.clone()),
             hub,
             limits,
@@ -132,48 +129,23 @@ impl Api {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
-            (&Method::POST, ["v1", "documents"]) => {
-                let principal = agency_of(&caller)?;
-                let agency = principal.organ_id.clone();
-                let started = std::time::Instant::now();
-                let result = self.submit(principal, req).await;
-                match &result {
-                    Ok(_) => metrics::histogram!("lienthong_submit_duration_seconds")
-                        .record(started.elapsed().as_secs_f64()),
-                    // A cancelled request decided nothing: no refusal to record.
-                    Err(e) if e.code == "request_cancelled" => {}
-                    Err(e) => {
-                        let code = e.code;
-                        self.hub
-                            .blocking(move |h| h.observe_refusal(Some(&agency), code))
-                            .await
-                    }
-                }
-                result
-            }
-            (&Method::GET, ["v1", "inbox"]) => {
-                self.inbox(agency_of(&caller)?, req.uri().query()).await
-            }
-            (&Method::GET, ["v1", "documents", id]) => self.fetch(agency_of(&caller)?, id).await,
-            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(agency_of(&caller)?, id).await,
-            (&Method::POST, ["v1", "inbox", "ack"]) => {
-                self.ack_many(agency_of(&caller)?, req).await
-            }
+            (&Method::POST, ["v1", "documents"]) => self.submit(&caller, req).await,
+            (&Method::GET, ["v1", "inbox"]) => self.inbox(&caller, req.uri().query()).await,
+            (&Method::GET, ["v1", "documents", id]) => self.fetch(&caller, id).await,
+            (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(&caller, id).await,
+            (&Method::POST, ["v1", "inbox", "ack"]) => self.ack_many(&caller, req).await,
             (&Method::GET, ["v1", "stats"]) => {
-                let scope = caller.stats_scope();
-                stats_response(&self.hub, req.uri().query(), scope).await
+                let window = window_of(req.uri().query())?;
+                Ok(json(
+                    StatusCode::OK,
+                    &self.service.stats(&caller, window).await?,
+                ))
             }
             (&Method::GET, ["v1", "documents", id, "status"]) => {
-                let p = agency_of(&caller)?;
-                let id = (*id).to_owned();
-                let v = self
-                    .hub
-                    .request(move |h| h.document_status(&p, &id))
-                    .await?;
+                let v = self.service.document_status(&caller, id).await?;
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "sent"]) => {
-                let p = agency_of(&caller)?;
                 let q = req.uri().query();
                 let since = match query_str(q, "since") {
                     None => 0,
@@ -203,23 +175,18 @@ impl Api {
                     })?,
                 };
                 let limit = query_u64(q, "limit")?.unwrap_or(50) as usize;
-                let v = self
-                    .hub
-                    .request(move |h| h.sent(&p, since, cursor, limit))
-                    .await?;
+                let v = self.service.sent(&caller, since, cursor, limit).await?;
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "documents", id, "receipts"]) => {
-                let p = agency_of(&caller)?;
-                let id = (*id).to_owned();
-                let receipts = self.hub.request(move |h| h.receipts(&p, &id)).await?;
+                let receipts = self.service.receipts(&caller, id).await?;
                 Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "receipts": receipts }),
                 ))
             }
             (&Method::GET, ["v1", "audit", "head"]) => {
-                let jws = self.hub.request(|h| h.tree_head()).await?;
+                let jws = self.service.tree_head().await?;
                 Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/jose")
@@ -235,13 +202,7 @@ impl Api {
                     )
                 })?;
                 let size = query_u64(req.uri().query(), "tree_size")?;
-                let agency = reader_of(&caller)?;
-                let v = self
-                    .hub
-                    .request(move |h| {
-                        h.inclusion_proof(crate::hub::Reader::of(agency.as_ref()), index, size)
-                    })
-                    .await?;
+                let v = self.service.inclusion_proof(&caller, index, size).await?;
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "audit", "consistency"]) => {
@@ -255,10 +216,7 @@ impl Api {
                 };
                 let from = query_u64(q, "from")?.ok_or_else(missing)?;
                 let to = query_u64(q, "to")?.ok_or_else(missing)?;
-                let v = self
-                    .hub
-                    .request(move |h| h.consistency_proof(from, to))
-                    .await?;
+                let v = self.service.consistency_proof(from, to).await?;
                 Ok(json(StatusCode::OK, &v))
             }
             (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
@@ -284,7 +242,29 @@ impl Api {
         }
     }
 
-    async fn submit(&self, principal: AgencyId, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    /// `POST /v1/documents`: the body within the upload budget, then the core. A refusal
+    /// here, before the core saw the packet (too large, too slow, over budget, empty), is
+    /// recorded like one of the core's.
+    async fn submit(&self, who: &Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        let result = self.submit_body(who, req).await;
+        match result {
+            Ok((body, held)) => self.accepted(self.service.submit(who, body, held).await?),
+            Err(e) => {
+                if e.code != "request_cancelled" {
+                    self.service.refused(who, e.code).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the body of a submission within the budget.
+    async fn submit_body(
+        &self,
+        who: &Principal,
+        req: Request<Incoming>,
+    ) -> Result<(Bytes, super::budget::Held), ApiError> {
+        let principal = agency_of(who)?;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -301,15 +281,11 @@ impl Api {
                 "POST /v1/documents takes an edXML packet as its body",
             ));
         }
-        // The budget is held by the blocking work, not by this future: a request that times
-        // out or whose client leaves releases its memory when the work has stopped.
-        let accepted = self
-            .hub
-            .request(move |h| {
-                let _held = held;
-                h.submit(&principal, &body)
-            })
-            .await?;
+        Ok((body, held))
+    }
+
+    /// The answer to an accepted (or replayed) packet.
+    fn accepted(&self, accepted: crate::hub::Accepted) -> Result<Resp, ApiError> {
         // A replay of an accepted packet answers 200 with the same id; a new one 201.
         let status = if accepted.created {
             StatusCode::CREATED
@@ -329,15 +305,15 @@ impl Api {
         Ok(resp)
     }
 
-    async fn inbox(&self, principal: AgencyId, query: Option<&str>) -> Result<Resp, ApiError> {
+    async fn inbox(&self, who: &Principal, query: Option<&str>) -> Result<Resp, ApiError> {
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
         let wait = Duration::from_secs(query_u64(query, "wait")?.unwrap_or(0));
-        let items = self.hub.inbox_async(principal, limit, wait).await?;
+        let items = self.service.inbox(who, limit, wait).await?;
         Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
     }
 
-    async fn fetch(&self, principal: AgencyId, id: &str) -> Result<Resp, ApiError> {
-        let (doc, body) = self.hub.fetch_async(principal, id.to_owned()).await?;
+    async fn fetch(&self, who: &Principal, id: &str) -> Result<Resp, ApiError> {
+        let (doc, body) = self.service.fetch(who, id).await?;
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header(
@@ -356,8 +332,8 @@ impl Api {
             .expect("valid response"))
     }
 
-    async fn ack(&self, principal: AgencyId, id: &str) -> Result<Resp, ApiError> {
-        let acked = self.hub.ack_async(principal, id.to_owned()).await?;
+    async fn ack(&self, who: &Principal, id: &str) -> Result<Resp, ApiError> {
+        let acked = self.service.ack(who, id).await?;
         Ok(json(
             StatusCode::OK,
             &serde_json::to_value(&acked).expect("serializable"),
@@ -366,24 +342,8 @@ impl Api {
 
     /// `GET /v1/audit/export?size=N`: auditors only; entries `0..N` as JSON lines, streamed.
     async fn export(&self, peer: &PeerCert, query: Option<&str>) -> Result<Reply, ApiError> {
-        self.caller(peer)?.may_export_log()?;
-        let asked = query_u64(query, "size")?;
-        let size = self
-            .hub
-            .request(move |h| {
-                let size = asked.unwrap_or_else(|| h.audit_size());
-                h.check_export(size).map(|()| size)
-            })
-            .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let hub = self.hub.clone();
-        tokio::task::spawn_blocking(move || {
-            let sent = hub.audit_export(size, |chunk| tx.blocking_send(chunk).is_ok());
-            if let Err(e) = sent {
-                // The head is sent already: the export ends short, and `audit verify` says so.
-                tracing::error!(error = %e, "audit export failed midway");
-            }
-        });
+        let who = self.caller(peer)?;
+        let (size, rx) = self.service.export(&who, query_u64(query, "size")?).await?;
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -395,11 +355,8 @@ impl Api {
     }
 
     /// `POST /v1/inbox/ack` with `{"ids":[…]}` (at most 1000): one commit for all of them.
-    async fn ack_many(
-        &self,
-        principal: AgencyId,
-        req: Request<Incoming>,
-    ) -> Result<Resp, ApiError> {
+    async fn ack_many(&self, who: &Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+        who.agency()?;
         let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
         let body = Limited::new(req.into_body(), 1 << 20)
             .collect()
@@ -415,10 +372,7 @@ impl Api {
         if ids.ids.is_empty() || ids.ids.len() > 1000 {
             return Err(bad("give between 1 and 1000 ids".into()));
         }
-        let acked = self
-            .hub
-            .request(move |h| h.ack_many(&principal, &ids.ids))
-            .await?;
+        let acked = self.service.ack_many(who, ids.ids).await?;
         let results: Vec<serde_json::Value> = acked
             .results
             .into_iter()
@@ -446,17 +400,9 @@ impl Api {
         };
         let cursor = query_u64(query, "cursor")?.unwrap_or(0);
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
-        let agency = reader_of(&caller)?;
         let v = self
-            .hub
-            .request(move |h| {
-                h.audit_page(
-                    crate::hub::Reader::of(agency.as_ref()),
-                    &filter,
-                    cursor,
-                    limit,
-                )
-            })
+            .service
+            .audit_page(&caller, filter, cursor, limit)
             .await?;
         Ok(json(StatusCode::OK, &v))
     }
@@ -469,20 +415,24 @@ fn refuse_draining(req: Request<Incoming>, e: ApiError) -> ApiError {
     e
 }
 
-/// `GET /v1/stats?window=1m|1h|24h|30d` (also served hub-wide on the ops listener).
-pub(crate) async fn stats_response(
-    hub: &Arc<Hub>,
-    query: Option<&str>,
-    scope: Scope,
-) -> Result<Resp, ApiError> {
+/// The `window` of a statistics query (`1h` when absent).
+pub(crate) fn window_of(query: Option<&str>) -> Result<Window, ApiError> {
     let w = query_str(query, "window").unwrap_or("1h");
-    let window = Window::parse(w).ok_or_else(|| {
+    Window::parse(w).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             format!("window must be 1m, 1h, 24h or 30d, got {w:?}"),
         )
-    })?;
-    let report = hub.request(move |hub| hub.stats(window, &scope)).await?;
+    })
+}
+
+/// `GET /v1/stats?window=…` hub-wide, for the ops listener.
+pub(crate) async fn stats_response(
+    service: &crate::hub::Service,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
+    let window = window_of(query)?;
+    let report = service.stats_of(Scope::Hub, window).await?;
     Ok(json(StatusCode::OK, &report))
 }

@@ -18,7 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, Scope};
+use crate::hub::Hub;
 
 /// The dashboard page: one self-contained file, no CDN, compiled into the binary.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -118,7 +118,12 @@ async fn handle(
             ),
         },
         "/dashboard/stats" => {
-            match super::api::stats_response(&state.hub, req.uri().query(), Scope::Hub).await {
+            match super::api::stats_response(
+                &crate::hub::Service::new(state.hub.clone()),
+                req.uri().query(),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }

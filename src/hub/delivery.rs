@@ -346,22 +346,6 @@ impl Hub {
             }
         }
     }
-
-    pub async fn fetch_async(
-        self: &Arc<Self>,
-        caller: AgencyId,
-        id: String,
-    ) -> Result<(DocRecord, Vec<u8>), HubError> {
-        self.request(move |hub| hub.fetch(&caller, &id)).await
-    }
-
-    pub async fn ack_async(
-        self: &Arc<Self>,
-        caller: AgencyId,
-        id: String,
-    ) -> Result<Acked, HubError> {
-        self.request(move |hub| hub.ack(&caller, &id)).await
-    }
 }
 
 /// Counts a long poll in the `lienthong_long_polls_waiting` gauge while it lives.

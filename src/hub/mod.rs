@@ -30,6 +30,7 @@ mod identity;
 mod observe;
 mod receipts_and_proofs;
 mod report;
+mod service;
 mod signatures;
 mod upkeep;
 
@@ -38,6 +39,7 @@ pub use admission::{AdmissionLimits, AgencySlot, as_agency};
 pub use identity::{AgencyId, Principal};
 pub use receipts_and_proofs::{AuditFilter, Reader};
 pub use report::{Scope, Window};
+pub use service::Service;
 pub use signatures::{Gate, Signatures};
 
 /// Why the hub refused a request. The transport maps each code to its status.
