@@ -21,7 +21,7 @@ use http::StatusCode;
 use lienthong::client::{Client, HttpVersion};
 
 /// Agencies in the test directory: 1–20 flood, 21 is well-behaved, all receive.
-const AGENCIES: usize = 400;
+const AGENCIES: usize = 519;
 
 fn directory(n: usize) -> String {
     (1..=n)
@@ -151,7 +151,7 @@ async fn a_flood_of_ten_times_capacity_degrades_into_429_and_503() {
         "[overload]\nmax_running = 4\nmax_queued = 32\nagency_concurrent_requests = 8\n",
     );
     // The flood: fan-outs to every other agency, the costliest packet an agency may send
-    // (one signature to verify and 399 queue entries to write), so that the hub's work per
+    // (one signature to verify and 518 queue entries to write), so that the hub's work per
     // packet outweighs the client's and one machine can offer ten times what it takes.
     let everyone: Vec<String> = (1..=AGENCIES).map(agency).collect();
     let pools: Vec<_> = (1..=20)

@@ -23,22 +23,24 @@
 //! module knows nothing of HTTP or of who may do what.
 
 mod changes;
+mod counters;
+mod log;
 mod queue_starts;
+mod record;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub use changes::{Change, QueueEntry};
+pub use record::DocRecord;
 
 pub use writer::WriterOptions;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
-use serde::{Deserialize, Serialize};
-
-use crate::edxml::Kind;
 
 const CF_DOCS: &str = "docs";
 const CF_BODIES: &str = "bodies";
@@ -114,58 +116,6 @@ impl From<rocksdb::Error> for StoreError {
     }
 }
 
-impl DocRecord {
-    /// Whether `agency` may fetch and acknowledge it as a recipient.
-    pub fn delivers_to(&self, agency: &str) -> bool {
-        self.recipients.iter().any(|r| r == agency) && !self.withdrawn.iter().any(|r| r == agency)
-    }
-}
-
-/// What the hub knows of one accepted packet.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DocRecord {
-    pub seq: u64,
-    pub kind: Kind,
-    pub from: String,
-    /// The agencies it was queued for.
-    pub recipients: Vec<String>,
-    pub document_id: Option<String>,
-    pub subject: Option<String>,
-    pub status_code: Option<String>,
-    /// For a status notice: the DocumentId it answers.
-    #[serde(default)]
-    pub response_for: Option<String>,
-    /// The document a status notice, revoke or update acts on (its `seq`).
-    #[serde(default)]
-    pub acts_on: Option<u64>,
-    /// The documents a replacement replaces.
-    #[serde(default)]
-    pub replaces: Vec<u64>,
-    /// Recipients whose copy was withdrawn (revoke, update) before they pulled it: still
-    /// recipients for the record and their status notices, but they may not fetch it.
-    #[serde(default)]
-    pub withdrawn: Vec<String>,
-    pub business_type: u8,
-    pub size: u64,
-    /// Lower-case hex SHA-256 of the body.
-    pub sha256: String,
-    /// Milliseconds since the Unix epoch.
-    pub received_at_ms: u64,
-    pub has_signature: bool,
-    /// The signature verdict: `verified`, or the failure code under policy `record`. `None`
-    /// only for records written before signatures were verified.
-    #[serde(default)]
-    pub verdict: Option<String>,
-    /// Subject CN and SHA-256 (hex) of the certificate that signed, when it verified.
-    #[serde(default)]
-    pub signer: Option<String>,
-    #[serde(default)]
-    pub signer_sha256: Option<String>,
-    /// `Bussiness/Paper` was 1: a paper copy travels too (not electronic-only).
-    #[serde(default)]
-    pub paper: bool,
-}
-
 pub struct Store {
     db: Arc<DB>,
     writer: writer::Writer,
@@ -191,12 +141,6 @@ fn decode_doc(seq: u64, bytes: &[u8]) -> Result<DocRecord, StoreError> {
 
 fn delivery_key(seq: u64, agency: &str) -> Vec<u8> {
     let mut k = seq.to_be_bytes().to_vec();
-    k.extend_from_slice(agency.as_bytes());
-    k
-}
-
-fn last_pull_key(agency: &str) -> Vec<u8> {
-    let mut k = vec![b'p'];
     k.extend_from_slice(agency.as_bytes());
     k
 }
@@ -513,86 +457,6 @@ impl Store {
         Ok(first)
     }
 
-    /// Merges counter increments and records last-pull times (not synced: statistics only),
-    /// dropping buckets older than the retention.
-    pub fn apply_stats(
-        &self,
-        counters: &HashMap<Vec<u8>, u64>,
-        last_pulls: &HashMap<String, u64>,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        use crate::stats::{HOUR, KEEP_HOURS, KEEP_MINUTES, MINUTE};
-        let cf = self.cf(CF_STATS);
-        let mut batch = WriteBatch::default();
-        for (k, n) in counters {
-            batch.merge_cf(cf, k, n.to_le_bytes());
-        }
-        for (agency, ms) in last_pulls {
-            batch.put_cf(cf, last_pull_key(agency), ms.to_be_bytes());
-        }
-        let minute = (now_ms / 60_000) as u32;
-        let hour = (now_ms / 3_600_000) as u32;
-        for (res, cutoff) in [
-            (MINUTE, minute.saturating_sub(KEEP_MINUTES)),
-            (HOUR, hour.saturating_sub(KEEP_HOURS)),
-        ] {
-            let mut to = vec![res];
-            to.extend_from_slice(&cutoff.to_be_bytes());
-            batch.delete_range_cf(cf, vec![res], to);
-        }
-        self.db.write(batch)?;
-        Ok(())
-    }
-
-    /// Calls `f(bucket, metric, agency, count)` for every counter of resolution `res` in
-    /// buckets `from..`.
-    pub fn scan_stats(
-        &self,
-        res: u8,
-        from_bucket: u32,
-        mut f: impl FnMut(u32, &str, &str, u64),
-    ) -> Result<(), StoreError> {
-        let mut start = vec![res];
-        start.extend_from_slice(&from_bucket.to_be_bytes());
-        let it = self.db.iterator_cf(
-            self.cf(CF_STATS),
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item?;
-            if k.first() != Some(&res) {
-                break;
-            }
-            if let Some((_, bucket, metric, agency)) = crate::stats::parse_key(&k) {
-                let n = v.as_ref().try_into().map(u64::from_le_bytes).unwrap_or(0);
-                f(bucket, metric, agency, n);
-            }
-        }
-        Ok(())
-    }
-
-    /// Last time each agency listed its inbox (ms), as last flushed.
-    pub fn last_pulls(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let mut out = HashMap::new();
-        let it = self.db.iterator_cf(
-            self.cf(CF_STATS),
-            IteratorMode::From(b"p", Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item?;
-            if k.first() != Some(&b'p') {
-                break;
-            }
-            if let Ok(b) = v.as_ref().try_into() {
-                out.insert(
-                    String::from_utf8_lossy(&k[1..]).into_owned(),
-                    u64::from_be_bytes(b),
-                );
-            }
-        }
-        Ok(out)
-    }
-
     /// (live SST bytes, estimated pending compaction bytes) for the metrics.
     pub fn size_figures(&self) -> (u64, u64) {
         let prop = |name: &str| {
@@ -636,115 +500,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of audit log entries written and synced. Entries written but not yet synced
-    /// (those of listings and fetches, which do not wait for the disk) are waited for first,
-    /// so a reader sees its own changes; only synced entries are ever shown or proven, so a
-    /// power cut cannot take back an entry someone saw or a signed head covered.
-    pub fn audit_size(&self) -> u64 {
-        let w = &self.writer;
-        if w.written.load(Ordering::SeqCst) > w.committed.load(Ordering::SeqCst) {
-            // On failure readers still get what was synced before.
-            let _ = self.barrier();
-        }
-        w.committed.load(Ordering::SeqCst)
-    }
-
-    /// Audit entries `from..` (at most `limit`, below `end`), as stored.
-    pub fn audit_entries(
-        &self,
-        from: u64,
-        end: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let end = end.min(self.audit_size());
-        let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            self.cf(CF_AUDIT),
-            IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item?;
-            let i = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0xff; 8]));
-            if i >= end || out.len() >= limit {
-                break;
-            }
-            out.push((i, v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The audit indexes of the entries about document `seq`, in order (at most `limit`).
-    pub fn document_audit(&self, seq: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let prefix = seq.to_be_bytes();
-        let committed = self.audit_size();
-        let mut out = Vec::new();
-        let it = self.db.iterator_cf(
-            self.cf(CF_DOC_AUDIT),
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        for item in it {
-            let (k, _) = item?;
-            if k.len() != 16 || k[..8] != prefix {
-                break;
-            }
-            let index = u64::from_be_bytes(k[8..].try_into().expect("8 bytes"));
-            if index >= committed {
-                break; // written, not yet synced: not part of the log yet
-            }
-            out.push(index);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Stores a signed tree head for `size` (unsynced: heads can be signed again).
-    pub fn put_head(&self, size: u64, jws: &str) -> Result<(), StoreError> {
-        self.db
-            .put_cf(self.cf(CF_HEADS), size.to_be_bytes(), jws.as_bytes())?;
-        Ok(())
-    }
-
-    /// The latest signed tree head: (tree size, JWS).
-    pub fn latest_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        match self
-            .db
-            .iterator_cf(self.cf(CF_HEADS), IteratorMode::End)
-            .next()
-        {
-            None => Ok(None),
-            Some(item) => {
-                let (k, v) = item?;
-                let size = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-                Ok(Some((size, String::from_utf8_lossy(&v).into_owned())))
-            }
-        }
-    }
-
-    fn receipt_key(seq: u64, recipient: &str) -> Vec<u8> {
-        let mut k = seq.to_be_bytes().to_vec();
-        k.extend_from_slice(recipient.as_bytes());
-        k
-    }
-
-    /// Stores a receipt (unsynced: a lost receipt is signed again from the log on request).
-    pub fn put_receipt(&self, seq: u64, recipient: &str, jws: &str) -> Result<(), StoreError> {
-        self.db.put_cf(
-            self.cf(CF_RECEIPTS),
-            Self::receipt_key(seq, recipient),
-            jws.as_bytes(),
-        )?;
-        Ok(())
-    }
-
-    pub fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_RECEIPTS), Self::receipt_key(seq, recipient))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
     /// Flushes memtables so the next start replays little WAL.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.writer.stop();
@@ -753,187 +508,5 @@ impl Store {
             self.db.flush_cf(self.cf(cf))?;
         }
         Ok(())
-    }
-}
-
-impl crate::audit::merkle::NodeSource for Store {
-    type Error = StoreError;
-    fn perfect(&self, level: u32, index: u64) -> Result<crate::audit::merkle::Hash, StoreError> {
-        let v = self
-            .db
-            .get_pinned_cf(self.cf(CF_MERKLE), merkle_key(level, index))?
-            .ok_or_else(|| StoreError::Corrupt {
-                key: format!("merkle/{level}/{index}"),
-                why: "missing Merkle node".into(),
-            })?;
-        v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-            key: format!("merkle/{level}/{index}"),
-            why: "node is not 32 bytes".into(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(seq: u64) -> DocRecord {
-        DocRecord {
-            seq,
-            kind: Kind::Edoc,
-            from: "A".into(),
-            recipients: vec!["B".into(), "C".into()],
-            document_id: Some(format!("D{seq}")),
-            subject: None,
-            status_code: None,
-            response_for: None,
-            acts_on: None,
-            replaces: vec![],
-            withdrawn: vec![],
-            business_type: 0,
-            size: 3,
-            sha256: "00".into(),
-            received_at_ms: 1,
-            has_signature: false,
-            verdict: None,
-            signer: None,
-            signer_sha256: None,
-            paper: false,
-        }
-    }
-
-    #[test]
-    fn accept_enqueue_scan_ack_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.max_seq().unwrap(), 0);
-            for seq in [1u64, 2, 300] {
-                let r = record(seq);
-                let k = dedup_key("A", r.document_id.as_deref().unwrap());
-                s.apply(
-                    &[
-                        Change::Accept {
-                            record: &r,
-                            body: b"abc",
-                            dedup_key: &k,
-                        },
-                        Change::Enqueue { agency: "B", seq },
-                        Change::Enqueue { agency: "C", seq },
-                    ],
-                    vec![crate::audit::AuditEvent::new("accepted", 1).document(seq)],
-                    true,
-                )
-                .unwrap();
-            }
-            s.apply(
-                &[Change::Ack {
-                    agency: "B",
-                    seq: 2,
-                    at_ms: 5,
-                }],
-                vec![],
-                true,
-            )
-            .unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.max_seq().unwrap(), 300);
-        let mut seen = vec![];
-        s.scan_queue("B", |seq, _| {
-            seen.push(seq);
-            true
-        })
-        .unwrap();
-        assert_eq!(seen, vec![1, 300]);
-        assert_eq!(s.dedup(&dedup_key("A", "D2")).unwrap(), Some(2));
-        assert_eq!(s.body(300).unwrap().as_deref(), Some(&b"abc"[..]));
-        assert_eq!(s.docs(&[1, 5, 300]).unwrap().len(), 2);
-        assert_eq!(s.acked_at(2, "B").unwrap(), Some(5));
-        assert_eq!(s.oldest_pending("B").unwrap(), Some(1));
-        let depths = s.queue_depths().unwrap();
-        assert_eq!((depths["B"], depths["C"]), (2, 3));
-    }
-
-    #[test]
-    fn guarded_changes_lose_races_cleanly_and_sequence_numbers_are_never_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let first;
-        {
-            let s = Store::open(dir.path()).unwrap();
-            first = s.next_seq().unwrap();
-            let r = record(first);
-            let k = dedup_key("A", "D");
-            let accept = |s: &Store| {
-                s.apply(
-                    &[
-                        Change::Accept {
-                            record: &r,
-                            body: b"x",
-                            dedup_key: &k,
-                        },
-                        Change::Enqueue {
-                            agency: "B",
-                            seq: first,
-                        },
-                    ],
-                    vec![],
-                    true,
-                )
-            };
-            accept(&s).unwrap();
-            assert!(
-                matches!(accept(&s), Err(StoreError::Conflict)),
-                "one Accept per key"
-            );
-            let was = s.queue_entry("B", first).unwrap().unwrap();
-            let leased = QueueEntry {
-                lease_until_ms: 9,
-                deliveries: 1,
-                fetched: false,
-            };
-            let lease = |was| Change::Lease {
-                agency: "B",
-                seq: first,
-                was,
-                entry: leased,
-            };
-            s.apply(&[lease(was)], vec![], false).unwrap();
-            // A lease computed from the old value finds the entry changed.
-            let stale = s.apply(&[lease(was)], vec![], false);
-            assert!(matches!(stale, Err(StoreError::Conflict)));
-            let ack = Change::Ack {
-                agency: "B",
-                seq: first,
-                at_ms: 1,
-            };
-            s.apply(std::slice::from_ref(&ack), vec![], true).unwrap();
-            assert!(matches!(
-                s.apply(&[ack], vec![], true),
-                Err(StoreError::Conflict)
-            ));
-            let expire = Change::Dequeue {
-                agency: "B",
-                seq: first,
-            };
-            assert!(matches!(
-                s.apply(&[expire], vec![], true),
-                Err(StoreError::Conflict)
-            ));
-            // Re-queueing what B acked (an update naming B again) is refused too.
-            let again = Change::Enqueue {
-                agency: "B",
-                seq: first,
-            };
-            assert!(matches!(
-                s.apply(&[again], vec![], true),
-                Err(StoreError::Conflict)
-            ));
-            assert!(s.queue_entry("B", first).unwrap().is_none());
-            // Handed out but never stored: still never handed out again.
-            s.next_seq().unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert!(s.next_seq().unwrap() > first + 1);
     }
 }
