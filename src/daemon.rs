@@ -172,51 +172,14 @@ fn raise_nofile_limit(max_connections: usize) -> usize {
 }
 
 /// Runs the hub until SIGTERM or Ctrl-C. Returns once drained and flushed.
+/// The daemon's two listening sockets, bound by the caller.
+pub struct Listeners {
+    pub https: TcpListener,
+    pub ops: TcpListener,
+}
+
+/// Binds the configured addresses and runs the hub until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
-    tls::install_provider();
-    fixed_mmap_threshold();
-    // First, so that start-up events (a CRL that cannot be read) are counted too.
-    let metrics = install_metrics();
-    let dir = load_directory(&config)?;
-    ensure_dev_pki(&config, &dir)?;
-    let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
-
-    let data = &config.server.data;
-    std::fs::create_dir_all(data).map_err(|source| DaemonError::Io {
-        what: "cannot create data directory",
-        addr: data.display().to_string(),
-        source,
-    })?;
-    let db_path = data.join("db");
-    let store = Store::open_with(&db_path, config.storage.writer_options()).map_err(|source| {
-        DaemonError::Store {
-            path: db_path.clone(),
-            source,
-        }
-    })?;
-    let signatures = crate::hub::Signatures::load(&config.signature)?;
-    let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;
-    let directory = SharedDirectory::new(dir);
-    let shutdown = CancellationToken::new();
-    let hub = Arc::new(Hub::new(
-        store,
-        directory.clone(),
-        HubSettings {
-            lease: std::time::Duration::from_secs(config.queue.lease_secs),
-            max_inbox_limit: config.queue.max_inbox_limit,
-            max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
-            expiry: std::time::Duration::from_secs(config.queue.expiry_secs),
-            body_retention: (config.retention.body_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
-            limits: config.edxml.clone(),
-            admission: config.overload.limits(),
-            roles: config.roles.clone(),
-        },
-        signatures,
-        notary,
-        shutdown.clone(),
-    )?);
-
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
             .await
@@ -228,6 +191,31 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     };
     let https = bind(config.server.listen, "cannot listen for HTTPS on").await?;
     let ops = bind(config.server.ops_listen, "cannot listen for ops on").await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    run(Listeners { https, ops }, config, shutdown).await
+}
+
+/// Runs the hub on listeners bound by the caller until `shutdown` fires, then drains and
+/// flushes. Binding outside lets tests run the hub in-process on port 0; SIGHUP still
+/// reloads the directory and trust store, SIGTERM is the caller's business.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let Listeners { https, ops } = listeners;
+    tls::install_provider();
+    fixed_mmap_threshold();
+    // First, so that start-up events (a CRL that cannot be read) are counted too.
+    let metrics = install_metrics();
+    let dir = load_directory(&config)?;
+    ensure_dev_pki(&config, &dir)?;
+    let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+
+    let data = &config.server.data;
+    let directory = SharedDirectory::new(dir);
+    let hub = open_hub(&config, directory.clone(), shutdown.clone())?;
     let https_addr = https.local_addr().expect("bound socket has an address");
     let ops_addr = ops.local_addr().expect("bound socket has an address");
     write_bound(data, https_addr, ops_addr)?;
@@ -240,30 +228,55 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
 
     let ready = Readiness::default();
     let connections = Connections::default();
-    tokio::spawn(signals(
+    tokio::spawn(reload_on_hangup(
         shutdown.clone(),
         hub.clone(),
         config.clone(),
         connections.clone(),
     ));
 
-    let s = &config.server;
-    let api = Arc::new(Api::new(
-        hub.clone(),
-        ApiLimits {
-            body: crate::http::BodyLimits {
-                max_body_bytes: s.max_body_bytes,
-                max_inflight_body_bytes: s.max_inflight_body_bytes,
-                small_body_bytes: s.small_body_bytes,
-                small_pool_bytes: s.small_body_pool_bytes,
-                agency_inflight_body_bytes: s.agency_inflight_body_bytes,
-                agency_concurrent_submits: s.agency_concurrent_submits,
-                min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
-                upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
-            },
-            request_timeout: config.request_timeout(),
-        },
-    ));
+    let api = Arc::new(api_for(hub.clone(), &config));
+    let workers = spawn_workers(&hub, &config, metrics.clone(), &shutdown).await;
+    let limits = server_limits(&config);
+    if !config.server.ops_listen.ip().is_loopback() && config.server.ops_token.is_empty() {
+        tracing::warn!(addr = %config.server.ops_listen, "the ops listener is not on loopback and has no ops_token: anyone who reaches it reads per-agency figures");
+    }
+    let ops_state = OpsState {
+        ready: ready.clone(),
+        hub: hub.clone(),
+        metrics,
+        token: (!config.server.ops_token.is_empty())
+            .then(|| Arc::from(config.server.ops_token.as_str())),
+    };
+    let ops_task = tokio::spawn(run_ops(ops, ops_state, shutdown.clone()));
+    ready.set(true);
+    let clean = run_https(
+        https,
+        tls_config,
+        api,
+        limits,
+        connections,
+        shutdown.clone(),
+    )
+    .await;
+    ready.set(false);
+    let _ = ops_task.await;
+    for w in workers {
+        let _ = w.await;
+    }
+    finish(&hub).await;
+    tracing::info!(drained = clean, "lienthong stopped");
+    Ok(())
+}
+
+/// Logs the start, then starts the background workers: tree-head signing, upkeep (expiry,
+/// retention), statistics upkeep. They end when `shutdown` fires.
+async fn spawn_workers(
+    hub: &Arc<Hub>,
+    config: &Config,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let heads = tokio::spawn(sign_heads(
         hub.clone(),
         std::time::Duration::from_secs(config.audit.head_interval_secs.max(1)),
@@ -289,42 +302,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         std::time::Duration::from_secs(config.stats.flush_secs),
         shutdown.clone(),
     ));
-    let limits = ServerLimits {
-        max_connections: raise_nofile_limit(config.server.max_connections),
-        max_handshakes: config.server.max_handshakes,
-        max_handshakes_per_ip: config.server.max_handshakes_per_ip,
-        header_timeout: config.header_timeout(),
-        keepalive: std::time::Duration::from_secs(config.server.keepalive_secs),
-        idle_timeout: std::time::Duration::from_secs(config.server.idle_timeout_secs),
-        shutdown_grace: config.shutdown_grace(),
-    };
-    if !config.server.ops_listen.ip().is_loopback() && config.server.ops_token.is_empty() {
-        tracing::warn!(addr = %config.server.ops_listen, "the ops listener is not on loopback and has no ops_token: anyone who reaches it reads per-agency figures");
-    }
-    let ops_state = OpsState {
-        ready: ready.clone(),
-        hub: hub.clone(),
-        metrics,
-        token: (!config.server.ops_token.is_empty())
-            .then(|| Arc::from(config.server.ops_token.as_str())),
-    };
-    let ops_task = tokio::spawn(run_ops(ops, ops_state, shutdown.clone()));
-    ready.set(true);
-    let clean = run_https(
-        https,
-        tls_config,
-        api,
-        limits,
-        connections,
-        shutdown.clone(),
-    )
-    .await;
-    ready.set(false);
-    let _ = ops_task.await;
-    let _ = maintenance.await;
-    let _ = heads.await;
-    let _ = upkeep.await;
-    // A final signed head covering everything logged before the stop.
+    vec![heads, upkeep, maintenance]
+}
+
+/// After the drain: a final signed head covering everything logged, then statistics and
+/// storage flushed.
+async fn finish(hub: &Arc<Hub>) {
     if let Err(e) = hub.blocking(|h| h.maybe_sign_head(true, 1)).await {
         tracing::warn!(error = %e, "could not sign the final tree head");
     }
@@ -334,8 +317,82 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     {
         tracing::error!(error = %e, "flush on shutdown failed (the WAL still holds every accepted packet)");
     }
-    tracing::info!(drained = clean, "lienthong stopped");
-    Ok(())
+}
+
+/// Opens the store and builds the hub from the configuration.
+fn open_hub(
+    config: &Config,
+    directory: SharedDirectory,
+    shutdown: CancellationToken,
+) -> Result<Arc<Hub>, DaemonError> {
+    let data = &config.server.data;
+    std::fs::create_dir_all(data).map_err(|source| DaemonError::Io {
+        what: "cannot create data directory",
+        addr: data.display().to_string(),
+        source,
+    })?;
+    let db_path = data.join("db");
+    let store = Store::open_with(&db_path, config.storage.writer_options()).map_err(|source| {
+        DaemonError::Store {
+            path: db_path.clone(),
+            source,
+        }
+    })?;
+    let signatures = crate::hub::Signatures::load(&config.signature)?;
+    let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;
+    let hub = Arc::new(Hub::new(
+        store,
+        directory,
+        HubSettings {
+            lease: std::time::Duration::from_secs(config.queue.lease_secs),
+            max_inbox_limit: config.queue.max_inbox_limit,
+            max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
+            expiry: std::time::Duration::from_secs(config.queue.expiry_secs),
+            body_retention: (config.retention.body_secs > 0)
+                .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
+            limits: config.edxml.clone(),
+            admission: config.overload.limits(),
+            roles: config.roles.clone(),
+        },
+        signatures,
+        notary,
+        shutdown,
+    )?);
+    Ok(hub)
+}
+
+/// The HTTPS API with its request limits from `[server]`.
+fn api_for(hub: Arc<Hub>, config: &Config) -> Api {
+    let s = &config.server;
+    Api::new(
+        hub,
+        ApiLimits {
+            body: crate::http::BodyLimits {
+                max_body_bytes: s.max_body_bytes,
+                max_inflight_body_bytes: s.max_inflight_body_bytes,
+                small_body_bytes: s.small_body_bytes,
+                small_pool_bytes: s.small_body_pool_bytes,
+                agency_inflight_body_bytes: s.agency_inflight_body_bytes,
+                agency_concurrent_submits: s.agency_concurrent_submits,
+                min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
+                upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
+            },
+            request_timeout: config.request_timeout(),
+        },
+    )
+}
+
+/// Connection limits from `[server]` (raising the open-file limit to fit them).
+fn server_limits(config: &Config) -> ServerLimits {
+    ServerLimits {
+        max_connections: raise_nofile_limit(config.server.max_connections),
+        max_handshakes: config.server.max_handshakes,
+        max_handshakes_per_ip: config.server.max_handshakes_per_ip,
+        header_timeout: config.header_timeout(),
+        keepalive: std::time::Duration::from_secs(config.server.keepalive_secs),
+        idle_timeout: std::time::Duration::from_secs(config.server.idle_timeout_secs),
+        shutdown_grace: config.shutdown_grace(),
+    }
 }
 
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
@@ -570,51 +627,68 @@ async fn sign_heads(
 
 /// SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature trust
 /// store (anchors and CRLs).
-async fn signals(
+/// SIGTERM or Ctrl-C: the daemon drains and stops.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    shutdown.cancel();
+}
+
+/// SIGHUP: reload the directory (closing connections of identities it no longer has) and
+/// the trust store, until shutdown.
+async fn reload_on_hangup(
     shutdown: CancellationToken,
     hub: Arc<Hub>,
     config: Config,
     connections: Connections,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => {
-                match load_directory(&config) {
-                    Ok(d) => {
-                        tracing::info!(agencies = d.len(), "directory reloaded");
-                        metrics::counter!("lienthong_reloads_total", "outcome" => "applied").increment(1);
-                        let roles = config.roles.all();
-                        let closed = connections
-                            .close_unless(|cn| d.contains(cn) || roles.iter().any(|r| r == cn));
-                        if closed > 0 {
-                            tracing::info!(closed, "closed connections of identities no longer in the directory");
-                        }
-                        let event = crate::audit::AuditEvent::new("directory_reloaded", crate::ids::now_ms())
-                            .detail(serde_json::json!({"agencies": d.len()}));
-                        hub.directory().replace(d);
-                        if let Err(e) = hub.blocking(move |h| h.record(event)).await {
-                            tracing::warn!(error = %e, "could not log the reload in the audit log");
-                        }
-                    }
-                    Err(e) => {
-                        metrics::counter!("lienthong_reloads_total", "outcome" => "refused").increment(1);
-                        tracing::error!(error = %e, "directory reload refused; keeping the old directory")
-                    }
-                }
-                let h = hub.clone();
-                match tokio::task::spawn_blocking(move || h.signatures().reload()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "trust store reload refused; keeping the old one"),
-                    Err(e) => tracing::error!(error = %e, "trust store reload failed"),
-                }
-            }
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => reload(&hub, &config, &connections).await,
         }
     }
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
-    shutdown.cancel();
+}
+
+async fn reload(hub: &Arc<Hub>, config: &Config, connections: &Connections) {
+    match load_directory(config) {
+        Ok(d) => {
+            tracing::info!(agencies = d.len(), "directory reloaded");
+            metrics::counter!("lienthong_reloads_total", "outcome" => "applied").increment(1);
+            let roles = config.roles.all();
+            let closed =
+                connections.close_unless(|cn| d.contains(cn) || roles.iter().any(|r| r == cn));
+            if closed > 0 {
+                tracing::info!(
+                    closed,
+                    "closed connections of identities no longer in the directory"
+                );
+            }
+            let event = crate::audit::AuditEvent::new("directory_reloaded", crate::ids::now_ms())
+                .detail(serde_json::json!({"agencies": d.len()}));
+            hub.directory().replace(d);
+            if let Err(e) = hub.blocking(move |h| h.record(event)).await {
+                tracing::warn!(error = %e, "could not log the reload in the audit log");
+            }
+        }
+        Err(e) => {
+            metrics::counter!("lienthong_reloads_total", "outcome" => "refused").increment(1);
+            tracing::error!(error = %e, "directory reload refused; keeping the old directory")
+        }
+    }
+    let h = hub.clone();
+    match tokio::task::spawn_blocking(move || h.signatures().reload()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "trust store reload refused; keeping the old one")
+        }
+        Err(e) => tracing::error!(error = %e, "trust store reload failed"),
+    }
 }
