@@ -1,0 +1,228 @@
+//! `lienthong bench`: a load generator of many agency clients, each with its own certificate.
+//!
+//! It drives a hub it starts itself (the same binary, temp data dir, port 0) or one given by
+//! URL, and reports throughput, latency percentiles and the hub's CPU and peak RSS. It is a
+//! measuring tool, not a test: it never decides pass or fail.
+
+mod own_hub;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::client::{Client, HttpVersion};
+use own_hub::{agencies, cpu_secs, peak_rss_mb, signer, start_hub};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each client submits packets to the next agency.
+    Submit,
+    /// Packets are queued first; then each client pulls and acks its inbox.
+    Pull,
+    /// Each client submits packets addressed to every agency.
+    Fanout,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub mode: Mode,
+    pub clients: usize,
+    pub size: usize,
+    pub duration: Duration,
+    pub version: HttpVersion,
+    /// Hub URL and the certificate directory (`ca.pem`, `agencies/<id>.pem|.key`); `None`
+    /// starts a hub.
+    pub hub: Option<(String, PathBuf)>,
+    /// The hub's pid, for CPU and RSS, when it was not started here.
+    pub hub_pid: Option<u32>,
+    pub progress: bool,
+    /// Send unsigned packets, to measure the hub without signature work (the hub must run
+    /// `[signature] policy = "record"`; a hub started here does).
+    pub unsigned: bool,
+    /// Pull mode: items queued for each client before the run.
+    pub items: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub clients: usize,
+    pub size_bytes: usize,
+    pub http: &'static str,
+    pub duration_secs: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub packets_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// Average bytes per packet moved (submitted, or fetched in pull mode).
+    pub avg_packet_bytes: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub hub_cpu_percent: Option<f64>,
+    pub hub_peak_rss_mb: Option<f64>,
+    /// CPU the load tool itself used (% of one core): on a machine it shares with the hub,
+    /// what the hub could not have.
+    pub tool_cpu_percent: Option<f64>,
+    /// The first failure seen, to tell what the errors were.
+    pub first_error: Option<String>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+pub(super) struct Shared {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    stop: AtomicBool,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub(super) fn fail(&self, e: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().expect("lock").get_or_insert(e);
+    }
+}
+
+/// Runs one load test and reports.
+pub async fn run(spec: LoadSpec) -> Result<Report, String> {
+    let unsigned = spec.unsigned;
+    let (own, url, certs) = match &spec.hub {
+        Some((url, certs)) => (None, url.clone(), certs.clone()),
+        None => {
+            let (h, url, certs) = tokio::task::spawn_blocking(move || start_hub(unsigned))
+                .await
+                .map_err(|e| e.to_string())??;
+            (Some(h), url, certs)
+        }
+    };
+    let pid = own.as_ref().map(|h| h.child.id()).or(spec.hub_pid);
+    let ids = agencies(&certs)?;
+    let clients = spec.clients.max(1);
+    let mut conns = Vec::with_capacity(clients);
+    let mut signers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let id = &ids[i % ids.len()];
+        let c = Client::new(
+            &url,
+            &certs.join("ca.pem"),
+            &certs.join(format!("agencies/{id}.pem")),
+            &certs.join(format!("agencies/{id}.key")),
+            spec.version,
+        )
+        .map_err(|e| e.to_string())?;
+        conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
+        signers.push(if spec.unsigned {
+            None
+        } else {
+            Some(Arc::new(signer(&certs, id)?))
+        });
+    }
+    if spec.mode == Mode::Pull {
+        workload::fill_inboxes(&conns, &signers, &ids, &spec).await?;
+    }
+
+    let shared = Arc::new(Shared {
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        first_error: std::sync::Mutex::new(None),
+    });
+    let cpu0 = pid.and_then(cpu_secs);
+    let me = std::process::id();
+    let tool0 = cpu_secs(me);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (k, (conn, signer)) in conns.into_iter().zip(signers).enumerate() {
+        let task = workload::client(k, conn, signer, ids.clone(), spec.clone(), shared.clone());
+        tasks.push(tokio::spawn(task));
+    }
+    watch(&spec, started, &shared, &tasks).await;
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<u32> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if spec.progress {
+        eprintln!();
+    }
+    let percent = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(a), Some(b)) => Some(((b - a) / elapsed * 1000.0).round() / 10.0),
+        _ => None,
+    };
+    let cpu = percent(cpu0, pid.and_then(cpu_secs));
+    let tool_cpu = percent(tool0, cpu_secs(me));
+    let rss = pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0);
+    drop(own);
+    lat.sort_unstable();
+    let ok = shared.ok.load(Ordering::Relaxed);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Ok(Report {
+        mode: spec.mode,
+        clients,
+        size_bytes: spec.size,
+        http: match spec.version {
+            HttpVersion::Http1 => "http/1.1",
+            HttpVersion::Http2 => "h2",
+            HttpVersion::Auto => "auto",
+        },
+        duration_secs: round(elapsed),
+        ok,
+        errors: shared.errors.load(Ordering::Relaxed),
+        packets_per_sec: round(ok as f64 / elapsed),
+        mb_per_sec: round(shared.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6),
+        avg_packet_bytes: shared.bytes.load(Ordering::Relaxed) / ok.max(1),
+        p50_ms: percentile(&lat, 0.50),
+        p90_ms: percentile(&lat, 0.90),
+        p99_ms: percentile(&lat, 0.99),
+        p999_ms: percentile(&lat, 0.999),
+        max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        hub_cpu_percent: cpu,
+        hub_peak_rss_mb: rss,
+        tool_cpu_percent: tool_cpu,
+        first_error: shared.first_error.lock().expect("lock").take(),
+    })
+}
+
+/// Waits out the run (or until every client is done), drawing progress when asked.
+async fn watch(
+    spec: &LoadSpec,
+    started: Instant,
+    shared: &Shared,
+    tasks: &[tokio::task::JoinHandle<Vec<u32>>],
+) {
+    let mut last = 0;
+    while started.elapsed() < spec.duration && !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if spec.progress {
+            let secs = started.elapsed().as_secs_f64();
+            let ok = shared.ok.load(Ordering::Relaxed);
+            let frac = (secs / spec.duration.as_secs_f64()).min(1.0);
+            let bar: String = (0..30)
+                .map(|i| if (i as f64) < frac * 30.0 { '#' } else { ' ' })
+                .collect();
+            eprint!(
+                "\r[{bar}] {secs:5.1} s  {ok} ok  {} errors  {:.0}/s   ",
+                shared.errors.load(Ordering::Relaxed),
+                (ok - last) as f64 * 4.0
+            );
+            last = ok;
+        }
+    }
+}

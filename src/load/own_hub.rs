@@ -1,0 +1,115 @@
+//! The hub the load tool starts for itself (this binary, a temp data dir, port 0), and what
+//! it measures of a hub process (CPU seconds, peak RSS).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::dsig::Signer;
+
+/// A hub started for the run; killed on drop.
+pub(super) struct OwnHub {
+    pub(super) child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnHub {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub(super) fn start_hub(record_only: bool) -> Result<(OwnHub, String, PathBuf), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let certs = dir.path().join("certs");
+    let config = dir.path().join("bench.toml");
+    let policy = if record_only { "record" } else { "require" };
+    std::fs::write(&config, format!("[signature]\npolicy = \"{policy}\"\n"))
+        .map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the hub: {e}"))?;
+    let mut hub = OwnHub { child, _dir: dir };
+    let bound = hub._dir.path().join("data/bound.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&bound) {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let url = format!("https://{}", v["https"].as_str().unwrap_or_default());
+            return Ok((hub, url, certs));
+        }
+        if let Ok(Some(status)) = hub.child.try_wait() {
+            return Err(format!("the hub exited during start-up: {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("the hub did not start within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The agency's document-signing key from `certs/signing` (the dev PKI layout).
+pub(super) fn signer(certs: &Path, id: &str) -> Result<Signer, String> {
+    let cert = certs.join(format!("signing/{id}.pem"));
+    let key = certs.join(format!("signing/{id}.key"));
+    Signer::load(&cert, &key).map_err(|e| {
+        format!("no usable signing certificate for {id} (packets must be signed): {e}")
+    })
+}
+
+/// Agencies with a certificate in `certs/agencies`, sorted.
+pub(super) fn agencies(certs: &Path) -> Result<Vec<String>, String> {
+    let dir = certs.join("agencies");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".pem"))
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    if ids.len() < 2 {
+        return Err(format!(
+            "{}: need certificates of at least two agencies",
+            dir.display()
+        ));
+    }
+    Ok(ids)
+}
+
+/// CPU seconds (user + system) of `pid`, from /proc.
+pub(super) fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set (VmHWM) of `pid` in MiB.
+pub(super) fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

@@ -1,0 +1,222 @@
+//! What the load tool's clients do: make packets, fill inboxes for pull mode, and the
+//! per-client loop (submit, fan out, or list–fetch–ack pages) that records latencies.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use super::{LoadSpec, Mode, Shared};
+use crate::client::Client;
+use crate::dsig::Signer;
+use crate::edxml::{self, Attachment, NewDocument};
+
+/// One client: its agency, the agency it sends to, its connection.
+pub(super) type Conn = (String, String, Arc<Client>);
+
+pub(super) fn sign(signer: Option<&Signer>, packet: Vec<u8>) -> Result<Vec<u8>, String> {
+    match signer {
+        Some(s) => s.sign(&packet).map_err(|e| e.to_string()),
+        None => Ok(packet),
+    }
+}
+
+/// A packet from `from` to `to` whose attachment holds `data` bytes (before base64).
+pub(super) fn packet(from: &str, to: &[String], n: u64, data: usize) -> Vec<u8> {
+    let doc = NewDocument {
+        from: from.into(),
+        from_name: from.into(),
+        to: to.iter().map(|t| (t.clone(), t.clone())).collect(),
+        document_id: format!("{from},bench,{n}-{}", uuid::Uuid::now_v7().simple()),
+        code_number: "1".into(),
+        code_notation: "BENCH".into(),
+        subject: "lienthong bench".into(),
+        date: "2026/11/28".into(),
+        attachments: vec![Attachment {
+            name: "payload.bin".into(),
+            content_type: "application/octet-stream".into(),
+            data: vec![0x5a; data],
+        }],
+    };
+    edxml::compose_document(&doc).into_bytes()
+}
+
+/// The attachment size that makes a (signed) packet from `from` to `to` about `size` bytes
+/// on the wire: the envelope — header, recipients, signature and certificate — is measured
+/// on a probe packet, and base64 grows the rest by 4/3.
+pub(super) fn data_for(size: usize, from: &str, to: &[String], signer: Option<&Signer>) -> usize {
+    let envelope = sign(signer, packet(from, to, 0, 0)).map_or(1200, |p| p.len());
+    size.saturating_sub(envelope) * 3 / 4
+}
+
+/// Pull mode: queues work for every client first (not measured). Each client sends packets
+/// addressed to all the other clients' agencies (a fan-out), so filling takes a fraction of
+/// the submissions one packet per item would.
+pub(super) async fn fill_inboxes(
+    conns: &[Conn],
+    signers: &[Option<Arc<Signer>>],
+    ids: &[String],
+    spec: &LoadSpec,
+) -> Result<(), String> {
+    // Clients take agencies in turn: the first `ids.len()` of them are all distinct.
+    let mut pullers: Vec<String> = conns.iter().map(|(id, _, _)| id.clone()).collect();
+    pullers.truncate(ids.len());
+    let others = pullers.len().saturating_sub(1).max(1) as u64;
+    let per_sender = spec.items.div_ceil(others);
+    let mut fill = Vec::new();
+    for (i, (me, _, c)) in conns.iter().enumerate() {
+        if i >= pullers.len() {
+            break; // several clients of one agency: one of them fills for it
+        }
+        let to: Vec<String> = if pullers.len() == 1 {
+            pullers.clone()
+        } else {
+            pullers.iter().filter(|p| *p != me).cloned().collect()
+        };
+        let (me, c, signer, size) = (me.clone(), c.clone(), signers[i].clone(), spec.size);
+        fill.push(tokio::spawn(async move {
+            let data = data_for(size, &me, &to, signer.as_deref());
+            for n in 0..per_sender {
+                let body = sign(signer.as_deref(), packet(&me, &to, n, data))?;
+                c.call(Method::POST, "/v1/documents", Bytes::from(body))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for f in fill {
+        f.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// One client's loop until `shared.stop`: returns its latencies (µs).
+pub(super) async fn client(
+    k: usize,
+    (me, next, c): Conn,
+    signer: Option<Arc<Signer>>,
+    all: Vec<String>,
+    spec: LoadSpec,
+    shared: Arc<Shared>,
+) -> Vec<u32> {
+    let mut lat: Vec<u32> = Vec::new();
+    let mut n = k as u64 * 1_000_000_000;
+    let to = if spec.mode == Mode::Fanout {
+        all
+    } else {
+        vec![next.clone()]
+    };
+    // Pull mode submits nothing here: no probe packet to sign.
+    let data = match spec.mode {
+        Mode::Pull => 0,
+        Mode::Submit | Mode::Fanout => data_for(spec.size, &me, &to, signer.as_deref()),
+    };
+    while !shared.stop.load(Ordering::Relaxed) {
+        n += 1;
+        match spec.mode {
+            Mode::Submit | Mode::Fanout => {
+                // Signing is client work, as at a real agency: it runs on the
+                // same cores as the hub here, so it lowers the measured rate.
+                let body = match sign(signer.as_deref(), packet(&me, &to, n, data)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        shared.fail(e.to_string());
+                        break;
+                    }
+                };
+                let len = body.len() as u64;
+                let t = Instant::now();
+                match c
+                    .request(Method::POST, "/v1/documents", Bytes::from(body))
+                    .await
+                {
+                    Ok(r) if r.status == StatusCode::CREATED => {
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        shared.ok.fetch_add(1, Ordering::Relaxed);
+                        shared.bytes.fetch_add(len, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        shared.fail(format!("{} {}", r.status, String::from_utf8_lossy(&r.body)))
+                    }
+                    Err(e) => shared.fail(e.to_string()),
+                }
+                continue;
+            }
+            Mode::Pull => {}
+        }
+        if !pull_page(&c, &shared, &mut lat).await {
+            break; // this client's inbox is drained
+        }
+    }
+    lat
+}
+
+/// Pull mode, one page: list, fetch each body (concurrently over HTTP/2), acknowledge the
+/// page in one request, as an agency's software would; an item's latency runs from its
+/// fetch to the batch ack. False once the inbox is drained.
+async fn pull_page(c: &Arc<Client>, shared: &Shared, lat: &mut Vec<u32>) -> bool {
+    // Pull: list, fetch and ack each item; latency per item.
+    let listed = match c
+        .call(Method::GET, "/v1/inbox?limit=50", Bytes::new())
+        .await
+    {
+        Ok(r) => r.json()["items"].as_array().cloned().unwrap_or_default(),
+        Err(e) => {
+            shared.fail(e.to_string());
+            return true;
+        }
+    };
+    if listed.is_empty() {
+        return false;
+    }
+    // Fetch each body, then acknowledge the page in one request (as an agency's
+    // software would); an item's latency runs from its fetch to the batch ack.
+    // The page's bodies are fetched concurrently (streams of one HTTP/2
+    // connection; one after another over HTTP/1.1).
+    let mut fetches = tokio::task::JoinSet::new();
+    for item in listed {
+        let id = item["id"].as_str().unwrap_or_default().to_owned();
+        let c = c.clone();
+        fetches.spawn(async move {
+            let t0 = Instant::now();
+            let r = c
+                .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
+                .await;
+            (id, t0, r)
+        });
+    }
+    let mut fetched_ids = Vec::new();
+    let mut starts = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(done) = fetches.join_next().await {
+        match done {
+            Ok((id, t0, Ok(f))) => {
+                bytes += f.body.len() as u64;
+                fetched_ids.push(id);
+                starts.push(t0);
+            }
+            Ok((_, _, Err(e))) => shared.fail(e.to_string()),
+            Err(e) => shared.fail(e.to_string()),
+        }
+    }
+    let body = serde_json::json!({ "ids": fetched_ids }).to_string();
+    match c
+        .call(Method::POST, "/v1/inbox/ack", Bytes::from(body))
+        .await
+    {
+        Ok(_) => {
+            for t0 in &starts[..fetched_ids.len()] {
+                lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            shared
+                .ok
+                .fetch_add(fetched_ids.len() as u64, Ordering::Relaxed);
+            shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        Err(e) => shared.fail(e.to_string()),
+    }
+    true
+}
