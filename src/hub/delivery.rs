@@ -76,7 +76,7 @@ impl Hub {
     ) -> Result<(Vec<(u64, u32)>, u64), HubError> {
         let now = now_ms();
         let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
-        self.store.scan_queue(agency, |seq, entry| {
+        self.store.scan_queue(agency, &mut |seq, entry| {
             if entry.lease_until_ms <= now {
                 picked.push((seq, entry));
             }

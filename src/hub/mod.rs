@@ -19,7 +19,7 @@ use crate::digest::sha256_hex;
 use crate::directory::SharedDirectory;
 use crate::edxml::{self, EdxmlError, Kind};
 use crate::stats::Counters;
-use crate::store::{Change, DocRecord, Store, StoreError, dedup_key};
+use crate::store::{Change, DocRecord, Storage, StoreError, dedup_key};
 
 mod admission;
 mod amendments;
@@ -208,7 +208,8 @@ pub struct HubSettings {
 const STRIPES: usize = 64;
 
 pub struct Hub {
-    store: Store,
+    /// The storage engine (RocksDB today), behind the interface every engine implements.
+    store: Box<dyn Storage>,
     signatures: Signatures,
     /// The hub's own key: signs receipts and tree heads.
     notary: crate::dsig::Signer,
@@ -260,7 +261,7 @@ fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
 
 impl Hub {
     pub fn new(
-        store: Store,
+        store: impl Storage + 'static,
         directory: SharedDirectory,
         settings: HubSettings,
         signatures: Signatures,
@@ -277,7 +278,7 @@ impl Hub {
             purge_cursor: AtomicU64::new(0),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
             admission: admission::Admission::new(settings.admission.clone()),
-            store,
+            store: Box::new(store),
             signatures,
             notary,
             directory,

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{AgencyId, Hub, HubError, format_id, now_ms, parse_id, rfc3339};
 use crate::audit::Entry;
-use crate::audit::merkle::{Hash, NodeSource, leaf_hash};
+use crate::audit::merkle::{Hash, leaf_hash};
 use crate::digest::hex;
 use crate::store::DocRecord;
 

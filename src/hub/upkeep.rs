@@ -40,7 +40,7 @@ impl Hub {
         let mut count = 0;
         for agency in &agencies {
             let mut failure = None;
-            self.store.scan_queue(agency, |seq, entry| {
+            self.store.scan_queue(agency, &mut |seq, entry| {
                 // Queues are in acceptance order: stop at the first item still in time.
                 match self.store.doc(seq) {
                     Ok(Some(d)) if d.received_at_ms < cutoff => {

@@ -22,7 +22,9 @@
 //! concurrent batches under one WAL sync; durable changes are synced before it returns. This
 //! module knows nothing of HTTP or of who may do what.
 
+mod api;
 mod changes;
+pub mod conformance;
 mod counters;
 mod log;
 mod queue_starts;
@@ -31,6 +33,7 @@ mod record;
 mod tests;
 mod writer;
 
+pub use api::Storage;
 pub use changes::{Change, QueueEntry};
 pub use record::DocRecord;
 

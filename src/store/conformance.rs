@@ -1,0 +1,235 @@
+//! The conformance suite every [`Storage`] engine must pass (RocksDB runs it in
+//! `store/tests.rs`; a second engine calls [`run_all`] with its own opener). Each check
+//! states one promise of the trait (see `store/api.rs`).
+//!
+//! `open` must open the same database each time it is called (the previous handle is
+//! dropped first), so that what survives a reopen can be checked.
+
+use super::{Change, DocRecord, QueueEntry, Storage, StoreError, dedup_key};
+use crate::audit::AuditEvent;
+use crate::audit::merkle::{Hash, empty_root, leaf_hash, node_hash};
+use crate::edxml::Kind;
+
+/// Opens the engine under test, on the same data every call.
+pub type Opener<'a> = &'a dyn Fn() -> Box<dyn Storage>;
+
+/// Runs every check, each on the engine as the previous one left it (fresh at the start).
+pub fn run_all(open: Opener<'_>) {
+    queues_scan_in_order_and_survive_a_reopen(open);
+    guards_refuse_what_lost_a_race(open);
+    sequence_numbers_are_never_reused(open);
+    the_log_is_dense_synced_and_hashes_to_its_entries(open);
+    counters_heads_and_receipts_round_trip(open);
+}
+
+/// A document record for the suite.
+pub fn record(seq: u64, from: &str, recipients: &[&str]) -> DocRecord {
+    DocRecord {
+        seq,
+        kind: Kind::Edoc,
+        from: from.into(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        document_id: Some(format!("D{seq}")),
+        subject: None,
+        status_code: None,
+        response_for: None,
+        acts_on: None,
+        replaces: vec![],
+        withdrawn: vec![],
+        business_type: 0,
+        size: 3,
+        sha256: "00".into(),
+        received_at_ms: 1,
+        has_signature: false,
+        verdict: None,
+        signer: None,
+        signer_sha256: None,
+        paper: false,
+    }
+}
+
+fn accept(s: &dyn Storage, r: &DocRecord) -> Result<Vec<u64>, StoreError> {
+    let key = dedup_key(&r.from, r.document_id.as_deref().unwrap_or(""));
+    let mut changes = vec![Change::Accept {
+        record: r,
+        body: b"abc",
+        dedup_key: &key,
+    }];
+    for a in &r.recipients {
+        changes.push(Change::Enqueue {
+            agency: a,
+            seq: r.seq,
+        });
+    }
+    s.apply(
+        &changes,
+        vec![AuditEvent::new("accepted", 1).document(r.seq)],
+        true,
+    )
+}
+
+fn pending(s: &dyn Storage, agency: &str) -> Vec<u64> {
+    let mut seen = vec![];
+    s.scan_queue(agency, &mut |seq, _| {
+        seen.push(seq);
+        true
+    })
+    .unwrap();
+    seen
+}
+
+/// Queues list oldest first; an ack removes one item; everything survives a reopen.
+pub fn queues_scan_in_order_and_survive_a_reopen(open: Opener<'_>) {
+    let seqs: Vec<u64> = {
+        let s = open();
+        let seqs: Vec<u64> = (0..3).map(|_| s.next_seq().unwrap()).collect();
+        for &seq in seqs.iter().rev() {
+            accept(s.as_ref(), &record(seq, "QA", &["QB", "QC"])).unwrap();
+        }
+        let ack = Change::Ack {
+            agency: "QB",
+            seq: seqs[1],
+            at_ms: 5,
+        };
+        s.apply(&[ack], vec![], true).unwrap();
+        seqs
+    };
+    let s = open();
+    assert_eq!(pending(s.as_ref(), "QB"), vec![seqs[0], seqs[2]]);
+    assert_eq!(pending(s.as_ref(), "QC"), seqs);
+    assert_eq!(
+        s.dedup(&dedup_key("QA", &format!("D{}", seqs[1]))).unwrap(),
+        Some(seqs[1])
+    );
+    assert_eq!(s.body(seqs[2]).unwrap().as_deref(), Some(&b"abc"[..]));
+    assert_eq!(s.docs(&[seqs[0], u64::MAX, seqs[2]]).unwrap().len(), 2);
+    assert_eq!(s.docs_from(seqs[0], 10).unwrap().len(), 3);
+    assert_eq!(s.acked_at(seqs[1], "QB").unwrap(), Some(5));
+    assert_eq!(s.oldest_pending("QB").unwrap(), Some(seqs[0]));
+    let depths = s.queue_depths().unwrap();
+    assert_eq!((depths["QB"], depths["QC"]), (2, 3));
+    assert_eq!(s.sent("QA", 0, 10).unwrap(), seqs);
+}
+
+/// A second Accept of one key, a lease over a stale value, a second ack, an expiry after
+/// the ack and a re-enqueue after it: each answers Conflict and writes nothing.
+pub fn guards_refuse_what_lost_a_race(open: Opener<'_>) {
+    let s = open();
+    let seq = s.next_seq().unwrap();
+    let r = record(seq, "GA", &["GB"]);
+    accept(s.as_ref(), &r).unwrap();
+    let size = s.audit_size();
+    assert!(matches!(accept(s.as_ref(), &r), Err(StoreError::Conflict)));
+    assert_eq!(s.audit_size(), size, "a refused change logs nothing");
+    let was = s.queue_entry("GB", seq).unwrap().unwrap();
+    let lease = |was| Change::Lease {
+        agency: "GB",
+        seq,
+        was,
+        entry: QueueEntry {
+            lease_until_ms: 9,
+            deliveries: 1,
+            fetched: false,
+        },
+    };
+    s.apply(&[lease(was)], vec![], false).unwrap();
+    assert!(matches!(
+        s.apply(&[lease(was)], vec![], false),
+        Err(StoreError::Conflict)
+    ));
+    let ack = Change::Ack {
+        agency: "GB",
+        seq,
+        at_ms: 1,
+    };
+    s.apply(std::slice::from_ref(&ack), vec![], true).unwrap();
+    assert!(matches!(
+        s.apply(&[ack], vec![], true),
+        Err(StoreError::Conflict)
+    ));
+    let expire = Change::Dequeue { agency: "GB", seq };
+    assert!(matches!(
+        s.apply(&[expire], vec![], true),
+        Err(StoreError::Conflict)
+    ));
+    let again = Change::Enqueue { agency: "GB", seq };
+    assert!(matches!(
+        s.apply(&[again], vec![], true),
+        Err(StoreError::Conflict)
+    ));
+    assert!(s.queue_entry("GB", seq).unwrap().is_none());
+}
+
+/// Numbers handed out (even never stored) are not handed out again after a reopen.
+pub fn sequence_numbers_are_never_reused(open: Opener<'_>) {
+    let last = {
+        let s = open();
+        s.next_seq().unwrap();
+        s.next_seq().unwrap()
+    };
+    let s = open();
+    assert!(s.next_seq().unwrap() > last);
+}
+
+/// Entries get dense indexes; after `barrier` all are visible; the Merkle root over the
+/// stored nodes equals the root computed from the entries themselves.
+pub fn the_log_is_dense_synced_and_hashes_to_its_entries(open: Opener<'_>) {
+    let s = open();
+    let before = s.audit_size();
+    let events = (0..5)
+        .map(|i| AuditEvent::new("refused", i).agency("LA"))
+        .collect();
+    let idx = s.apply(&[], events, false).unwrap();
+    assert_eq!(idx, (before..before + 5).collect::<Vec<_>>());
+    s.barrier().unwrap();
+    let size = s.audit_size();
+    assert!(size >= before + 5);
+    let entries = s.audit_entries(0, size, usize::MAX).unwrap();
+    assert_eq!(entries.len() as u64, size);
+    for (i, (index, _)) in entries.iter().enumerate() {
+        assert_eq!(*index, i as u64, "indexes are dense");
+    }
+    let leaves: Vec<_> = entries.iter().map(|(_, e)| leaf_hash(e)).collect();
+    assert_eq!(s.root(size).unwrap(), mth(&leaves));
+    assert!(s.document_audit(u64::MAX, 10).unwrap().is_empty());
+}
+
+/// Statistics counters add up; heads and receipts are kept.
+pub fn counters_heads_and_receipts_round_trip(open: Opener<'_>) {
+    let s = open();
+    let key = crate::stats::key(crate::stats::MINUTE, 100, "accepted", "CA");
+    let mut counters = std::collections::HashMap::new();
+    counters.insert(key.clone(), 2u64);
+    let mut pulls = std::collections::HashMap::new();
+    pulls.insert("CA".to_owned(), 77u64);
+    s.apply_stats(&counters, &pulls, 100 * 60_000).unwrap();
+    s.apply_stats(&counters, &Default::default(), 100 * 60_000)
+        .unwrap();
+    let mut total = 0;
+    s.scan_stats(crate::stats::MINUTE, 100, &mut |_, metric, agency, n| {
+        if metric == "accepted" && agency == "CA" {
+            total += n;
+        }
+    })
+    .unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(s.last_pulls().unwrap().get("CA"), Some(&77));
+    s.put_head(3, "head-3").unwrap();
+    s.put_head(7, "head-7").unwrap();
+    assert_eq!(s.latest_head().unwrap(), Some((7, "head-7".to_owned())));
+    s.put_receipt(9, "CB", "r").unwrap();
+    assert_eq!(s.receipt(9, "CB").unwrap().as_deref(), Some("r"));
+    assert_eq!(s.receipt(9, "CC").unwrap(), None);
+}
+
+/// RFC 6962 Merkle tree hash of `leaves`, computed directly (no stored nodes).
+fn mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+            node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
