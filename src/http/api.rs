@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
+use super::ApiBody;
 use super::budget::{BodyBudget, BodyLimits, linger};
 use super::error::ApiError;
 use super::query::{query_str, query_u64};
@@ -62,7 +62,7 @@ impl Api {
 
     /// Handles one request within the request timeout (for a streamed answer: until it
     /// starts); never fails at the HTTP level.
-    pub async fn handle(&self, peer: &PeerCert, req: Request<Incoming>) -> Reply {
+    pub async fn handle<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Reply {
         use http_body_util::Either;
         if req.method() == Method::GET && req.uri().path() == "/v1/audit/export" {
             return match self.export(peer, req.uri().query()).await {
@@ -73,7 +73,7 @@ impl Api {
         self.handle_whole(peer, req).await.map(Either::Left)
     }
 
-    async fn handle_whole(&self, peer: &PeerCert, req: Request<Incoming>) -> Resp {
+    async fn handle_whole<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Resp {
         match tokio::time::timeout(self.limits.request_timeout, self.route(peer, req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => e.into_response(),
@@ -97,7 +97,7 @@ impl Api {
             .identify(peer.common_name.as_deref(), &peer.sha256)?)
     }
 
-    async fn route(&self, peer: &PeerCert, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn route<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Result<Resp, ApiError> {
         let caller = match self.caller(peer) {
             Ok(c) => c,
             Err(e) => return Err(refuse_draining(req, e)),
@@ -125,7 +125,11 @@ impl Api {
         }
     }
 
-    async fn dispatch(&self, caller: Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn dispatch<B: ApiBody>(
+        &self,
+        caller: Principal,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError> {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
@@ -245,7 +249,7 @@ impl Api {
     /// `POST /v1/documents`: the body within the upload budget, then the core. A refusal
     /// here, before the core saw the packet (too large, too slow, over budget, empty), is
     /// recorded like one of the core's.
-    async fn submit(&self, who: &Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn submit<B: ApiBody>(&self, who: &Principal, req: Request<B>) -> Result<Resp, ApiError> {
         let result = self.submit_body(who, req).await;
         match result {
             Ok((body, held)) => self.accepted(self.service.submit(who, body, held).await?),
@@ -259,10 +263,10 @@ impl Api {
     }
 
     /// Reads the body of a submission within the budget.
-    async fn submit_body(
+    async fn submit_body<B: ApiBody>(
         &self,
         who: &Principal,
-        req: Request<Incoming>,
+        req: Request<B>,
     ) -> Result<(Bytes, super::budget::Held), ApiError> {
         let principal = agency_of(who)?;
         let declared = req
@@ -355,7 +359,11 @@ impl Api {
     }
 
     /// `POST /v1/inbox/ack` with `{"ids":[…]}` (at most 1000): one commit for all of them.
-    async fn ack_many(&self, who: &Principal, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    async fn ack_many<B: ApiBody>(
+        &self,
+        who: &Principal,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError> {
         who.agency()?;
         let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
         let body = Limited::new(req.into_body(), 1 << 20)
@@ -410,7 +418,7 @@ impl Api {
 
 /// Answers `e` with the request's body handed to [`linger`], so that a body the client has
 /// already sent does not make the refusal arrive as a connection reset.
-fn refuse_draining(req: Request<Incoming>, e: ApiError) -> ApiError {
+fn refuse_draining<B: ApiBody>(req: Request<B>, e: ApiError) -> ApiError {
     linger(req.into_body());
     e
 }

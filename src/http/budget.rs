@@ -17,10 +17,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::ApiBody;
 use super::error::ApiError;
 
 /// Permits are KiB, so a 64 MiB body is 65,536 permits (well within `u32`).
@@ -144,10 +144,10 @@ impl BodyBudget {
     /// Reads the body of `agency`'s submission within the budget. The body counts twice once
     /// whole (the request buffer and the write batch's copy while it is stored), so the
     /// second count is taken when reading ends.
-    pub async fn read(
+    pub async fn read<B: ApiBody>(
         &self,
         agency: &str,
-        mut body: Incoming,
+        mut body: B,
         declared: Option<u64>,
     ) -> Result<(Bytes, Held), ApiError> {
         match self.read_within(agency, &mut body, declared).await {
@@ -159,10 +159,10 @@ impl BodyBudget {
         }
     }
 
-    async fn read_within(
+    async fn read_within<B: ApiBody>(
         &self,
         agency: &str,
-        body: &mut Incoming,
+        body: &mut B,
         declared: Option<u64>,
     ) -> Result<(Bytes, Held), ApiError> {
         let max = self.limits.max_body_bytes;
@@ -213,9 +213,9 @@ impl BodyBudget {
 
     /// Reads frames until the end, reserving from `pools` (when given) as bytes arrive and
     /// cutting an upload that falls below the minimum rate.
-    async fn collect(
+    async fn collect<B: ApiBody>(
         &self,
-        body: &mut Incoming,
+        body: &mut B,
         declared: Option<u64>,
         pools: Option<&Pools>,
         held: &mut Held,
@@ -325,7 +325,7 @@ impl Pools {
 /// dropped at once, the HTTP/2 stream is reset (and an HTTP/1.1 connection with unread bytes
 /// is reset by the kernel) before the refusal reaches the client, which then sees a
 /// connection error instead of its 403, 408, 413 or 429.
-pub(super) fn linger(mut body: Incoming) {
+pub(super) fn linger<B: ApiBody>(mut body: B) {
     tokio::spawn(async move {
         let drain = async {
             let mut seen = 0usize;

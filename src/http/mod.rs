@@ -13,6 +13,28 @@ mod server;
 mod stream;
 
 pub use api::{Api, ApiLimits};
+
+/// A request body any transport can hand the API: hyper's `Incoming` for HTTP/1.1 and
+/// HTTP/2, an adapter's for HTTP/3. The API never names a transport's body type.
+pub trait ApiBody:
+    http_body::Body<
+        Data = bytes::Bytes,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    > + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> ApiBody for B where
+    B: http_body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+        > + Send
+        + Unpin
+        + 'static
+{
+}
 pub use budget::BodyLimits;
 pub use error::ApiError;
 pub use ops::{OpsState, Readiness, run_ops};
