@@ -186,25 +186,20 @@ pub async fn run_https(
     connections: Connections,
     shutdown: CancellationToken,
 ) -> bool {
-    let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let per_ip: Arc<PerIp> = Arc::default();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(limits.keepalive))
-        .keep_alive_timeout(limits.keepalive);
-
     // Connections over the limit that are answered 503 at once (beyond: closed at once).
     let refusing = Arc::new(Semaphore::new(limits.max_handshakes.div_ceil(4).max(1)));
+    let tracker = tokio_util::task::TaskTracker::new();
+    let ctx = Arc::new(ConnContext {
+        acceptor: TlsAcceptor::from(tls),
+        builder: http_builder(&limits),
+        handshakes: Semaphore::new(limits.max_handshakes),
+        per_ip: PerIp::default(),
+        api,
+        connections,
+        draining: shutdown.clone(),
+        limits: limits.clone(),
+    });
     loop {
         let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -221,82 +216,19 @@ pub async fn run_https(
         let _ = stream.set_nodelay(true);
         // Beyond the limit: told so at once, not left waiting (see `refuse`).
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            super::refuse::refuse(stream, acceptor.clone(), &refusing, limits.header_timeout);
+            super::refuse::refuse(
+                stream,
+                ctx.acceptor.clone(),
+                &refusing,
+                limits.header_timeout,
+            );
             continue;
         };
-        let acceptor = acceptor.clone();
-        let api = api.clone();
-        let builder = builder.clone();
-        let handshake_timeout = limits.header_timeout;
-        let (handshakes, per_ip, connections) =
-            (handshakes.clone(), per_ip.clone(), connections.clone());
-        let max_per_ip = limits.max_handshakes_per_ip;
-        let draining = shutdown.clone();
-        let idle_timeout = limits.idle_timeout;
+        let ctx = ctx.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let tls = {
-                // A handshake slot, and one of its address's: an address that opens many
-                // connections and never finishes them only exhausts its own slots.
-                let Some(_ip_slot) = per_ip.take(remote.ip(), max_per_ip) else {
-                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "per_ip_limit").increment(1);
-                    return;
-                };
-                let Ok(_slot) = handshakes.try_acquire() else {
-                    metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "busy").increment(1);
-                    return;
-                };
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%remote, error = %e, "TLS handshake refused");
-                        metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => handshake_reason(&e)).increment(1);
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%remote, "TLS handshake timed out");
-                        metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => "timeout").increment(1);
-                        return;
-                    }
-                }
-            };
-            let Some(peer) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
-                // The verifier requires a certificate, so this cannot happen; refuse anyway.
-                return;
-            };
-            let peer = Arc::new(peer_cert(peer.as_ref()));
-            let (conn_id, closing) = connections.register(peer.common_name.clone());
-            let activity = Arc::new(Activity::default());
-            let seen = activity.clone();
-            let svc = service_fn(move |req| {
-                let api = api.clone();
-                let peer = peer.clone();
-                let busy = Busy::start(&seen);
-                async move {
-                    let reply = api.handle(&peer, req).await;
-                    drop(busy);
-                    Ok::<_, std::convert::Infallible>(reply)
-                }
-            });
-            let mut conn = std::pin::pin!(builder
-                .serve_connection(TokioIo::new(tls), svc)
-                .into_owned());
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { tokio::select! {
-                    _ = closing.cancelled() => {},
-                    _ = draining.cancelled() => {},
-                    _ = activity.idle_for(idle_timeout) => {},
-                } } => {
-                    // The hub drains, the agency left the directory, or the connection has
-                    // been idle too long: no new requests on it; those in flight finish.
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            connections.remove(conn_id);
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            if let Some(tls) = ctx.handshake(stream, remote).await {
+                ctx.serve(tls, remote).await;
             }
         });
     }
@@ -307,6 +239,119 @@ pub async fn run_https(
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
             false
+        }
+    }
+}
+
+/// What every connection of one listener shares.
+struct ConnContext {
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    handshakes: Semaphore,
+    per_ip: PerIp,
+    api: Arc<Api>,
+    connections: Connections,
+    draining: CancellationToken,
+    limits: ServerLimits,
+}
+
+/// HTTP/1.1 with a header deadline; HTTP/2 with up to 256 streams and keep-alive pings.
+fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.keepalive))
+        .keep_alive_timeout(limits.keepalive);
+    builder
+}
+
+impl ConnContext {
+    /// The TLS handshake in a capped slot, and one of its address's: an address that opens
+    /// many connections and never finishes them only exhausts its own slots.
+    async fn handshake(
+        &self,
+        stream: tokio::net::TcpStream,
+        remote: std::net::SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let fail = |reason: &'static str| {
+            metrics::counter!("lienthong_tls_handshake_failures_total", "reason" => reason)
+                .increment(1);
+        };
+        let Some(_ip_slot) = self
+            .per_ip
+            .take(remote.ip(), self.limits.max_handshakes_per_ip)
+        else {
+            fail("per_ip_limit");
+            return None;
+        };
+        let Ok(_slot) = self.handshakes.try_acquire() else {
+            fail("busy");
+            return None;
+        };
+        let deadline = self.limits.header_timeout;
+        match tokio::time::timeout(deadline, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                tracing::info!(%remote, error = %e, "TLS handshake refused");
+                fail(handshake_reason(&e));
+                None
+            }
+            Err(_) => {
+                tracing::info!(%remote, "TLS handshake timed out");
+                fail("timeout");
+                None
+            }
+        }
+    }
+
+    /// Serves one authenticated connection until it ends, the hub drains, its agency leaves
+    /// the directory or it idles too long (then in-flight requests finish, no new ones).
+    async fn serve(
+        &self,
+        tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        remote: std::net::SocketAddr,
+    ) {
+        let Some(peer) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            // The verifier requires a certificate, so this cannot happen; refuse anyway.
+            return;
+        };
+        let peer = Arc::new(peer_cert(peer.as_ref()));
+        let (conn_id, closing) = self.connections.register(peer.common_name.clone());
+        let activity = Arc::new(Activity::default());
+        let seen = activity.clone();
+        let api = self.api.clone();
+        let svc = service_fn(move |req| {
+            let api = api.clone();
+            let peer = peer.clone();
+            let busy = Busy::start(&seen);
+            async move {
+                let reply = api.handle(&peer, req).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(reply)
+            }
+        });
+        let mut conn = std::pin::pin!(self.builder.serve_connection(TokioIo::new(tls), svc));
+        let idle = self.limits.idle_timeout;
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = async { tokio::select! {
+                _ = closing.cancelled() => {},
+                _ = self.draining.cancelled() => {},
+                _ = activity.idle_for(idle) => {},
+            } } => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await
+            }
+        };
+        self.connections.remove(conn_id);
+        if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }
 }
