@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -232,9 +232,6 @@ pub struct Hub {
     depth: Mutex<HashMap<String, u64>>,
     /// Per-agency Prometheus counter handles (see `observe.rs`).
     agency_metrics: Mutex<HashMap<String, observe::AgencyCounters>>,
-    /// Set when a write failed for lack of disk space: RocksDB then refuses writes until the
-    /// process restarts, and readiness reports it.
-    storage_full: std::sync::atomic::AtomicBool,
     /// Where the retention purge continues (documents before it are done or kept).
     purge_cursor: AtomicU64,
     /// The gates in front of request work (see `admission.rs`).
@@ -274,7 +271,6 @@ impl Hub {
             last_pull: Mutex::new(HashMap::new()),
             depth: Mutex::new(depth),
             agency_metrics: Mutex::new(HashMap::new()),
-            storage_full: std::sync::atomic::AtomicBool::new(false),
             purge_cursor: AtomicU64::new(0),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
             admission: admission::Admission::new(settings.admission.clone()),
@@ -297,10 +293,10 @@ impl Hub {
     /// Why the hub cannot take writes now, if it cannot: the disk filled up, a write or
     /// sync failed (RocksDB then refuses writes until a restart), or a sync hangs.
     pub fn storage_problem(&self) -> Option<String> {
-        if self.storage_full.load(Ordering::SeqCst) {
-            return Some("the disk filled up; free space and restart the hub".into());
-        }
-        self.store.health().err().map(|e| e.to_string())
+        self.store.health().err().map(|e| match e {
+            StoreError::NoSpace(_) => "the disk filled up; free space and restart the hub".into(),
+            e => e.to_string(),
+        })
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -322,15 +318,7 @@ impl Hub {
     ) -> Result<Vec<u64>, HubError> {
         let mut events = events::for_changes(changes, now_ms());
         events.extend(extra);
-        let indexes = match self.store.apply(changes, events, durable) {
-            Ok(i) => i,
-            Err(e) => {
-                if matches!(e, StoreError::NoSpace(_)) {
-                    self.storage_full.store(true, Ordering::SeqCst);
-                }
-                return Err(e.into());
-            }
-        };
+        let indexes = self.store.apply(changes, events, durable)?;
         self.observe(changes);
         Ok(indexes)
     }

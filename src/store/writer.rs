@@ -88,26 +88,32 @@ impl Default for WriterOptions {
 /// Whether the store can take writes, shared by the writer, the syncer and `/readyz`.
 #[derive(Default)]
 pub struct Health {
-    /// Set by the first failed write or sync; cleared only by a restart.
-    failed: Mutex<Option<String>>,
+    /// The first failed write or sync; cleared only by a restart. A full disk stays
+    /// `NoSpace` (507), anything else is `Failed` (503).
+    failed: Mutex<Option<StoreError>>,
     /// When the running sync started (ms since the epoch), 0 when none runs.
     sync_started_ms: AtomicU64,
 }
 
 impl Health {
-    fn fail(&self, why: &str) {
+    /// Records the store's first failure and returns what every later write will hear.
+    fn fail(&self, e: StoreError) -> StoreError {
         let mut f = self.failed.lock().expect("health lock");
-        if f.is_none() {
-            tracing::error!(error = why, "storage failed: refusing writes until restart");
+        f.get_or_insert_with(|| {
+            tracing::error!(error = %e, "storage failed: refusing writes until restart");
             metrics::counter!("lienthong_storage_failures_total").increment(1);
-            *f = Some(why.to_owned());
-        }
+            match e {
+                StoreError::NoSpace(_) | StoreError::Failed(_) => e,
+                other => StoreError::Failed(other.to_string()),
+            }
+        })
+        .clone()
     }
 
     /// Why writes cannot be taken now, if they cannot.
     pub fn check(&self, deadline: Duration) -> Result<(), StoreError> {
-        if let Some(why) = self.failed.lock().expect("health lock").as_ref() {
-            return Err(StoreError::Failed(why.clone()));
+        if let Some(e) = self.failed.lock().expect("health lock").as_ref() {
+            return Err(e.clone());
         }
         let started = self.sync_started_ms.load(Ordering::SeqCst);
         let waited = crate::ids::now_ms().saturating_sub(started);
@@ -327,7 +333,9 @@ fn run(
                 Ok(_) => sync |= job.durable,
                 // A lost race is answered after the winner is durable.
                 Err(StoreError::Conflict) => sync = true,
-                Err(e) => health.fail(&e.to_string()),
+                Err(e) => {
+                    health.fail(e.clone());
+                }
             }
             results.push((job.reply, answer));
         }
@@ -435,9 +443,9 @@ fn sync_wal(db: &DB, health: &Health) -> Result<(), StoreError> {
         .store(crate::ids::now_ms().max(1), Ordering::SeqCst);
     let r = db.flush_wal(true).map_err(StoreError::from);
     health.sync_started_ms.store(0, Ordering::SeqCst);
-    if let Err(e) = &r {
-        health.fail(&format!("WAL sync failed: {e}"));
-        return Err(StoreError::Failed(format!("WAL sync failed: {e}")));
+    match r {
+        Err(StoreError::NoSpace(m)) => Err(health.fail(StoreError::NoSpace(m))),
+        Err(e) => Err(health.fail(StoreError::Failed(format!("WAL sync failed: {e}")))),
+        Ok(()) => Ok(()),
     }
-    Ok(())
 }
