@@ -60,47 +60,57 @@ pub fn pki_init(dir: &Path, agencies: Option<&Path>, roles: Vec<String>) -> Exit
 }
 
 /// The options of `bench` that shape its run and its report.
+#[derive(clap::Args)]
 pub struct BenchArgs {
+    #[arg(long, value_enum, default_value = "submit")]
     pub mode: crate::load::Mode,
+    #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Packet size in bytes (1 KiB to 10 MiB).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1024..=10 * 1024 * 1024))]
     pub size: u64,
+    #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// A running hub (default: start one on a temp dir).
+    #[arg(long)]
     pub hub: Option<String>,
+    /// With --hub: the directory holding ca.pem and agencies/<OrganId>.pem|.key.
+    #[arg(long, requires = "hub")]
     pub certs: Option<PathBuf>,
+    /// With --hub: the hub's pid, to report its CPU and peak RSS.
+    #[arg(long, requires = "hub")]
     pub hub_pid: Option<u32>,
+    #[arg(long, conflicts_with = "http2")]
     pub http1: bool,
+    #[arg(long)]
     pub http2: bool,
+    #[arg(long)]
     pub json: bool,
+    /// Send unsigned packets (measures the hub without signature work; a hub given by
+    /// --hub must run [signature] policy = "record").
+    #[arg(long)]
     pub unsigned: bool,
+    /// Pull mode: items queued for each client before the clock starts (the run ends
+    /// when the inboxes are drained or the duration is over).
+    #[arg(long, default_value_t = 2000)]
     pub items: u64,
 }
 
 /// `bench`: the load tool, with its report as text or JSON.
 pub async fn bench(b: BenchArgs) -> ExitCode {
-    let BenchArgs {
-        mode,
-        clients,
-        size,
-        duration,
-        hub,
-        certs,
-        hub_pid,
-        http1,
-        http2,
-        json,
-        unsigned,
-        items,
-    } = b;
+    let json = b.json;
     let spec = crate::load::LoadSpec {
-        unsigned,
-        items,
-        mode,
-        clients,
-        size: size as usize,
-        duration: std::time::Duration::from_secs(duration),
-        version: HttpVersion::from_flags(http1, http2),
-        hub: hub.map(|h| (h, certs.unwrap_or_else(|| PathBuf::from("certs")))),
-        hub_pid,
+        unsigned: b.unsigned,
+        items: b.items,
+        mode: b.mode,
+        clients: b.clients,
+        size: b.size as usize,
+        duration: std::time::Duration::from_secs(b.duration),
+        version: HttpVersion::from_flags(b.http1, b.http2),
+        hub: b
+            .hub
+            .map(|h| (h, b.certs.unwrap_or_else(|| PathBuf::from("certs")))),
+        hub_pid: b.hub_pid,
         progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     match crate::load::run(spec).await {

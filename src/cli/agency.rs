@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use http::Method;
 
-use super::{ConnArgs, fail};
+use super::{ConnArgs, fail, write_output};
 use crate::client::ClientError;
 
 /// `send`: submits a packet file.
@@ -84,24 +84,15 @@ pub async fn fetch(id: &str, output: Option<&Path>, conn: &ConnArgs) -> ExitCode
         .call(Method::GET, &format!("/v1/documents/{id}"), Bytes::new())
         .await
     {
-        Ok(reply) => {
-            let res = match output {
-                Some(path) => std::fs::write(path, &reply.body),
-                None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(&reply.body)
+        Ok(reply) => match write_output(output, &reply.body) {
+            Ok(()) => {
+                if let Some(path) = output {
+                    eprintln!("wrote {} bytes to {}", reply.body.len(), path.display());
                 }
-            };
-            match res {
-                Ok(()) => {
-                    if let Some(path) = output {
-                        eprintln!("wrote {} bytes to {}", reply.body.len(), path.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
+                ExitCode::SUCCESS
             }
-        }
+            Err(e) => fail(e),
+        },
         Err(e) => fail(e),
     }
 }

@@ -70,40 +70,7 @@ enum Command {
     },
     /// Load test: many agency clients submitting, pulling or fanning out; reports throughput,
     /// latency percentiles and the hub's CPU and peak RSS.
-    Bench {
-        #[arg(long, value_enum, default_value = "submit")]
-        mode: crate::load::Mode,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Packet size in bytes (1 KiB to 10 MiB).
-        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1024..=10 * 1024 * 1024))]
-        size: u64,
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// A running hub (default: start one on a temp dir).
-        #[arg(long)]
-        hub: Option<String>,
-        /// With --hub: the directory holding ca.pem and agencies/<OrganId>.pem|.key.
-        #[arg(long, requires = "hub")]
-        certs: Option<PathBuf>,
-        /// With --hub: the hub's pid, to report its CPU and peak RSS.
-        #[arg(long, requires = "hub")]
-        hub_pid: Option<u32>,
-        #[arg(long, conflicts_with = "http2")]
-        http1: bool,
-        #[arg(long)]
-        http2: bool,
-        #[arg(long)]
-        json: bool,
-        /// Send unsigned packets (measures the hub without signature work; a hub given by
-        /// --hub must run [signature] policy = "record").
-        #[arg(long)]
-        unsigned: bool,
-        /// Pull mode: items queued for each client before the clock starts (the run ends
-        /// when the inboxes are drained or the duration is over).
-        #[arg(long, default_value_t = 2000)]
-        items: u64,
-    },
+    Bench(admin::BenchArgs),
     /// Rate statistics: hub-wide with an ops or auditor certificate, your own as an agency.
     Stats {
         /// 1m, 1h, 24h or 30d.
@@ -298,6 +265,14 @@ fn load_directory(path: Option<&Path>) -> Result<Directory, directory::Directory
     }
 }
 
+/// Writes a command's output to `path`, or to standard output.
+fn write_output(path: Option<&Path>, bytes: &[u8]) -> std::io::Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, bytes),
+        None => std::io::Write::write_all(&mut std::io::stdout(), bytes),
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("lienthong: {msg}");
     ExitCode::FAILURE
@@ -372,36 +347,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Inbox { limit, wait, conn } => agency::inbox(limit, wait, &conn).await,
         Command::Fetch { id, output, conn } => agency::fetch(&id, output.as_deref(), &conn).await,
         Command::Ack { id, conn } => agency::ack(&id, &conn).await,
-        Command::Bench {
-            mode,
-            clients,
-            size,
-            duration,
-            hub,
-            certs,
-            hub_pid,
-            http1,
-            http2,
-            json,
-            unsigned,
-            items,
-        } => {
-            admin::bench(admin::BenchArgs {
-                mode,
-                clients,
-                size,
-                duration,
-                hub,
-                certs,
-                hub_pid,
-                http1,
-                http2,
-                json,
-                unsigned,
-                items,
-            })
-            .await
-        }
+        Command::Bench(b) => admin::bench(b).await,
         Command::Stats {
             window,
             agency,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{fail, load_directory};
+use super::{fail, load_directory, write_output};
 use crate::edxml;
 
 /// `edxml new`: a valid new-document packet, to a file or standard output.
@@ -18,19 +18,10 @@ pub fn edxml_new(
     output: Option<&Path>,
 ) -> ExitCode {
     match compose(from, to, subject, attach, document_id, agencies) {
-        Ok(xml) => {
-            let res = match output {
-                Some(p) => std::fs::write(p, xml.as_bytes()),
-                None => {
-                    use std::io::Write;
-                    std::io::stdout().write_all(xml.as_bytes())
-                }
-            };
-            match res {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
-        }
+        Ok(xml) => match write_output(output, xml.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
         Err(e) => fail(e),
     }
 }
@@ -156,11 +147,7 @@ pub fn sign(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let res = match output {
-        Some(p) => std::fs::write(p, &signed),
-        None => std::io::Write::write_all(&mut std::io::stdout(), &signed),
-    };
-    match res {
+    match write_output(output, &signed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
