@@ -47,11 +47,7 @@ fn slow_upload(hub: &TestHub, agency: &str, file: &std::path::Path, rate: &str) 
 }
 
 fn metrics(hub: &TestHub) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", &format!("http://{}/metrics", hub.ops)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    hub.metrics_text()
 }
 
 /// The value of the first metric line starting with `prefix`.

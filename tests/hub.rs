@@ -295,14 +295,7 @@ async fn long_poll_returns_what_arrives() {
     let a = hub.client(A, HttpVersion::Http2);
     let waiter = tokio::spawn(async move { inbox(&b, "wait=20").await });
     // Submitted once the poll is parked, so the wake-up is what answers it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ops_metrics_text(&hub).contains("lienthong_long_polls_waiting 1") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long poll never parked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hub.wait_for_metric("lienthong_long_polls_waiting 1").await;
     submit(&a, hub.packet(A, &[B], "LP-1", b"")).await;
     let items = waiter.await.unwrap();
     assert_eq!(items.len(), 1);
@@ -418,11 +411,8 @@ async fn directory_reloads_on_sighup_and_keeps_the_old_one_when_broken() {
     std::fs::write(&hub.agencies, "[[agency]\nthis is not toml").unwrap();
     hub.signal("HUP");
     // The refused reload is counted once it happened.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ops_metrics_text(&hub).contains("lienthong_reloads_total{outcome=\"refused\"} 1") {
-        assert!(std::time::Instant::now() < deadline, "the reload never ran");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hub.wait_for_metric("lienthong_reloads_total{outcome=\"refused\"} 1")
+        .await;
     let r = submit(&a, hub.packet(A, &[new_agency], "H-2", b"")).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     hub.stop();
@@ -439,14 +429,7 @@ async fn sigterm_answers_waiting_long_polls_and_exits_cleanly() {
             .await
     });
     // Parked: the hub counts it (an event to wait for, not a delay to guess).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ops_metrics_text(&hub).contains("lienthong_long_polls_waiting 1") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the long poll never parked"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hub.wait_for_metric("lienthong_long_polls_waiting 1").await;
     let started = std::time::Instant::now();
     hub.stop(); // asserts exit status 0
     let reply = waiter
@@ -517,14 +500,7 @@ async fn connections_beyond_the_limit_are_answered_503_and_served_once_one_close
     let first = raw_tls(&hub, A).await;
     let second = raw_tls(&hub, B).await;
     // Both are registered (past the handshake) before the third arrives.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ops_metrics_text(&hub).contains("lienthong_connections_open 2") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "two connections never opened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    hub.wait_for_metric("lienthong_connections_open 2").await;
     // The third is told at once that the hub is full, and when to come back...
     let ask = |who: &'static str| {
         let hub_ref = &hub;
@@ -625,13 +601,4 @@ async fn large_uploads_beyond_the_memory_budget_wait_their_turn() {
     }
     assert_eq!(inbox(&hub.client(B, HttpVersion::Auto), "").await.len(), 6);
     hub.stop();
-}
-
-/// The ops listener's /metrics text.
-fn ops_metrics_text(hub: &TestHub) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", &format!("http://{}/metrics", hub.ops)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -567,9 +567,5 @@ fn xmlsec1_agrees_the_2019_sample_was_changed_after_signing() {
 }
 
 fn ops_metrics(hub: &TestHub) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", &format!("http://{}/metrics", hub.ops)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    hub.metrics_text()
 }

@@ -43,23 +43,11 @@ fn faulty_hub(extra_config: &str) -> (TestHub, PathBuf, tempfile::TempDir) {
         &[
             ("LD_PRELOAD", shim.display().to_string()),
             ("LIENTHONG_FAULT_CTL", ctl.display().to_string()),
-            // Set below, once the hub's temp dir is known; nothing is targeted until then.
-            ("LIENTHONG_FAULT_DIR", "/nonexistent/".into()),
+            // The database files of this hub (the shim matches the path's middle).
+            ("LIENTHONG_FAULT_DIR", "/data/db/".into()),
         ],
     );
     (hub, ctl, tools)
-}
-
-/// Points the shim at the hub's data directory and restarts the hub under it.
-fn target_data_dir(hub: &mut TestHub) {
-    let data = hub.path("data").canonicalize().unwrap();
-    for (k, v) in hub.env.iter_mut() {
-        if k == "LIENTHONG_FAULT_DIR" {
-            *v = format!("{}/", data.display());
-        }
-    }
-    hub.stop();
-    hub.spawn();
 }
 
 fn set_fault(ctl: &Path, mode: &str) {
@@ -93,7 +81,6 @@ async fn wait_ready(hub: &TestHub, code: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_is_never_answered_201_and_stops_writes_until_restart() {
     let (mut hub, ctl, _tools) = faulty_hub("");
-    target_data_dir(&mut hub);
     let a = hub.client(A, HttpVersion::Http2);
     let before = hub.packet(A, &[B], &format!("{A},2026/11/30,1/F"), b"");
     assert_eq!(submit(&a, before).await.status, StatusCode::CREATED);
@@ -142,8 +129,7 @@ async fn a_failed_fsync_is_never_answered_201_and_stops_writes_until_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_is_refused_and_reported() {
-    let (mut hub, ctl, _tools) = faulty_hub("");
-    target_data_dir(&mut hub);
+    let (hub, ctl, _tools) = faulty_hub("");
     let a = hub.client(A, HttpVersion::Http2);
     set_fault(&ctl, "eio-write");
     let r = submit(&a, hub.packet(A, &[B], &format!("{A},2026/11/30,1/W"), b"")).await;
@@ -159,8 +145,7 @@ async fn a_failed_write_is_refused_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_fsync_answers_503_instead_of_hanging_and_recovers_by_itself() {
-    let (mut hub, ctl, _tools) = faulty_hub("[storage]\nsync_deadline_secs = 1\n");
-    target_data_dir(&mut hub);
+    let (hub, ctl, _tools) = faulty_hub("[storage]\nsync_deadline_secs = 1\n");
     let a = hub.client(A, HttpVersion::Http2);
     let first = hub.packet(A, &[B], &format!("{A},2026/11/30,1/H"), b"");
     assert_eq!(submit(&a, first).await.status, StatusCode::CREATED);

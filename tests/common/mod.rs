@@ -186,6 +186,24 @@ impl TestHub {
         child.wait().unwrap();
     }
 
+    /// The ops listener's `/metrics` text (fetched with curl).
+    pub fn metrics_text(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://{}/metrics", self.ops)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `/metrics` until it has `line` (an event to wait for, not a delay to guess).
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.metrics_text().contains(line) {
+            assert!(Instant::now() < deadline, "/metrics never showed {line:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("https://{}", self.https)
     }

@@ -1,6 +1,6 @@
 /*
  * Storage fault injection for tests/storage_faults.rs, loaded with LD_PRELOAD into the real
- * hub binary. For files under $LIENTHONG_FAULT_DIR it reads the first word of the file
+ * hub binary. For files whose path contains $LIENTHONG_FAULT_DIR it reads the first word of the file
  * $LIENTHONG_FAULT_CTL on every call it wraps:
  *   (missing, empty)  the real call
  *   eio-sync          fsync/fdatasync/sync_file_range fail with EIO (nothing is synced)
@@ -58,7 +58,7 @@ static void mode(char *out, size_t n) {
         if (out[i] == '\n' || out[i] == ' ') { out[i] = 0; break; }
 }
 
-/* Whether fd is a file under $LIENTHONG_FAULT_DIR. */
+/* Whether fd is a file whose path contains $LIENTHONG_FAULT_DIR. */
 static int targeted(int fd) {
     const char *dir = getenv("LIENTHONG_FAULT_DIR");
     if (!dir || fd < 0) return 0;
@@ -67,7 +67,7 @@ static int targeted(int fd) {
     ssize_t n = readlink(link, path, sizeof path - 1);
     if (n <= 0) return 0;
     path[n] = 0;
-    return strncmp(path, dir, strlen(dir)) == 0;
+    return strstr(path, dir) != NULL;
 }
 
 static int sync_fault(int fd) {
