@@ -58,6 +58,22 @@ pub fn merge_add(
     Some(total.to_le_bytes().to_vec())
 }
 
+/// Holds one unit of a Prometheus gauge while it lives (requests in some state right now).
+pub struct GaugeGuard(&'static str);
+
+impl GaugeGuard {
+    pub fn new(gauge: &'static str) -> GaugeGuard {
+        metrics::gauge!(gauge).increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
 /// Counts not yet flushed.
 #[derive(Default)]
 pub struct Counters {

@@ -172,7 +172,12 @@ fn source_metrics() -> BTreeSet<String> {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let flat: String = text.split_whitespace().collect::<Vec<_>>().join("");
-            for mac in ["counter!(\"", "gauge!(\"", "histogram!(\""] {
+            for mac in [
+                "counter!(\"",
+                "gauge!(\"",
+                "histogram!(\"",
+                "GaugeGuard::new(\"",
+            ] {
                 out.extend(literals_after(&flat, mac));
             }
         }

@@ -68,23 +68,7 @@ pub struct Held {
     /// KiB reserved so far from the agency's share and from the large pool.
     agency_kib: u32,
     large_kib: u32,
-    _counted: InProgress,
-}
-
-/// Counts an upload in the `lienthong_uploads_in_progress` gauge while it lives.
-struct InProgress;
-
-impl InProgress {
-    fn start() -> InProgress {
-        metrics::gauge!("lienthong_uploads_in_progress").increment(1.0);
-        InProgress
-    }
-}
-
-impl Drop for InProgress {
-    fn drop(&mut self) {
-        metrics::gauge!("lienthong_uploads_in_progress").decrement(1.0);
-    }
+    _counted: crate::stats::GaugeGuard,
 }
 
 /// 429: the caller is over its own share.
@@ -180,7 +164,7 @@ impl BodyBudget {
             permits: vec![slot],
             agency_kib: 0,
             large_kib: 0,
-            _counted: InProgress::start(),
+            _counted: crate::stats::GaugeGuard::new("lienthong_uploads_in_progress"),
         };
         if let Some(n) = declared.filter(|&n| n <= self.limits.small_body_bytes) {
             // Small and declared: reserve both counts at once from the small pool.

@@ -327,7 +327,9 @@ impl Hub {
     ) -> Result<Vec<InboxItem>, HubError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_wait);
         let notify = self.waiter(&caller.organ_id);
-        let _parked = Parked::new(!wait.is_zero());
+        // Counted while it may wait (`lienthong_long_polls_waiting`).
+        let _parked = (!wait.is_zero())
+            .then(|| crate::stats::GaugeGuard::new("lienthong_long_polls_waiting"));
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
@@ -344,26 +346,6 @@ impl Hub {
                 _ = tokio::time::timeout(nap, notified) => {}
                 _ = self.shutdown.cancelled() => {}
             }
-        }
-    }
-}
-
-/// Counts a long poll in the `lienthong_long_polls_waiting` gauge while it lives.
-struct Parked(bool);
-
-impl Parked {
-    fn new(counted: bool) -> Parked {
-        if counted {
-            metrics::gauge!("lienthong_long_polls_waiting").increment(1.0);
-        }
-        Parked(counted)
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        if self.0 {
-            metrics::gauge!("lienthong_long_polls_waiting").decrement(1.0);
         }
     }
 }

@@ -28,10 +28,6 @@ impl Service {
         Service { hub }
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
     /// Submits a packet. `hold` (the transport's memory reservation for the body) is released
     /// with the work, not with the request: a request given up frees its memory only once
     /// the work has stopped. A refusal is logged (aggregated, see `observe.rs`); a request
@@ -44,7 +40,6 @@ impl Service {
     ) -> Result<Accepted, HubError> {
         let agency = who.agency()?.clone();
         let started = std::time::Instant::now();
-        let sender = agency.organ_id.clone();
         let result = self
             .hub
             .request(move |h| {
@@ -56,12 +51,7 @@ impl Service {
             Ok(_) => metrics::histogram!("lienthong_submit_duration_seconds")
                 .record(started.elapsed().as_secs_f64()),
             Err(HubError::Cancelled) => {}
-            Err(e) => {
-                let code = e.code();
-                self.hub
-                    .blocking(move |h| h.observe_refusal(Some(&sender), code))
-                    .await
-            }
+            Err(e) => self.refused(who, e.code()).await,
         }
         result
     }

@@ -260,13 +260,7 @@ impl Store {
 
     /// Why the store cannot take writes now, if it cannot (for `/readyz`).
     pub fn health(&self) -> Result<(), StoreError> {
-        self.writer
-            .health
-            .check(self.writer_options().sync_deadline)
-    }
-
-    fn writer_options(&self) -> WriterOptions {
-        self.writer.options
+        self.writer.health.check(self.writer.options.sync_deadline)
     }
 
     /// Where the audit log's Merkle tree stands, read back at open: its size (one seek) and
