@@ -83,11 +83,11 @@ fn commit_packet(store: &Store, seq: u64, recipients: &[String], body: &[u8]) {
         body,
         dedup_key: &key,
     }];
-    changes.extend(
-        recipients
-            .iter()
-            .map(|a| Change::Enqueue { agency: a, seq }),
-    );
+    changes.extend(recipients.iter().map(|a| Change::Enqueue {
+        agency: a,
+        seq,
+        accepted_ms: rec.received_at_ms,
+    }));
     let events = for_changes(&changes, rec.received_at_ms);
     store.apply(&changes, events, true).unwrap();
 }

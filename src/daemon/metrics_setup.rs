@@ -54,6 +54,10 @@ fn describe_metrics() {
         "Guarded queue changes that lost a race and were read again"
     );
     describe_counter!(
+        "lienthong_worker_failures_total",
+        "Failed steps of a background worker (retried after its period), by worker"
+    );
+    describe_counter!(
         "lienthong_writes_refused_total",
         "Writes refused because too many waited for the disk"
     );

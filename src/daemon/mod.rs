@@ -24,9 +24,11 @@ mod metrics_setup;
 mod signals;
 mod workers;
 
+use crate::hub::jobs::{HeadSigner, Upkeep};
+use crate::hub::worker::Workers;
 use metrics_setup::install_metrics;
 use signals::{reload_on_hangup, stop_on_signal};
-use workers::{maintain, sign_heads, upkeep};
+use workers::StatsUpkeep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -268,33 +270,31 @@ pub async fn run(
     .await;
     ready.set(false);
     let _ = ops_task.await;
-    for w in workers {
-        let _ = w.await;
-    }
+    workers.stop(config.shutdown_grace()).await;
     finish(&hub).await;
     tracing::info!(drained = clean, "lienthong stopped");
     Ok(())
 }
 
 /// Logs the start, then starts the background workers: tree-head signing, upkeep (expiry,
-/// retention), statistics upkeep. They end when `shutdown` fires.
+/// retention), statistics upkeep. They stop stepping when `shutdown` fires.
 async fn spawn_workers(
     hub: &Arc<Hub>,
     config: &Config,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let heads = tokio::spawn(sign_heads(
+) -> Workers {
+    let secs = std::time::Duration::from_secs;
+    let mut workers = Workers::new(shutdown.child_token());
+    workers.spawn(HeadSigner::new(
         hub.clone(),
-        std::time::Duration::from_secs(config.audit.head_interval_secs.max(1)),
+        secs(config.audit.head_interval_secs.max(1)),
         config.audit.head_every_entries.max(1),
-        shutdown.clone(),
     ));
-    let upkeep = tokio::spawn(upkeep(
-        hub.clone(),
-        std::time::Duration::from_secs(config.queue.upkeep_secs.max(1)),
-        shutdown.clone(),
-    ));
+    workers.spawn(Upkeep {
+        hub: hub.clone(),
+        every: secs(config.queue.upkeep_secs.max(1)),
+    });
     let roles = serde_json::json!({"ops": config.roles.ops, "auditors": config.roles.auditors});
     let started = crate::audit::AuditEvent::new("started", crate::ids::now_ms()).detail(
         serde_json::json!({"roles": roles, "agencies": hub.directory().snapshot().len(),
@@ -303,13 +303,12 @@ async fn spawn_workers(
     if let Err(e) = hub.blocking(move |h| h.record(started)).await {
         tracing::warn!(error = %e, "could not log the start in the audit log");
     }
-    let maintenance = tokio::spawn(maintain(
-        hub.clone(),
-        metrics.clone(),
-        std::time::Duration::from_secs(config.stats.flush_secs),
-        shutdown.clone(),
-    ));
-    vec![heads, upkeep, maintenance]
+    workers.spawn(StatsUpkeep {
+        hub: hub.clone(),
+        metrics,
+        every: secs(config.stats.flush_secs),
+    });
+    workers
 }
 
 /// After the drain: a final signed head covering everything logged, then statistics and
@@ -359,6 +358,7 @@ fn open_hub(
                 .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
             limits: config.edxml.clone(),
             admission: config.overload.limits(),
+            uploads: upload_limits(config),
             roles: config.roles.clone(),
         },
         signatures,
@@ -370,23 +370,27 @@ fn open_hub(
 
 /// The HTTPS API with its request limits from `[server]`.
 fn api_for(hub: Arc<Hub>, config: &Config) -> Api {
-    let s = &config.server;
     Api::new(
         hub,
         ApiLimits {
-            body: crate::http::BodyLimits {
-                max_body_bytes: s.max_body_bytes,
-                max_inflight_body_bytes: s.max_inflight_body_bytes,
-                small_body_bytes: s.small_body_bytes,
-                small_pool_bytes: s.small_body_pool_bytes,
-                agency_inflight_body_bytes: s.agency_inflight_body_bytes,
-                agency_concurrent_submits: s.agency_concurrent_submits,
-                min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
-                upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
-            },
             request_timeout: config.request_timeout(),
         },
     )
+}
+
+/// Upload limits from `[server]`.
+fn upload_limits(config: &Config) -> crate::hub::BodyLimits {
+    let s = &config.server;
+    crate::hub::BodyLimits {
+        max_body_bytes: s.max_body_bytes,
+        max_inflight_body_bytes: s.max_inflight_body_bytes,
+        small_body_bytes: s.small_body_bytes,
+        small_pool_bytes: s.small_body_pool_bytes,
+        agency_inflight_body_bytes: s.agency_inflight_body_bytes,
+        agency_concurrent_submits: s.agency_concurrent_submits,
+        min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
+        upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
+    }
 }
 
 /// Connection limits from `[server]` (raising the open-file limit to fit them).

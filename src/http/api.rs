@@ -8,16 +8,15 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::ApiBody;
-use super::budget::{BodyBudget, BodyLimits, linger};
+use super::body::{Frames, linger};
 use super::error::ApiError;
 use super::query::{query_str, query_u64};
-use crate::hub::{AgencyId, Hub, Principal, Scope, Window};
+use crate::hub::{Hub, Principal, Scope, Window};
 use crate::tls::PeerCert;
 
-/// Request limits applied by the API.
+/// Request limits applied by the API (upload limits are the core's: `HubSettings::uploads`).
 #[derive(Debug, Clone)]
 pub struct ApiLimits {
-    pub body: BodyLimits,
     pub request_timeout: Duration,
 }
 
@@ -25,13 +24,6 @@ pub struct Api {
     hub: Arc<Hub>,
     service: crate::hub::Service,
     limits: ApiLimits,
-    /// Memory and per-agency shares for request bodies.
-    budget: BodyBudget,
-}
-
-/// Only agencies may do this: the agency, owned.
-fn agency_of(p: &Principal) -> Result<AgencyId, ApiError> {
-    Ok(p.agency()?.clone())
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -54,7 +46,6 @@ impl Api {
     pub fn new(hub: Arc<Hub>, limits: ApiLimits) -> Api {
         Api {
             service: crate::hub::Service::new(hub.clone()),
-            budget: BodyBudget::new(limits.body.clone()),
             hub,
             limits,
         }
@@ -246,46 +237,24 @@ impl Api {
         }
     }
 
-    /// `POST /v1/documents`: the body within the upload budget, then the core. A refusal
-    /// here, before the core saw the packet (too large, too slow, over budget, empty), is
-    /// recorded like one of the core's.
+    /// `POST /v1/documents`: the core reads the body (within its upload budget) and
+    /// decides. A refused body is kept open a little (see [`linger`]) so the client hears
+    /// the refusal.
     async fn submit<B: ApiBody>(&self, who: &Principal, req: Request<B>) -> Result<Resp, ApiError> {
-        let result = self.submit_body(who, req).await;
-        match result {
-            Ok((body, held)) => self.accepted(self.service.submit(who, body, held).await?),
-            Err(e) => {
-                if e.code != "request_cancelled" {
-                    self.service.refused(who, e.code).await;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Reads the body of a submission within the budget.
-    async fn submit_body<B: ApiBody>(
-        &self,
-        who: &Principal,
-        req: Request<B>,
-    ) -> Result<(Bytes, super::budget::Held), ApiError> {
-        let principal = agency_of(who)?;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let (body, held) = self
-            .budget
-            .read(&principal.organ_id, req.into_body(), declared)
-            .await?;
-        if body.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "empty_body",
-                "POST /v1/documents takes an edXML packet as its body",
-            ));
+        let mut body = req.into_body();
+        let result = self
+            .service
+            .submit(who, declared, &mut Frames(&mut body))
+            .await;
+        if result.is_err() {
+            linger(body);
         }
-        Ok((body, held))
+        self.accepted(result?)
     }
 
     /// The answer to an accepted (or replayed) packet.

@@ -65,7 +65,10 @@ impl From<HubError> for ApiError {
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,
             HubError::Cancelled => StatusCode::REQUEST_TIMEOUT,
-            HubError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::Busy | HubError::UploadsBusy => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HubError::UploadTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
+            HubError::BodyReadFailed(_) | HubError::EmptyBody => StatusCode::BAD_REQUEST,
             HubError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             HubError::Purged(_) => StatusCode::GONE,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -73,7 +76,7 @@ impl From<HubError> for ApiError {
             HubError::Store(StoreError::NoSpace(_)) => StatusCode::INSUFFICIENT_STORAGE,
             HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if status.is_server_error() && !matches!(e, HubError::Busy) {
+        if status.is_server_error() && !matches!(e, HubError::Busy | HubError::UploadsBusy) {
             tracing::error!(error = %e, "request failed in storage");
         }
         ApiError {
@@ -81,9 +84,9 @@ impl From<HubError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             retry_after: match &e {
-                HubError::Store(StoreError::Busy | StoreError::Conflict) | HubError::Busy => {
-                    Some(1)
-                }
+                HubError::Store(StoreError::Busy | StoreError::Conflict)
+                | HubError::Busy
+                | HubError::UploadsBusy => Some(1),
                 HubError::TooMany { retry_after, .. } => Some(*retry_after),
                 _ => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
             },

@@ -4,7 +4,7 @@
 //! method and encodes the answer. Only this layer knows HTTP status codes.
 
 mod api;
-mod budget;
+mod body;
 mod error;
 mod ops;
 pub mod query;
@@ -35,7 +35,6 @@ impl<B> ApiBody for B where
         + 'static
 {
 }
-pub use budget::BodyLimits;
 pub use error::ApiError;
 pub use ops::{OpsState, Readiness, run_ops};
 pub use server::{Connections, ServerLimits, run_https};

@@ -173,7 +173,13 @@ impl Hub {
         let agency = caller.organ_id.as_str();
         if self.store.queue_entry(agency, seq)?.is_some() {
             let at_ms = now_ms();
-            let change = Change::Ack { agency, seq, at_ms };
+            let doc = self.store.doc(seq)?;
+            let change = Change::Ack {
+                agency,
+                seq,
+                at_ms,
+                accepted_ms: doc.as_ref().map_or(0, |d| d.received_at_ms),
+            };
             let indexes = match self.commit(&[change], vec![], true) {
                 // Another ack (or an expiry) removed it first: answered below.
                 Err(HubError::Store(StoreError::Conflict)) => {
@@ -182,7 +188,7 @@ impl Hub {
                 r => r?,
             };
             let mut receipt = None;
-            if let Some(doc) = self.store.doc(seq)? {
+            if let Some(doc) = doc {
                 self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
                 receipt = Some(self.delivery_receipt(&doc, agency, at_ms, indexes[0])?);
             }
@@ -245,9 +251,21 @@ impl Hub {
         let mut batch_receipt = None;
         if !to_ack.is_empty() {
             let at_ms = now_ms();
+            let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
+            let docs: HashMap<u64, DocRecord> = self
+                .store
+                .docs(&seqs)?
+                .into_iter()
+                .map(|d| (d.seq, d))
+                .collect();
             let changes: Vec<Change<'_>> = to_ack
                 .iter()
-                .map(|&(_, seq)| Change::Ack { agency, seq, at_ms })
+                .map(|&(_, seq)| Change::Ack {
+                    agency,
+                    seq,
+                    at_ms,
+                    accepted_ms: docs.get(&seq).map_or(0, |d| d.received_at_ms),
+                })
                 .collect();
             let indexes = match self.commit(&changes, vec![], true) {
                 // Another request removed one of them first: one by one, each with its own
@@ -260,13 +278,6 @@ impl Hub {
                 }
                 r => r?,
             };
-            let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
-            let docs: HashMap<u64, DocRecord> = self
-                .store
-                .docs(&seqs)?
-                .into_iter()
-                .map(|d| (d.seq, d))
-                .collect();
             let mut covered = Vec::with_capacity(to_ack.len());
             for (k, &(i, seq)) in to_ack.iter().enumerate() {
                 if let Some(doc) = docs.get(&seq) {

@@ -29,10 +29,12 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                         "signer_sha256": record.signer_sha256,
                     })),
             ),
-            Change::Enqueue { agency, seq } => match enqueued.iter_mut().find(|(s, _)| s == seq) {
-                Some((_, list)) => list.push(agency),
-                None => enqueued.push((*seq, vec![agency])),
-            },
+            Change::Enqueue { agency, seq, .. } => {
+                match enqueued.iter_mut().find(|(s, _)| s == seq) {
+                    Some((_, list)) => list.push(agency),
+                    None => enqueued.push((*seq, vec![agency])),
+                }
+            }
             Change::Lease {
                 agency, seq, entry, ..
             } => out.push(
@@ -55,7 +57,10 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                     .document(*seq),
             ),
             // Described by the caller's own events (revoked, recipient removed, expired…).
-            Change::Dequeue { .. } | Change::Rewrite { .. } | Change::Purge { .. } => {}
+            Change::Dequeue { .. }
+            | Change::Rewrite { .. }
+            | Change::Purge { .. }
+            | Change::Reschedule { .. } => {}
         }
     }
     for (seq, recipients) in enqueued {

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,12 +26,15 @@ mod delivery;
 mod delivery_state;
 pub mod events;
 mod identity;
+pub mod jobs;
 mod observe;
 mod receipts_and_proofs;
 mod report;
 mod service;
 mod signatures;
 mod upkeep;
+pub mod uploads;
+pub mod worker;
 
 pub use crate::ids::{format_id, now_ms, parse_id, rfc3339};
 pub use admission::{AdmissionLimits, AgencySlot, as_agency};
@@ -41,6 +43,7 @@ pub use receipts_and_proofs::{AuditFilter, Reader};
 pub use report::{Scope, Window};
 pub use service::Service;
 pub use signatures::{Gate, Signatures};
+pub use uploads::{BodyLimits, BodySource};
 
 /// Why the hub refused a request. The transport maps each code to its status.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,16 @@ pub enum HubError {
     Busy,
     #[error("{why}")]
     TooMany { why: String, retry_after: u32 },
+    #[error("the memory budget for uploads is in use; retry later")]
+    UploadsBusy,
+    #[error("the body exceeds the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("the upload fell below the minimum rate of {0} bytes/s")]
+    UploadTooSlow(u64),
+    #[error("reading the body failed: {0}")]
+    BodyReadFailed(String),
+    #[error("POST /v1/documents takes an edXML packet as its body")]
+    EmptyBody,
     #[error("the request was cancelled (the client left or it timed out) before it was decided")]
     Cancelled,
     #[error(
@@ -116,6 +129,11 @@ impl HubError {
             HubError::Cancelled => "request_cancelled",
             HubError::Busy => "server_busy",
             HubError::TooMany { .. } => "too_many_requests",
+            HubError::UploadsBusy => "server_busy",
+            HubError::BodyTooLarge(_) => "body_too_large",
+            HubError::UploadTooSlow(_) => "upload_too_slow",
+            HubError::BodyReadFailed(_) => "body_read_failed",
+            HubError::EmptyBody => "empty_body",
             HubError::Invalid(_) => "bad_request",
             HubError::Notary(_) => "signing_failed",
             HubError::Store(StoreError::NoSpace(_)) => "insufficient_storage",
@@ -201,6 +219,8 @@ pub struct HubSettings {
     pub limits: edxml::Limits,
     /// How much work is taken on at once (`[overload]`).
     pub admission: AdmissionLimits,
+    /// Memory and rate limits for uploads (`[server]`).
+    pub uploads: BodyLimits,
     /// Certificate CNs that act in a role instead of as an agency (`[roles]`).
     pub roles: crate::config::Roles,
 }
@@ -232,10 +252,10 @@ pub struct Hub {
     depth: Mutex<HashMap<String, u64>>,
     /// Per-agency Prometheus counter handles (see `observe.rs`).
     agency_metrics: Mutex<HashMap<String, observe::AgencyCounters>>,
-    /// Where the retention purge continues (documents before it are done or kept).
-    purge_cursor: AtomicU64,
     /// The gates in front of request work (see `admission.rs`).
     admission: admission::Admission,
+    /// Memory and per-agency shares for uploads, one for every transport.
+    uploads: uploads::BodyBudget,
     /// Refusals per (agency, reason) this minute, logged in one entry (see `observe.rs`).
     refusals: Mutex<std::collections::BTreeMap<(String, String), observe::RefusalTally>>,
 }
@@ -271,9 +291,9 @@ impl Hub {
             last_pull: Mutex::new(HashMap::new()),
             depth: Mutex::new(depth),
             agency_metrics: Mutex::new(HashMap::new()),
-            purge_cursor: AtomicU64::new(0),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
             admission: admission::Admission::new(settings.admission.clone()),
+            uploads: uploads::BodyBudget::new(settings.uploads.clone()),
             store: Box::new(store),
             signatures,
             notary,
@@ -500,19 +520,25 @@ impl Hub {
             dedup_key: dkey,
         });
         for r in &record.recipients {
-            changes.push(Change::Enqueue { agency: r, seq });
+            changes.push(Change::Enqueue {
+                agency: r,
+                seq,
+                accepted_ms: record.received_at_ms,
+            });
         }
         if let Some(orig) = &plan.original {
             for r in &plan.add {
                 changes.push(Change::Enqueue {
                     agency: r,
                     seq: orig.seq,
+                    accepted_ms: orig.received_at_ms,
                 });
             }
             for r in &plan.dequeue {
                 changes.push(Change::Dequeue {
                     agency: r,
                     seq: orig.seq,
+                    accepted_ms: orig.received_at_ms,
                 });
             }
             if plan.rewrite {

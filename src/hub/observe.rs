@@ -97,7 +97,7 @@ impl Hub {
                         *d = d.saturating_sub(1);
                     }
                 }
-                Change::Rewrite { .. } | Change::Purge { .. } => {}
+                Change::Rewrite { .. } | Change::Purge { .. } | Change::Reschedule { .. } => {}
                 Change::Ack { agency, .. } => {
                     c.add(now, "acked", agency, 1);
                     counter!("lienthong_items_acked_total").increment(1);

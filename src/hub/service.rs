@@ -12,8 +12,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::{
-    Accepted, Acked, AckedMany, AuditFilter, Hub, HubError, InboxItem, Principal, Reader, Scope,
-    Window,
+    Accepted, Acked, AckedMany, AuditFilter, BodySource, Hub, HubError, InboxItem, Principal,
+    Reader, Scope, Window,
 };
 use crate::store::DocRecord;
 
@@ -28,23 +28,36 @@ impl Service {
         Service { hub }
     }
 
-    /// Submits a packet. `hold` (the transport's memory reservation for the body) is released
-    /// with the work, not with the request: a request given up frees its memory only once
-    /// the work has stopped. A refusal is logged (aggregated, see `observe.rs`); a request
-    /// cancelled before a decision is not a refusal.
-    pub async fn submit(
+    /// Submits a packet: reads its body from `body` within the hub's upload budget (one
+    /// for every transport), then verifies and stores it. The body's memory reservation is
+    /// released with the work, not with the request: a request given up frees its memory
+    /// only once the work has stopped. A refusal is logged (aggregated, see `observe.rs`); a
+    /// request cancelled before a decision is not a refusal.
+    pub async fn submit<S: BodySource>(
         &self,
         who: &Principal,
-        body: Bytes,
-        hold: impl Send + 'static,
+        declared: Option<u64>,
+        body: &mut S,
     ) -> Result<Accepted, HubError> {
         let agency = who.agency()?.clone();
+        let (bytes, hold) = match self
+            .hub
+            .uploads
+            .read(&agency.organ_id, body, declared)
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                self.refused(who, e.code()).await;
+                return Err(e);
+            }
+        };
         let started = std::time::Instant::now();
         let result = self
             .hub
             .request(move |h| {
                 let _hold = hold;
-                h.submit(&agency, &body)
+                h.submit(&agency, &bytes)
             })
             .await;
         match &result {
@@ -56,9 +69,8 @@ impl Service {
         result
     }
 
-    /// Records a refusal decided by the transport before the core saw the packet (an upload
-    /// too large, too slow, over budget).
-    pub async fn refused(&self, who: &Principal, code: &'static str) {
+    /// Records a refusal of `who`'s request (aggregated per agency, reason and minute).
+    async fn refused(&self, who: &Principal, code: &'static str) {
         if let Principal::Agency(a) = who {
             let agency = a.organ_id.clone();
             self.hub

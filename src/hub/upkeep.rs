@@ -1,19 +1,21 @@
 //! Time-driven changes: items that were never acknowledged expire, and bodies past the
-//! retention period are purged. Both go through [`Hub::commit`] like any other change, so the
-//! audit log records them.
+//! retention period are purged. Both find their work by a range scan of the due index
+//! (`store::due`), and go through [`Hub::commit`] like any other change, so the audit log
+//! records them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
 use super::{Hub, HubError, format_id, now_ms, rfc3339};
 use crate::audit::AuditEvent;
 use crate::edxml::Kind;
-use crate::store::{Change, DocRecord, StoreError};
+use crate::store::{Change, DocRecord, Due, DueKind, StoreError};
 
 /// The most items expired or bodies purged in one pass (the next pass continues).
-const PASS_MAX: usize = 10_000;
+pub(super) const PASS_MAX: usize = 10_000;
+/// How long a body past retention that is still queued waits before it is checked again.
+const RECHECK_MS: u64 = 3_600_000;
 /// Who hub notices come from.
 pub const HUB_SENDER: &str = "lienthong";
 
@@ -25,44 +27,15 @@ impl Hub {
     pub fn expire(&self) -> Result<usize, HubError> {
         let now = now_ms();
         let cutoff = now.saturating_sub(self.settings.expiry.as_millis() as u64);
-        let mut agencies: Vec<String> = self
-            .directory
-            .snapshot()
-            .agencies()
-            .iter()
-            .map(|a| a.id.clone())
-            .collect();
-        agencies.extend(self.depth.lock().expect("depth lock").keys().cloned());
-        agencies.sort();
-        agencies.dedup();
         // document -> (agency, deliveries) of its items past the cutoff
         let mut expired: BTreeMap<u64, Vec<(String, u32)>> = BTreeMap::new();
-        let mut count = 0;
-        for agency in &agencies {
-            let mut failure = None;
-            self.store.scan_queue(agency, &mut |seq, entry| {
-                // Queues are in acceptance order: stop at the first item still in time.
-                match self.store.doc(seq) {
-                    Ok(Some(d)) if d.received_at_ms < cutoff => {
-                        expired
-                            .entry(seq)
-                            .or_default()
-                            .push((agency.clone(), entry.deliveries));
-                        count += 1;
-                        count < PASS_MAX
-                    }
-                    Ok(_) => false,
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                }
-            })?;
-            if let Some(e) = failure {
-                return Err(e.into());
-            }
-            if count >= PASS_MAX {
-                break;
+        for due in self.store.due(DueKind::Expiry, cutoff, PASS_MAX)? {
+            match self.store.queue_entry(&due.agency, due.seq)? {
+                Some(e) => expired
+                    .entry(due.seq)
+                    .or_default()
+                    .push((due.agency, e.deliveries)),
+                None => self.unschedule(&due)?,
             }
         }
         let mut done = 0;
@@ -73,6 +46,16 @@ impl Hub {
             done += self.expire_document(&doc, items, now)?;
         }
         Ok(done)
+    }
+
+    /// Removes a due-index entry with nothing left to do (its item acked or withdrawn by a
+    /// change that named another key). Lost to a re-enqueue: then the entry stays, rightly.
+    fn unschedule(&self, due: &Due) -> Result<(), HubError> {
+        let change = Change::Reschedule { due, to_ms: None };
+        match self.commit(&[change], vec![], false) {
+            Ok(_) | Err(HubError::Store(StoreError::Conflict)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Expires `items` of one document with the notice to its sender in one commit. Each
@@ -93,6 +76,7 @@ impl Hub {
                 .map(|(agency, _)| Change::Dequeue {
                     agency,
                     seq: doc.seq,
+                    accepted_ms: doc.received_at_ms,
                 })
                 .collect();
             let events: Vec<AuditEvent> = items
@@ -115,6 +99,7 @@ impl Hub {
                 changes.push(Change::Enqueue {
                     agency: &doc.from,
                     seq: record.seq,
+                    accepted_ms: record.received_at_ms,
                 });
             }
             match self.commit(&changes, events, true) {
@@ -195,55 +180,55 @@ impl Hub {
         Ok(Some((record, jws, dkey)))
     }
 
-    /// Deletes bodies accepted longer than the retention period ago that no queue holds.
-    /// Returns how many were purged.
+    /// Deletes bodies accepted longer than the retention period ago that no queue holds; a
+    /// body still owed to someone is checked again later. Returns how many were purged.
     pub fn purge_bodies(&self) -> Result<usize, HubError> {
         let Some(retention) = self.settings.body_retention else {
             return Ok(0);
         };
+        let period = retention.as_millis() as u64;
         let now = now_ms();
-        let cutoff = now.saturating_sub(retention.as_millis() as u64);
-        let mut next = self.purge_cursor.load(Ordering::Relaxed);
         let mut purged = 0;
-        'scan: loop {
-            let docs = self.store.docs_from(next, 512)?;
-            if docs.is_empty() {
-                break;
+        for due in self
+            .store
+            .due(DueKind::Retention, now.saturating_sub(period), PASS_MAX)?
+        {
+            let Some(d) = self.store.doc(due.seq)? else {
+                self.unschedule(&due)?;
+                continue;
+            };
+            if self.still_queued(&d)? {
+                // Not on every pass: again after RECHECK (or the period, if shorter).
+                let to_ms = Some((now + period.min(RECHECK_MS)).saturating_sub(period));
+                let change = Change::Reschedule { due: &due, to_ms };
+                self.commit(&[change], vec![], false)?;
+                continue;
             }
-            for d in docs {
-                if d.received_at_ms >= cutoff || purged >= PASS_MAX {
-                    break 'scan;
-                }
-                next = d.seq + 1;
-                let queued = d
-                    .recipients
-                    .iter()
-                    .map(|r| self.store.queue_entry(r, d.seq))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .iter()
-                    .any(Option::is_some);
-                if queued {
-                    // Still owed to someone: retried on a later pass.
-                    next = d.seq;
-                    break 'scan;
-                }
-                if !self.store.has_body(d.seq)? {
-                    continue;
-                }
-                self.commit(
-                    &[Change::Purge { seq: d.seq }],
-                    vec![
-                        AuditEvent::new("purged", now)
-                            .agency(&d.from)
-                            .document(d.seq)
-                            .detail(json!({"sha256": d.sha256, "size": d.size})),
-                    ],
-                    true,
-                )?;
-                purged += 1;
+            if !self.store.has_body(d.seq)? {
+                self.unschedule(&due)?;
+                continue;
+            }
+            let change = Change::Purge {
+                seq: d.seq,
+                accepted_ms: due.at_ms,
+            };
+            let event = AuditEvent::new("purged", now)
+                .agency(&d.from)
+                .document(d.seq)
+                .detail(json!({"sha256": d.sha256, "size": d.size}));
+            self.commit(&[change], vec![event], true)?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
+
+    /// Whether any recipient still holds `d` in its queue.
+    fn still_queued(&self, d: &DocRecord) -> Result<bool, HubError> {
+        for r in &d.recipients {
+            if self.store.queue_entry(r, d.seq)?.is_some() {
+                return Ok(true);
             }
         }
-        self.purge_cursor.store(next, Ordering::Relaxed);
-        Ok(purged)
+        Ok(false)
     }
 }

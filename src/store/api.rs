@@ -9,11 +9,13 @@
 //! - audit entries get dense indexes in commit order; readers see only durable entries
 //!   (`audit_size`), and never an index twice;
 //! - `next_seq` never hands out a number twice, across crashes too;
-//! - `barrier` returns once everything written before it is durable.
+//! - `barrier` returns once everything written before it is durable;
+//! - the due index changes with the state it schedules: an enqueue adds the item's expiry,
+//!   an ack or dequeue removes it, an accept adds the body's retention, a purge removes it.
 
 use std::collections::HashMap;
 
-use super::{Change, DocRecord, QueueEntry, Store, StoreError};
+use super::{Change, DocRecord, Due, DueKind, QueueEntry, Store, StoreError};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::NodeSource;
 
@@ -74,6 +76,8 @@ pub trait Storage: NodeSource<Error = StoreError> + Send + Sync {
     fn latest_head(&self) -> Result<Option<(u64, String)>, StoreError>;
     fn put_receipt(&self, seq: u64, recipient: &str, jws: &str) -> Result<(), StoreError>;
     fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError>;
+    /// Due-index entries of `kind` whose period started before `before_ms`, oldest first.
+    fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
     /// Makes everything durable and stops writing (shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -183,6 +187,9 @@ impl Storage for Store {
     }
     fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError> {
         Store::receipt(self, seq, recipient)
+    }
+    fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
+        Store::due(self, kind, before_ms, limit)
     }
     fn flush(&self) -> Result<(), StoreError> {
         Store::flush(self)

@@ -3,10 +3,11 @@
 
 use rocksdb::WriteBatch;
 
+use super::due::{Due, DueKind, due_key};
 use super::writer::{Expect, Guard};
 use super::{
-    CF_BODIES, CF_DEDUP, CF_DELIVERY, CF_DOCS, CF_QUEUE, CF_SENT, DocRecord, Store, StoreError,
-    delivery_key, queue_key,
+    CF_BODIES, CF_DEDUP, CF_DELIVERY, CF_DOCS, CF_DUE, CF_QUEUE, CF_SENT, DocRecord, Store,
+    StoreError, delivery_key, queue_key,
 };
 
 /// A recipient's queue entry: when its current lease ends, how often it was listed, and
@@ -48,7 +49,12 @@ pub enum Change<'a> {
     },
     /// Queue `seq` for `agency`. For a document accepted earlier (an update adding
     /// recipients) only if the agency holds no entry for it and never acked it.
-    Enqueue { agency: &'a str, seq: u64 },
+    /// `accepted_ms` is the document's acceptance time (its expiry's due-index key).
+    Enqueue {
+        agency: &'a str,
+        seq: u64,
+        accepted_ms: u64,
+    },
     /// A listing leased an item that held `was` when it was read (written only if it still
     /// does).
     Lease {
@@ -73,14 +79,22 @@ pub enum Change<'a> {
         agency: &'a str,
         seq: u64,
         at_ms: u64,
+        accepted_ms: u64,
     },
     /// The item leaves the queue undelivered (revoked, recipient removed, expired); only if
     /// it is still there, so nothing acked is also expired.
-    Dequeue { agency: &'a str, seq: u64 },
+    Dequeue {
+        agency: &'a str,
+        seq: u64,
+        accepted_ms: u64,
+    },
     /// A document's record changes (an update adds recipients).
     Rewrite { record: &'a DocRecord },
     /// The body is deleted (retention); the record stays.
-    Purge { seq: u64 },
+    Purge { seq: u64, accepted_ms: u64 },
+    /// A due-index entry moves to a new start time (`Some`) or goes (`None`): a check found
+    /// it not due yet, or found nothing left to do.
+    Reschedule { due: &'a Due, to_ms: Option<u64> },
 }
 
 impl Store {
@@ -122,8 +136,15 @@ impl Store {
                     batch.put_cf(self.cf(CF_BODIES), key, body);
                     batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
                     batch.put_cf(self.cf(CF_SENT), queue_key(&record.from, record.seq), []);
+                    let at = record.received_at_ms;
+                    let due = due_key(DueKind::Retention, at, record.seq, "");
+                    batch.put_cf(self.cf(CF_DUE), due, []);
                 }
-                Change::Enqueue { agency, seq } => {
+                Change::Enqueue {
+                    agency,
+                    seq,
+                    accepted_ms,
+                } => {
                     puts.push((*agency, *seq));
                     if !accepted.contains(seq) {
                         let q = queue_key(agency, *seq);
@@ -136,6 +157,8 @@ impl Store {
                         queue_key(agency, *seq),
                         QueueEntry::default().encode(),
                     );
+                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
+                    batch.put_cf(self.cf(CF_DUE), due, []);
                 }
                 Change::Lease {
                     agency,
@@ -155,20 +178,47 @@ impl Store {
                     guards.push(guard(CF_QUEUE, q, Expect::Equals(was.encode().to_vec())));
                     batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
                 }
-                Change::Dequeue { agency, seq } => {
+                Change::Dequeue {
+                    agency,
+                    seq,
+                    accepted_ms,
+                } => {
                     guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
+                    batch.delete_cf(self.cf(CF_DUE), due);
                 }
-                Change::Purge { seq } => {
+                Change::Purge { seq, accepted_ms } => {
                     batch.delete_cf(self.cf(CF_BODIES), seq.to_be_bytes());
+                    let due = due_key(DueKind::Retention, *accepted_ms, *seq, "");
+                    batch.delete_cf(self.cf(CF_DUE), due);
+                }
+                Change::Reschedule { due, to_ms } => {
+                    if to_ms.is_none() && due.kind == DueKind::Expiry {
+                        // Only an expiry whose item is gone: never one a re-enqueue restored.
+                        let q = queue_key(&due.agency, due.seq);
+                        guards.push(guard(CF_QUEUE, q, Expect::Absent));
+                    }
+                    batch.delete_cf(self.cf(CF_DUE), due.key());
+                    if let Some(at) = to_ms {
+                        let moved = due_key(due.kind, *at, due.seq, &due.agency);
+                        batch.put_cf(self.cf(CF_DUE), moved, []);
+                    }
                 }
                 Change::Rewrite { record } => {
                     let json = serde_json::to_vec(record).expect("record serializes");
                     batch.put_cf(self.cf(CF_DOCS), record.seq.to_be_bytes(), json);
                 }
-                Change::Ack { agency, seq, at_ms } => {
+                Change::Ack {
+                    agency,
+                    seq,
+                    at_ms,
+                    accepted_ms,
+                } => {
                     guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
                     batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
+                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
+                    batch.delete_cf(self.cf(CF_DUE), due);
                     batch.put_cf(
                         self.cf(CF_DELIVERY),
                         delivery_key(*seq, agency),

@@ -5,7 +5,7 @@
 //! `open` must open the same database each time it is called (the previous handle is
 //! dropped first), so that what survives a reopen can be checked.
 
-use super::{Change, DocRecord, QueueEntry, Storage, StoreError, dedup_key};
+use super::{Change, DocRecord, Due, DueKind, QueueEntry, Storage, StoreError, dedup_key};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, empty_root, leaf_hash, node_hash};
 use crate::edxml::Kind;
@@ -20,6 +20,7 @@ pub fn run_all(open: Opener<'_>) {
     sequence_numbers_are_never_reused(open);
     the_log_is_dense_synced_and_hashes_to_its_entries(open);
     counters_heads_and_receipts_round_trip(open);
+    the_due_index_follows_the_queues(open);
 }
 
 /// A document record for the suite.
@@ -59,6 +60,7 @@ fn accept(s: &dyn Storage, r: &DocRecord) -> Result<Vec<u64>, StoreError> {
         changes.push(Change::Enqueue {
             agency: a,
             seq: r.seq,
+            accepted_ms: r.received_at_ms,
         });
     }
     s.apply(
@@ -90,6 +92,7 @@ pub fn queues_scan_in_order_and_survive_a_reopen(open: Opener<'_>) {
             agency: "QB",
             seq: seqs[1],
             at_ms: 5,
+            accepted_ms: 1,
         };
         s.apply(&[ack], vec![], true).unwrap();
         seqs
@@ -141,18 +144,27 @@ pub fn guards_refuse_what_lost_a_race(open: Opener<'_>) {
         agency: "GB",
         seq,
         at_ms: 1,
+        accepted_ms: r.received_at_ms,
     };
     s.apply(std::slice::from_ref(&ack), vec![], true).unwrap();
     assert!(matches!(
         s.apply(&[ack], vec![], true),
         Err(StoreError::Conflict)
     ));
-    let expire = Change::Dequeue { agency: "GB", seq };
+    let expire = Change::Dequeue {
+        agency: "GB",
+        seq,
+        accepted_ms: r.received_at_ms,
+    };
     assert!(matches!(
         s.apply(&[expire], vec![], true),
         Err(StoreError::Conflict)
     ));
-    let again = Change::Enqueue { agency: "GB", seq };
+    let again = Change::Enqueue {
+        agency: "GB",
+        seq,
+        accepted_ms: r.received_at_ms,
+    };
     assert!(matches!(
         s.apply(&[again], vec![], true),
         Err(StoreError::Conflict)
@@ -220,6 +232,88 @@ pub fn counters_heads_and_receipts_round_trip(open: Opener<'_>) {
     s.put_receipt(9, "CB", "r").unwrap();
     assert_eq!(s.receipt(9, "CB").unwrap().as_deref(), Some("r"));
     assert_eq!(s.receipt(9, "CC").unwrap(), None);
+}
+
+/// An enqueue schedules the item's expiry and an accept the body's retention, in the same
+/// write; an ack, a dequeue and a purge remove them; a reschedule moves one; all of it
+/// survives a reopen. Entries are listed by start time, strictly before the cutoff.
+pub fn the_due_index_follows_the_queues(open: Opener<'_>) {
+    let mine = |s: &dyn Storage, kind, before, seq| -> Vec<Due> {
+        let all = s.due(kind, before, usize::MAX).unwrap();
+        all.into_iter().filter(|d| d.seq == seq).collect()
+    };
+    let seq = {
+        let s = open();
+        let seq = s.next_seq().unwrap();
+        let mut r = record(seq, "DA", &["DB", "DC"]);
+        r.received_at_ms = 1_000;
+        accept(s.as_ref(), &r).unwrap();
+        seq
+    };
+    let s = open();
+    let expiry = |agency: &str| Due {
+        kind: DueKind::Expiry,
+        at_ms: 1_000,
+        seq,
+        agency: agency.into(),
+    };
+    assert!(mine(s.as_ref(), DueKind::Expiry, 1_000, seq).is_empty());
+    assert_eq!(
+        mine(s.as_ref(), DueKind::Expiry, 1_001, seq),
+        vec![expiry("DB"), expiry("DC")]
+    );
+    let retention = mine(s.as_ref(), DueKind::Retention, 1_001, seq);
+    assert_eq!(retention.len(), 1);
+    assert_eq!(
+        (retention[0].at_ms, retention[0].agency.as_str()),
+        (1_000, "")
+    );
+    // An expiry whose item is still queued cannot be dropped.
+    let drop_db = expiry("DB");
+    let forget = Change::Reschedule {
+        due: &drop_db,
+        to_ms: None,
+    };
+    assert!(matches!(
+        s.apply(&[forget], vec![], true),
+        Err(StoreError::Conflict)
+    ));
+    let (ack, dequeue) = (
+        Change::Ack {
+            agency: "DB",
+            seq,
+            at_ms: 2_000,
+            accepted_ms: 1_000,
+        },
+        Change::Dequeue {
+            agency: "DC",
+            seq,
+            accepted_ms: 1_000,
+        },
+    );
+    s.apply(&[ack], vec![], true).unwrap();
+    assert_eq!(
+        mine(s.as_ref(), DueKind::Expiry, u64::MAX, seq),
+        vec![expiry("DC")]
+    );
+    s.apply(&[dequeue], vec![], true).unwrap();
+    assert!(mine(s.as_ref(), DueKind::Expiry, u64::MAX, seq).is_empty());
+    let later = Change::Reschedule {
+        due: &retention[0],
+        to_ms: Some(5_000),
+    };
+    s.apply(&[later], vec![], true).unwrap();
+    assert!(mine(s.as_ref(), DueKind::Retention, 5_000, seq).is_empty());
+    assert_eq!(mine(s.as_ref(), DueKind::Retention, 5_001, seq).len(), 1);
+    let purge = Change::Purge {
+        seq,
+        accepted_ms: 5_000,
+    };
+    s.apply(&[purge], vec![], true).unwrap();
+    drop(s);
+    let s = open();
+    assert!(mine(s.as_ref(), DueKind::Retention, u64::MAX, seq).is_empty());
+    assert!(!s.has_body(seq).unwrap());
 }
 
 /// RFC 6962 Merkle tree hash of `leaves`, computed directly (no stored nodes).

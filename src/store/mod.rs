@@ -16,6 +16,7 @@
 //! - `receipts` `seq recipient`          → a signed receipt (JWS; recipient empty: submission)
 //! - `sent`   `sender 0x00 seq`          → "" : a sender's documents, oldest first
 //! - `meta`   `seq_reserved`             → the sequence numbers handed out stay below it
+//! - `due`    `kind at seq agency`       → "" : what upkeep must do when (see [`due`])
 //!
 //! Every change goes through [`Store::apply`] as one atomic `WriteBatch` together with the
 //! audit entries it causes, written by the single writer thread ([`writer`]) that groups
@@ -26,6 +27,7 @@ mod api;
 mod changes;
 pub mod conformance;
 mod counters;
+mod due;
 mod log;
 mod queue_starts;
 mod record;
@@ -35,6 +37,7 @@ mod writer;
 
 pub use api::Storage;
 pub use changes::{Change, QueueEntry};
+pub use due::{Due, DueKind};
 pub use record::DocRecord;
 
 pub use writer::WriterOptions;
@@ -58,7 +61,8 @@ const CF_HEADS: &str = "heads";
 const CF_RECEIPTS: &str = "receipts";
 const CF_SENT: &str = "sent";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 13] = [
+const CF_DUE: &str = "due";
+const ALL_CFS: [&str; 14] = [
     CF_DOCS,
     CF_BODIES,
     CF_DEDUP,
@@ -72,6 +76,7 @@ const ALL_CFS: [&str; 13] = [
     CF_RECEIPTS,
     CF_SENT,
     CF_META,
+    CF_DUE,
 ];
 
 /// `meta` key: sequence numbers below this may have been handed out (see [`Store::next_seq`]).
@@ -213,6 +218,7 @@ impl Store {
             ColumnFamilyDescriptor::new(name, cf)
         });
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+        due::build_if_missing(&db)?;
         let state = Self::tree_state(&db)?;
         let writer = writer::Writer::start(db.clone(), state, options);
         let store = Store {

@@ -1,4 +1,6 @@
-//! Memory and fairness for request bodies: what an upload may hold, and how slowly it may come.
+//! Memory and fairness for uploads: what a submission's body may hold, and how slowly it may
+//! come. One budget per hub, shared by every transport (each hands its body over as a
+//! [`BodySource`]).
 //!
 //! A body is reserved as its bytes arrive, never up front for a declared (or absent) length,
 //! so a client that announces 64 MiB and trickles holds only what it has sent. Small bodies
@@ -15,13 +17,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
-use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::ApiBody;
-use super::error::ApiError;
+use super::HubError;
+
+/// Where a body's bytes come from: an HTTP/1.1 or HTTP/2 body, an HTTP/3 stream.
+pub trait BodySource: Send {
+    /// The next chunk of data (`None` at the end; an `Err` says why reading failed).
+    fn next_chunk(
+        &mut self,
+    ) -> impl std::future::Future<Output = Option<Result<Bytes, String>>> + Send;
+}
 
 /// Permits are KiB, so a 64 MiB body is 65,536 permits (well within `u32`).
 const PERMIT_BYTES: u64 = 1024;
@@ -72,23 +79,16 @@ pub struct Held {
 }
 
 /// 429: the caller is over its own share.
-fn too_many(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_requests",
-        format!("{what}; retry later"),
-    )
-    .retry_after(1)
+fn too_many(what: &str) -> HubError {
+    HubError::TooMany {
+        why: format!("{what}; retry later"),
+        retry_after: 1,
+    }
 }
 
 /// 503: the hub's shared memory for uploads is in use.
-fn server_busy() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "server_busy",
-        "the memory budget for uploads is in use; retry later",
-    )
-    .retry_after(1)
+fn server_busy() -> HubError {
+    HubError::UploadsBusy
 }
 
 impl BodyBudget {
@@ -127,31 +127,29 @@ impl BodyBudget {
 
     /// Reads the body of `agency`'s submission within the budget. The body counts twice once
     /// whole (the request buffer and the write batch's copy while it is stored), so the
-    /// second count is taken when reading ends.
-    pub async fn read<B: ApiBody>(
+    /// second count is taken when reading ends. An empty body is refused here too.
+    pub async fn read<S: BodySource>(
         &self,
         agency: &str,
-        mut body: B,
+        body: &mut S,
         declared: Option<u64>,
-    ) -> Result<(Bytes, Held), ApiError> {
-        match self.read_within(agency, &mut body, declared).await {
-            Ok(read) => Ok(read),
-            Err(e) => {
-                linger(body);
-                Err(e)
-            }
+    ) -> Result<(Bytes, Held), HubError> {
+        let (bytes, held) = self.read_within(agency, body, declared).await?;
+        if bytes.is_empty() {
+            return Err(HubError::EmptyBody);
         }
+        Ok((bytes, held))
     }
 
-    async fn read_within<B: ApiBody>(
+    async fn read_within<S: BodySource>(
         &self,
         agency: &str,
-        body: &mut B,
+        body: &mut S,
         declared: Option<u64>,
-    ) -> Result<(Bytes, Held), ApiError> {
+    ) -> Result<(Bytes, Held), HubError> {
         let max = self.limits.max_body_bytes;
         if declared.is_some_and(|n| n > max) {
-            return Err(too_large(max));
+            return Err(HubError::BodyTooLarge(max));
         }
         let (agency_bytes, agency_submits) = self.share(agency);
         let slot = agency_submits.try_acquire_owned().map_err(|_| {
@@ -197,13 +195,13 @@ impl BodyBudget {
 
     /// Reads frames until the end, reserving from `pools` (when given) as bytes arrive and
     /// cutting an upload that falls below the minimum rate.
-    async fn collect<B: ApiBody>(
+    async fn collect<S: BodySource>(
         &self,
-        body: &mut B,
+        body: &mut S,
         declared: Option<u64>,
         pools: Option<&Pools>,
         held: &mut Held,
-    ) -> Result<Bytes, ApiError> {
+    ) -> Result<Bytes, HubError> {
         let max = self.limits.max_body_bytes;
         let start = Instant::now();
         let rate = self.limits.min_upload_bytes_per_sec.max(1);
@@ -213,22 +211,13 @@ impl BodyBudget {
         loop {
             // By now at least `received / rate` seconds past the grace may have passed.
             let deadline = start + grace + Duration::from_secs_f64(buf.len() as f64 / rate as f64);
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(too_slow(rate)),
+            let data = match tokio::time::timeout_at(deadline, body.next_chunk()).await {
+                Err(_) => return Err(HubError::UploadTooSlow(rate)),
                 Ok(None) => break,
-                Ok(Some(f)) => f.map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "body_read_failed",
-                        format!("reading the body failed: {e}"),
-                    )
-                })?,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
+                Ok(Some(chunk)) => chunk.map_err(HubError::BodyReadFailed)?,
             };
             if (buf.len() + data.len()) as u64 > max {
-                return Err(too_large(max));
+                return Err(HubError::BodyTooLarge(max));
             }
             if let Some(p) = pools {
                 p.reserve((buf.len() + data.len()) as u64, held, Some(deadline))
@@ -262,7 +251,7 @@ impl Pools {
         total: u64,
         held: &mut Held,
         deadline: Option<Instant>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), HubError> {
         let want = kib(total);
         let mine = want.min(self.agency_cap).saturating_sub(held.agency_kib);
         if mine > 0 {
@@ -303,39 +292,4 @@ impl Pools {
             Ok(Err(_)) | Err(_) => Err(server_busy()),
         }
     }
-}
-
-/// Keeps a refused upload's body open a little longer, reading and dropping what still comes:
-/// dropped at once, the HTTP/2 stream is reset (and an HTTP/1.1 connection with unread bytes
-/// is reset by the kernel) before the refusal reaches the client, which then sees a
-/// connection error instead of its 403, 408, 413 or 429.
-pub(super) fn linger<B: ApiBody>(mut body: B) {
-    tokio::spawn(async move {
-        let drain = async {
-            let mut seen = 0usize;
-            while let Some(Ok(frame)) = body.frame().await {
-                seen += frame.data_ref().map_or(0, |d| d.len());
-                if seen > 1 << 20 {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    });
-}
-
-fn too_large(max: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the body exceeds the limit of {max} bytes"),
-    )
-}
-
-fn too_slow(rate: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "upload_too_slow",
-        format!("the upload fell below the minimum rate of {rate} bytes/s"),
-    )
 }
