@@ -68,33 +68,12 @@ pub struct Overload {
     pub agency_requests_per_sec: f64,
 }
 
-impl Overload {
-    pub fn limits(&self) -> crate::hub::AdmissionLimits {
-        crate::hub::AdmissionLimits {
-            max_running: self.max_running.max(1),
-            max_queued: self.max_queued,
-            max_queue_wait: Duration::from_millis(self.max_queue_wait_ms),
-            agency_concurrent_requests: self.agency_concurrent_requests.max(1),
-            agency_requests_per_sec: self.agency_requests_per_sec.max(0.0),
-        }
-    }
-}
-
 /// How the store treats a slow or failing disk (see `store::WriterOptions`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     pub sync_deadline_secs: u64,
     pub max_pending_writes: usize,
-}
-
-impl Storage {
-    pub fn writer_options(&self) -> crate::store::WriterOptions {
-        crate::store::WriterOptions {
-            sync_deadline: Duration::from_secs(self.sync_deadline_secs.max(1)),
-            max_pending: self.max_pending_writes.max(1),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

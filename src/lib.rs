@@ -3,7 +3,9 @@
 //! Layers, outermost first: [`cli`] (the binary's commands) → [`daemon`] (binds, runs, shuts
 //! down) → [`http`] (mutual-TLS transport, one adapter) → [`hub`] (the rules and every state
 //! change) → [`store`] (RocksDB). [`edxml`], [`directory`], [`config`], [`tls`] and [`pki`] are
-//! the pieces they share; [`client`] is the agency side.
+//! the pieces they share; [`client`] is the agency side. Leaves ([`ids`], [`digest`],
+//! [`signature_model`], [`cancel`], [`stats`]) depend on no module above them: the module
+//! graph has no circle.
 
 pub mod audit;
 pub mod cancel;
@@ -21,6 +23,7 @@ pub mod ids;
 pub mod jws;
 pub mod load;
 pub mod pki;
+pub mod signature_model;
 pub mod stats;
 pub mod store;
 pub mod tls;

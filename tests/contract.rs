@@ -177,6 +177,10 @@ fn source_metrics() -> BTreeSet<String> {
                 "gauge!(\"",
                 "histogram!(\"",
                 "GaugeGuard::new(\"",
+                // The described metrics table (src/daemon/metrics_setup.rs).
+                "(Counter,\"",
+                "(Gauge,\"",
+                "(Histogram,\"",
             ] {
                 out.extend(literals_after(&flat, mac));
             }

@@ -1,5 +1,7 @@
 //! The Prometheus recorder and the descriptions of every metric the hub exports.
 
+use metrics::Unit;
+
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub(super) fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     let seconds = [
@@ -35,125 +37,199 @@ pub(super) fn install_metrics() -> Option<metrics_exporter_prometheus::Prometheu
     Some(handle)
 }
 
-fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
+/// What a metric is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric the hub exports: (kind, name, unit, help). docs/metrics.md lists the same
+/// (tests/contract.rs checks the two agree).
+const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
+    (
+        Counter,
         "lienthong_requests_shed_total",
-        "Requests refused by admission (429 agency limits, 503 work queue), by reason"
-    );
-    describe_gauge!(
+        None,
+        "Requests refused by admission (429 agency limits, 503 work queue), by reason",
+    ),
+    (
+        Gauge,
         "lienthong_uploads_in_progress",
-        "Submissions whose body is being read"
-    );
-    describe_gauge!(
+        None,
+        "Submissions whose body is being read",
+    ),
+    (
+        Gauge,
         "lienthong_long_polls_waiting",
-        "Inbox listings parked in a long poll"
-    );
-    describe_counter!(
+        None,
+        "Inbox listings parked in a long poll",
+    ),
+    (
+        Counter,
         "lienthong_write_conflicts_total",
-        "Guarded queue changes that lost a race and were read again"
-    );
-    describe_counter!(
+        None,
+        "Guarded queue changes that lost a race and were read again",
+    ),
+    (
+        Counter,
         "lienthong_worker_failures_total",
-        "Failed steps of a background worker (retried after its period), by worker"
-    );
-    describe_counter!(
+        None,
+        "Failed steps of a background worker (retried after its period), by worker",
+    ),
+    (
+        Counter,
         "lienthong_writes_refused_total",
-        "Writes refused because too many waited for the disk"
-    );
-    describe_counter!(
+        None,
+        "Writes refused because too many waited for the disk",
+    ),
+    (
+        Counter,
         "lienthong_storage_failures_total",
-        "Failed writes or syncs (writes stop until a restart)"
-    );
-    describe_counter!(
+        None,
+        "Failed writes or syncs (writes stop until a restart)",
+    ),
+    (
+        Counter,
         "lienthong_reloads_total",
-        "SIGHUP directory reloads, by outcome"
-    );
-    describe_counter!(
+        None,
+        "SIGHUP directory reloads, by outcome",
+    ),
+    (
+        Counter,
         "lienthong_packets_accepted_total",
-        "Packets accepted (durably stored), by kind"
-    );
-    describe_counter!(
+        None,
+        "Packets accepted (durably stored), by kind",
+    ),
+    (
+        Counter,
         "lienthong_packets_refused_total",
-        "Packets refused, by reason code"
-    );
-    describe_counter!(
+        None,
+        "Packets refused, by reason code",
+    ),
+    (
+        Counter,
         "lienthong_items_delivered_total",
-        "Queue items listed to their recipient for the first time"
-    );
-    describe_counter!(
+        None,
+        "Queue items listed to their recipient for the first time",
+    ),
+    (
+        Counter,
         "lienthong_items_redelivered_total",
-        "Queue items listed again after a lease expired"
-    );
-    describe_counter!(
+        None,
+        "Queue items listed again after a lease expired",
+    ),
+    (
+        Counter,
         "lienthong_items_acked_total",
-        "Queue items acknowledged by their recipient"
-    );
-    describe_counter!(
+        None,
+        "Queue items acknowledged by their recipient",
+    ),
+    (
+        Counter,
         "lienthong_status_notices_total",
-        "Status notices accepted, by edXML status code"
-    );
-    describe_counter!(
+        None,
+        "Status notices accepted, by edXML status code",
+    ),
+    (
+        Counter,
         "lienthong_bytes_received_total",
-        Unit::Bytes,
-        "Packet bytes accepted"
-    );
-    describe_counter!(
+        Some(Unit::Bytes),
+        "Packet bytes accepted",
+    ),
+    (
+        Counter,
         "lienthong_bytes_sent_total",
-        Unit::Bytes,
-        "Packet bytes fetched by agencies"
-    );
-    describe_counter!(
+        Some(Unit::Bytes),
+        "Packet bytes fetched by agencies",
+    ),
+    (
+        Counter,
         "lienthong_agency_sent_total",
-        "Packets accepted per sending agency (519 label values)"
-    );
-    describe_counter!(
+        None,
+        "Packets accepted per sending agency (519 label values)",
+    ),
+    (
+        Counter,
         "lienthong_agency_received_total",
-        "Queue items per recipient agency (519 label values)"
-    );
-    describe_counter!(
+        None,
+        "Queue items per recipient agency (519 label values)",
+    ),
+    (
+        Counter,
         "lienthong_signature_verdicts_total",
-        "Accepted packets by signature verdict"
-    );
-    describe_counter!(
+        None,
+        "Accepted packets by signature verdict",
+    ),
+    (
+        Counter,
         "lienthong_signature_chain_cache_total",
-        "Signer certificate chain verdict cache lookups by result (hit, miss)"
-    );
-    describe_counter!(
+        None,
+        "Signer certificate chain verdict cache lookups by result (hit, miss)",
+    ),
+    (
+        Counter,
         "lienthong_crl_load_errors_total",
-        "CRL files that could not be read at start or on SIGHUP"
-    );
-    describe_counter!(
+        None,
+        "CRL files that could not be read at start or on SIGHUP",
+    ),
+    (
+        Counter,
         "lienthong_tls_handshake_failures_total",
-        "TLS handshakes that failed, by reason"
-    );
-    describe_gauge!(
+        None,
+        "TLS handshakes that failed, by reason",
+    ),
+    (
+        Gauge,
         "lienthong_queue_depth",
-        "Pending items per recipient agency"
-    );
-    describe_gauge!(
+        None,
+        "Pending items per recipient agency",
+    ),
+    (
+        Gauge,
         "lienthong_queue_oldest_age_seconds",
-        Unit::Seconds,
-        "Age of the oldest pending item per agency"
-    );
-    describe_gauge!(
+        Some(Unit::Seconds),
+        "Age of the oldest pending item per agency",
+    ),
+    (
+        Gauge,
         "lienthong_rocksdb_live_sst_bytes",
-        Unit::Bytes,
-        "Size of live RocksDB SST files"
-    );
-    describe_gauge!(
+        Some(Unit::Bytes),
+        "Size of live RocksDB SST files",
+    ),
+    (
+        Gauge,
         "lienthong_rocksdb_pending_compaction_bytes",
-        Unit::Bytes,
-        "RocksDB's estimate of bytes awaiting compaction"
-    );
-    describe_histogram!(
+        Some(Unit::Bytes),
+        "RocksDB's estimate of bytes awaiting compaction",
+    ),
+    (
+        Histogram,
         "lienthong_submit_duration_seconds",
-        Unit::Seconds,
-        "POST /v1/documents from request to durable answer"
-    );
-    describe_histogram!(
+        Some(Unit::Seconds),
+        "POST /v1/documents from request to durable answer",
+    ),
+    (
+        Histogram,
         "lienthong_delivery_latency_seconds",
-        Unit::Seconds,
-        "From acceptance to the recipient's ack"
-    );
+        Some(Unit::Seconds),
+        "From acceptance to the recipient's ack",
+    ),
+];
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    for &(kind, name, unit, help) in METRICS {
+        match (kind, unit) {
+            (Counter, Some(u)) => describe_counter!(name, u, help),
+            (Counter, None) => describe_counter!(name, help),
+            (Gauge, Some(u)) => describe_gauge!(name, u, help),
+            (Gauge, None) => describe_gauge!(name, help),
+            (Histogram, Some(u)) => describe_histogram!(name, u, help),
+            (Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }

@@ -12,21 +12,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::directory::{self, Directory, SharedDirectory};
-use crate::http::{
-    Api, ApiLimits, Connections, OpsState, Readiness, ServerLimits, run_https, run_ops,
-};
-use crate::hub::{Hub, HubSettings};
+use crate::http::{Connections, OpsState, Readiness, run_https, run_ops};
+use crate::hub::Hub;
 use crate::pki::{self, PkiPaths};
 use crate::store::Store;
 use crate::tls;
 
 mod metrics_setup;
+mod settings;
 mod signals;
 mod workers;
 
 use crate::hub::jobs::{HeadSigner, Upkeep};
 use crate::hub::worker::Workers;
 use metrics_setup::install_metrics;
+use settings::{api_for, server_limits};
 use signals::{reload_on_hangup, stop_on_signal};
 use workers::StatsUpkeep;
 
@@ -338,7 +338,7 @@ fn open_hub(
         source,
     })?;
     let db_path = data.join("db");
-    let store = Store::open_with(&db_path, config.storage.writer_options()).map_err(|source| {
+    let store = Store::open_with(&db_path, settings::writer_options(config)).map_err(|source| {
         DaemonError::Store {
             path: db_path.clone(),
             source,
@@ -349,59 +349,10 @@ fn open_hub(
     let hub = Arc::new(Hub::new(
         store,
         directory,
-        HubSettings {
-            lease: std::time::Duration::from_secs(config.queue.lease_secs),
-            max_inbox_limit: config.queue.max_inbox_limit,
-            max_wait: std::time::Duration::from_secs(config.queue.max_wait_secs),
-            expiry: std::time::Duration::from_secs(config.queue.expiry_secs),
-            body_retention: (config.retention.body_secs > 0)
-                .then(|| std::time::Duration::from_secs(config.retention.body_secs)),
-            limits: config.edxml.clone(),
-            admission: config.overload.limits(),
-            uploads: upload_limits(config),
-            roles: config.roles.clone(),
-        },
+        settings::hub_settings(config),
         signatures,
         notary,
         shutdown,
     )?);
     Ok(hub)
-}
-
-/// The HTTPS API with its request limits from `[server]`.
-fn api_for(hub: Arc<Hub>, config: &Config) -> Api {
-    Api::new(
-        hub,
-        ApiLimits {
-            request_timeout: config.request_timeout(),
-        },
-    )
-}
-
-/// Upload limits from `[server]`.
-fn upload_limits(config: &Config) -> crate::hub::BodyLimits {
-    let s = &config.server;
-    crate::hub::BodyLimits {
-        max_body_bytes: s.max_body_bytes,
-        max_inflight_body_bytes: s.max_inflight_body_bytes,
-        small_body_bytes: s.small_body_bytes,
-        small_pool_bytes: s.small_body_pool_bytes,
-        agency_inflight_body_bytes: s.agency_inflight_body_bytes,
-        agency_concurrent_submits: s.agency_concurrent_submits,
-        min_upload_bytes_per_sec: s.min_upload_bytes_per_sec,
-        upload_grace: std::time::Duration::from_secs(s.upload_grace_secs),
-    }
-}
-
-/// Connection limits from `[server]` (raising the open-file limit to fit them).
-fn server_limits(config: &Config) -> ServerLimits {
-    ServerLimits {
-        max_connections: raise_nofile_limit(config.server.max_connections),
-        max_handshakes: config.server.max_handshakes,
-        max_handshakes_per_ip: config.server.max_handshakes_per_ip,
-        header_timeout: config.header_timeout(),
-        keepalive: std::time::Duration::from_secs(config.server.keepalive_secs),
-        idle_timeout: std::time::Duration::from_secs(config.server.idle_timeout_secs),
-        shutdown_grace: config.shutdown_grace(),
-    }
 }

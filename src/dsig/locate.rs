@@ -10,9 +10,9 @@ use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 
-use super::grammar::{Cursor, DSIG11_NS, EXC_C14N_NS, Elem, NsRule};
 use super::{DSIG_NS, SigCode, SigFailure};
 use crate::edxml::NAMESPACE;
+use crate::signature_model::{Cursor, DSIG11_NS, EXC_C14N_NS, Elem, NsRule};
 
 /// One `Transform` of the reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl InSignature {
 }
 
 /// Locates and reads the Signature, checking it against the profile's content model
-/// ([`super::grammar`]). `Err` with [`SigCode::Missing`] when there is none.
+/// ([`crate::signature_model`]). `Err` with [`SigCode::Missing`] when there is none.
 pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     let mut reader = NsReader::from_reader(doc);
     reader.config_mut().check_end_names = true;
@@ -208,45 +208,12 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     let mut sig: Option<InSignature> = None;
     let mut found = false;
     let mut out = Located::default();
-
     loop {
         let pos = reader.buffer_position() as usize;
         let (ns, event) = reader.read_resolved_event().map_err(bad_xml)?;
         if let Some(s) = sig.as_mut() {
-            match event {
-                Event::Start(ref e) => s.open(&mut out, pos, &ns, e)?,
-                Event::Empty(ref e) => {
-                    s.open(&mut out, pos, &ns, e)?;
-                    s.close(&mut out)?;
-                }
-                Event::End(_) => {
-                    if s.close(&mut out)? {
-                        sig = None;
-                    }
-                }
-                Event::Text(t) => s.text(
-                    &t.decode()
-                        .map_err(|e| malformed(format!("unreadable text: {e}")))?,
-                )?,
-                Event::CData(t) => s.text(
-                    &t.decode()
-                        .map_err(|e| malformed(format!("unreadable text: {e}")))?,
-                )?,
-                Event::GeneralRef(r) => {
-                    let c = r.resolve_char_ref().ok().flatten().ok_or_else(|| {
-                        malformed("only character references may stand in a Signature")
-                    })?;
-                    s.text(c.encode_utf8(&mut [0; 4]))?;
-                }
-                Event::Comment(_) | Event::PI(_) => {
-                    return Err(malformed(
-                        "comments and processing instructions are not allowed inside the Signature",
-                    ));
-                }
-                Event::Eof => return Err(malformed("the packet ends inside the Signature")),
-                Event::Decl(_) | Event::DocType(_) => {
-                    return Err(malformed("a declaration inside the Signature"));
-                }
+            if s.event(&mut out, pos, &ns, event)? {
+                sig = None;
             }
             continue;
         }
@@ -262,35 +229,15 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
                             "edXMLHeader holds more than one Signature; exactly one is verified",
                         ));
                     }
-                    let sig_ns = match ns {
-                        ResolveResult::Unbound => None,
-                        ResolveResult::Bound(n)
-                            if n.as_ref() == DSIG_NS.as_bytes()
-                                || n.as_ref() == NAMESPACE.as_bytes() =>
-                        {
-                            Some(n.as_ref().to_vec())
-                        }
-                        _ => {
-                            return Err(malformed(
-                                "Signature must be in the xmldsig namespace, the edXML namespace or none",
-                            ));
-                        }
-                    };
-                    attributes(Elem::Signature, e)?;
                     found = true;
                     out.signature_start = pos;
-                    if empty {
-                        return Err(malformed("the Signature element is empty"));
-                    }
-                    sig = Some(InSignature {
-                        ns: sig_ns,
-                        stack: vec![(Elem::Signature, Cursor::default())],
-                        text: String::new(),
-                    });
-                } else if !empty && path.len() < 4 {
-                    path.push(local.to_vec());
+                    sig = Some(InSignature::start(&ns, e, empty)?);
                 } else if !empty {
-                    path.push(Vec::new());
+                    path.push(if path.len() < 4 {
+                        local.to_vec()
+                    } else {
+                        Vec::new()
+                    });
                 }
             }
             Event::End(_) => {
@@ -311,4 +258,75 @@ pub fn locate(doc: &[u8]) -> Result<Located, SigFailure> {
     // The content model has required exactly one SignedInfo with one Reference, a
     // DigestValue and a SignatureValue; empty values were refused when decoded.
     Ok(out)
+}
+
+impl InSignature {
+    /// The Signature element opens: in the xmldsig namespace, the edXML one or none; with
+    /// no attribute it may not have; not empty.
+    fn start(
+        ns: &ResolveResult<'_>,
+        e: &quick_xml::events::BytesStart<'_>,
+        empty: bool,
+    ) -> Result<InSignature, SigFailure> {
+        let sig_ns = match ns {
+            ResolveResult::Unbound => None,
+            ResolveResult::Bound(n)
+                if n.as_ref() == DSIG_NS.as_bytes() || n.as_ref() == NAMESPACE.as_bytes() =>
+            {
+                Some(n.as_ref().to_vec())
+            }
+            _ => {
+                return Err(malformed(
+                    "Signature must be in the xmldsig namespace, the edXML namespace or none",
+                ));
+            }
+        };
+        attributes(Elem::Signature, e)?;
+        if empty {
+            return Err(malformed("the Signature element is empty"));
+        }
+        Ok(InSignature {
+            ns: sig_ns,
+            stack: vec![(Elem::Signature, Cursor::default())],
+            text: String::new(),
+        })
+    }
+
+    /// One event inside the Signature; `true` once the Signature has closed.
+    fn event(
+        &mut self,
+        out: &mut Located,
+        pos: usize,
+        ns: &ResolveResult<'_>,
+        event: Event<'_>,
+    ) -> Result<bool, SigFailure> {
+        let unreadable =
+            |e: quick_xml::encoding::EncodingError| malformed(format!("unreadable text: {e}"));
+        match event {
+            Event::Start(ref e) => self.open(out, pos, ns, e)?,
+            Event::Empty(ref e) => {
+                self.open(out, pos, ns, e)?;
+                self.close(out)?;
+            }
+            Event::End(_) => return self.close(out),
+            Event::Text(t) => self.text(&t.decode().map_err(unreadable)?)?,
+            Event::CData(t) => self.text(&t.decode().map_err(unreadable)?)?,
+            Event::GeneralRef(r) => {
+                let c = r.resolve_char_ref().ok().flatten().ok_or_else(|| {
+                    malformed("only character references may stand in a Signature")
+                })?;
+                self.text(c.encode_utf8(&mut [0; 4]))?;
+            }
+            Event::Comment(_) | Event::PI(_) => {
+                return Err(malformed(
+                    "comments and processing instructions are not allowed inside the Signature",
+                ));
+            }
+            Event::Eof => return Err(malformed("the packet ends inside the Signature")),
+            Event::Decl(_) | Event::DocType(_) => {
+                return Err(malformed("a declaration inside the Signature"));
+            }
+        }
+        Ok(false)
+    }
 }

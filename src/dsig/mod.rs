@@ -8,7 +8,6 @@
 //! the `xmlsec1` tool as an independent implementation.
 
 pub mod c14n;
-mod grammar;
 mod locate;
 mod sign;
 mod trust;
@@ -17,12 +16,6 @@ mod verify;
 pub use sign::{SignAlgorithm, SignError, Signer};
 pub use trust::{TrustError, TrustStore};
 pub use verify::{Verified, verify, verify_for_sender};
-
-/// Whether `local` names an element that may appear inside a Signature (the edXML reader
-/// refuses anything else there, whatever the signature policy).
-pub fn is_signature_element(local: &[u8]) -> bool {
-    grammar::Elem::is_inner(local)
-}
 
 /// The XML-DSig namespace. Real packets also carry the Signature element without it.
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";

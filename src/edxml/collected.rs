@@ -88,103 +88,28 @@ impl Collected {
     }
 
     /// Checks the packet as a whole and produces its summary.
-    pub(super) fn finish(self) -> Result<Packet, EdxmlError> {
+    pub(super) fn finish(mut self) -> Result<Packet, EdxmlError> {
         let from = self
             .from
+            .take()
             .filter(|s| !s.is_empty())
             .ok_or(EdxmlError::MissingField("From/OrganId"))?;
-        if !is_valid_organ_id(&from) {
-            return Err(EdxmlError::InvalidOrganId {
-                field: "From/OrganId",
-                value: from,
-            });
-        }
-        let business_type = match self.business_type.as_deref() {
-            None | Some("") => 0,
-            Some(v @ ("0" | "1" | "2" | "3")) => v.as_bytes()[0] - b'0',
-            Some(v) => {
-                return Err(EdxmlError::InvalidField {
-                    field: "BussinessDocType",
-                    value: v.to_owned(),
-                    why: "must be 0 (new), 1 (revoke), 2 (update) or 3 (replace)",
-                });
-            }
-        };
+        organ_id("From/OrganId", &from)?;
+        let business_type = business_type(self.business_type.as_deref())?;
         let kind = if self.status_code.is_some() {
             Kind::Status
         } else {
             Kind::Edoc
         };
-        let mut to = Vec::with_capacity(self.to.len());
-        let mut document_id = self.document_id.filter(|s| !s.is_empty());
-        match kind {
-            Kind::Edoc => {
-                if self.to.is_empty() {
-                    return Err(EdxmlError::MissingField("To/OrganId"));
-                }
-                for id in self.to {
-                    if !is_valid_organ_id(&id) {
-                        return Err(EdxmlError::InvalidOrganId {
-                            field: "To/OrganId",
-                            value: id,
-                        });
-                    }
-                    if !to.contains(&id) {
-                        to.push(id);
-                    }
-                }
-                if document_id.is_none() {
-                    return Err(EdxmlError::MissingField("DocumentId"));
-                }
-            }
-            Kind::Notice => unreachable!("the parser makes only documents and status notices"),
+        let (to, document_id) = match kind {
             Kind::Status => {
-                let code = self.status_code.clone().unwrap_or_default();
-                if !STATUS_CODES.contains(&code.as_str()) {
-                    return Err(EdxmlError::InvalidField {
-                        field: "StatusCode",
-                        value: code,
-                        why: "must be one of 01-06, 13, 15, 16",
-                    });
-                }
-                let first = self
-                    .response_for
-                    .first()
-                    .ok_or(EdxmlError::MissingField("ResponseFor"))?;
-                if first.document_id.is_empty() {
-                    return Err(EdxmlError::MissingField("ResponseFor/DocumentId"));
-                }
-                if !is_valid_organ_id(&first.organ_id) {
-                    return Err(EdxmlError::InvalidOrganId {
-                        field: "ResponseFor/OrganId",
-                        value: first.organ_id.clone(),
-                    });
-                }
+                self.check_status()?;
                 // A status notice's identity is the document it answers.
-                document_id = None;
+                (Vec::new(), None)
             }
-        }
-        let mut receiver_changes = Vec::with_capacity(self.receivers.len());
-        for (id, kind) in self.receivers {
-            if !is_valid_organ_id(&id) {
-                return Err(EdxmlError::InvalidOrganId {
-                    field: "ReceiverList/Receiver/OrganId",
-                    value: id,
-                });
-            }
-            let added = match kind.as_str() {
-                "1" => true,
-                "0" => false,
-                _ => {
-                    return Err(EdxmlError::InvalidField {
-                        field: "ReceiverType",
-                        value: kind,
-                        why: "must be 0 (removed) or 1 (added)",
-                    });
-                }
-            };
-            receiver_changes.push((id, added));
-        }
+            _ => self.document_recipients()?,
+        };
+        let receiver_changes = receiver_changes(std::mem::take(&mut self.receivers))?;
         if business_type == 3 && self.replaces.is_empty() {
             return Err(EdxmlError::MissingField("ReplacementInfo/DocumentId"));
         }
@@ -205,4 +130,89 @@ impl Collected {
             paper: self.paper,
         })
     }
+
+    /// A document's To list (valid, without repeats) and its DocumentId, both required.
+    fn document_recipients(&mut self) -> Result<(Vec<String>, Option<String>), EdxmlError> {
+        if self.to.is_empty() {
+            return Err(EdxmlError::MissingField("To/OrganId"));
+        }
+        let mut to = Vec::with_capacity(self.to.len());
+        for id in std::mem::take(&mut self.to) {
+            organ_id("To/OrganId", &id)?;
+            if !to.contains(&id) {
+                to.push(id);
+            }
+        }
+        let document_id = self.document_id.take().filter(|s| !s.is_empty());
+        if document_id.is_none() {
+            return Err(EdxmlError::MissingField("DocumentId"));
+        }
+        Ok((to, document_id))
+    }
+
+    /// A status notice: a known code, and the document it answers named.
+    fn check_status(&self) -> Result<(), EdxmlError> {
+        let code = self.status_code.clone().unwrap_or_default();
+        if !STATUS_CODES.contains(&code.as_str()) {
+            return Err(EdxmlError::InvalidField {
+                field: "StatusCode",
+                value: code,
+                why: "must be one of 01-06, 13, 15, 16",
+            });
+        }
+        let first = self
+            .response_for
+            .first()
+            .ok_or(EdxmlError::MissingField("ResponseFor"))?;
+        if first.document_id.is_empty() {
+            return Err(EdxmlError::MissingField("ResponseFor/DocumentId"));
+        }
+        organ_id("ResponseFor/OrganId", &first.organ_id)
+    }
+}
+
+/// Refuses `value` in `field` unless it is a well-formed OrganId.
+fn organ_id(field: &'static str, value: &str) -> Result<(), EdxmlError> {
+    if is_valid_organ_id(value) {
+        Ok(())
+    } else {
+        Err(EdxmlError::InvalidOrganId {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// `BussinessDocType`: 0 (new, also when absent), 1 (revoke), 2 (update), 3 (replace).
+fn business_type(v: Option<&str>) -> Result<u8, EdxmlError> {
+    match v {
+        None | Some("") => Ok(0),
+        Some(v @ ("0" | "1" | "2" | "3")) => Ok(v.as_bytes()[0] - b'0'),
+        Some(v) => Err(EdxmlError::InvalidField {
+            field: "BussinessDocType",
+            value: v.to_owned(),
+            why: "must be 0 (new), 1 (revoke), 2 (update) or 3 (replace)",
+        }),
+    }
+}
+
+/// An update's receiver changes: (OrganId, added).
+fn receiver_changes(receivers: Vec<(String, String)>) -> Result<Vec<(String, bool)>, EdxmlError> {
+    let mut out = Vec::with_capacity(receivers.len());
+    for (id, kind) in receivers {
+        organ_id("ReceiverList/Receiver/OrganId", &id)?;
+        let added = match kind.as_str() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                return Err(EdxmlError::InvalidField {
+                    field: "ReceiverType",
+                    value: kind,
+                    why: "must be 0 (removed) or 1 (added)",
+                });
+            }
+        };
+        out.push((id, added));
+    }
+    Ok(out)
 }

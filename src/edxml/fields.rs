@@ -156,73 +156,27 @@ pub(super) fn ns_enforced(parent: &[&'static str]) -> bool {
 /// Which field, if any, the element at `path` (local names below the root) holds.
 pub(super) fn field_at(p: &[&'static str]) -> Option<Field> {
     let header = ["edXMLEnvelope", "edXMLHeader", "MessageHeader"];
+    let business = [
+        "edXMLEnvelope",
+        "edXMLHeader",
+        "TraceHeaderList",
+        "Bussiness",
+    ];
     if let Some(rest) = p.strip_prefix(&header[..]) {
+        return message_header_field(rest);
+    }
+    if let Some(rest) = p.strip_prefix(&business[..]) {
         return match rest {
-            ["From", "OrganId"] => Some(Field::FromOrganId),
-            ["To", "OrganId"] => Some(Field::ToOrganId),
-            ["From" | "To", "OrganName"] => Some(Field::Limited("OrganName", LIMIT_ORGAN_NAME)),
-            ["From" | "To", "OrganizationInCharge"] => {
-                Some(Field::Limited("OrganizationInCharge", LIMIT_ORGAN_NAME))
+            ["BussinessDocType"] => Some(Field::BusinessDocType),
+            ["Paper"] => Some(Field::Paper),
+            ["DocumentId"] => Some(Field::BusinessDocumentId),
+            ["ReplacementInfoList", "ReplacementInfo", "DocumentId"] => {
+                Some(Field::ReplacedDocumentId)
             }
-            ["From" | "To", "OrganAdd"] => Some(Field::Limited("OrganAdd", LIMIT_ORGAN_ADD)),
-            ["From" | "To", "Email"] => Some(Field::Limited("Email", LIMIT_EMAIL)),
-            ["From" | "To", "Telephone"] => Some(Field::Limited("Telephone", LIMIT_PHONE)),
-            ["From" | "To", "Fax"] => Some(Field::Limited("Fax", LIMIT_PHONE)),
-            ["ResponseFor", "OrganId"] => Some(Field::ResponseOrganId),
-            ["ResponseFor", "DocumentId"] => Some(Field::ResponseDocumentId),
-            ["DocumentId"] => Some(Field::DocumentId),
-            ["Subject"] => Some(Field::Subject),
-            ["Content"] => Some(Field::Limited("Content", LIMIT_SUBJECT)),
-            ["StatusCode"] => Some(Field::StatusCode),
-            ["Code", "CodeNumber"] => Some(Field::Limited("CodeNumber", LIMIT_CODE_NUMBER)),
-            ["Code", "CodeNotation"] => Some(Field::Limited("CodeNotation", LIMIT_CODE_NOTATION)),
-            ["PromulgationInfo", "Place"] => Some(Field::Limited("Place", LIMIT_PLACE)),
-            ["SignerInfo", "FullName"] => Some(Field::Limited("FullName", LIMIT_FULL_NAME)),
-            ["OtherInfo", "TyperNotation"] => {
-                Some(Field::Limited("TyperNotation", LIMIT_TYPER_NOTATION))
-            }
-            ["OtherInfo", "Appendixes", "Appendix"] => {
-                Some(Field::Limited("Appendix", LIMIT_APPENDIX))
-            }
-            _ => None,
+            _ => receiver_field(p),
         };
     }
     match p {
-        [
-            "edXMLEnvelope",
-            "edXMLHeader",
-            "TraceHeaderList",
-            "Bussiness",
-            "BussinessDocType",
-        ] => Some(Field::BusinessDocType),
-        [
-            "edXMLEnvelope",
-            "edXMLHeader",
-            "TraceHeaderList",
-            "Bussiness",
-            "Paper",
-        ] => Some(Field::Paper),
-        [
-            "edXMLEnvelope",
-            "edXMLHeader",
-            "TraceHeaderList",
-            "Bussiness",
-            "DocumentId",
-        ] => Some(Field::BusinessDocumentId),
-        [.., leaf] if p.len() == RECEIVER.len() + 1 && p.starts_with(&RECEIVER) => match *leaf {
-            "OrganId" => Some(Field::ReceiverOrganId),
-            "ReceiverType" => Some(Field::ReceiverType),
-            _ => None,
-        },
-        [
-            "edXMLEnvelope",
-            "edXMLHeader",
-            "TraceHeaderList",
-            "Bussiness",
-            "ReplacementInfoList",
-            "ReplacementInfo",
-            "DocumentId",
-        ] => Some(Field::ReplacedDocumentId),
         [
             "edXMLEnvelope",
             "edXMLBody",
@@ -233,6 +187,48 @@ pub(super) fn field_at(p: &[&'static str]) -> Option<Field> {
         | ["AttachmentEncoded", "Attachment", "AttachmentName"] => {
             Some(Field::Limited("AttachmentName", LIMIT_ATTACHMENT_NAME))
         }
+        _ => None,
+    }
+}
+
+/// A field of an update's `ReceiverList/Receiver`.
+fn receiver_field(p: &[&'static str]) -> Option<Field> {
+    if p.len() != RECEIVER.len() + 1 || !p.starts_with(&RECEIVER) {
+        return None;
+    }
+    match p[RECEIVER.len()] {
+        "OrganId" => Some(Field::ReceiverOrganId),
+        "ReceiverType" => Some(Field::ReceiverType),
+        _ => None,
+    }
+}
+
+/// A field under `MessageHeader` (`rest`: the path below it).
+fn message_header_field(rest: &[&'static str]) -> Option<Field> {
+    let limited = |name, max| Some(Field::Limited(name, max));
+    match rest {
+        ["From", "OrganId"] => Some(Field::FromOrganId),
+        ["To", "OrganId"] => Some(Field::ToOrganId),
+        ["From" | "To", "OrganName"] => limited("OrganName", LIMIT_ORGAN_NAME),
+        ["From" | "To", "OrganizationInCharge"] => {
+            limited("OrganizationInCharge", LIMIT_ORGAN_NAME)
+        }
+        ["From" | "To", "OrganAdd"] => limited("OrganAdd", LIMIT_ORGAN_ADD),
+        ["From" | "To", "Email"] => limited("Email", LIMIT_EMAIL),
+        ["From" | "To", "Telephone"] => limited("Telephone", LIMIT_PHONE),
+        ["From" | "To", "Fax"] => limited("Fax", LIMIT_PHONE),
+        ["ResponseFor", "OrganId"] => Some(Field::ResponseOrganId),
+        ["ResponseFor", "DocumentId"] => Some(Field::ResponseDocumentId),
+        ["DocumentId"] => Some(Field::DocumentId),
+        ["Subject"] => Some(Field::Subject),
+        ["Content"] => limited("Content", LIMIT_SUBJECT),
+        ["StatusCode"] => Some(Field::StatusCode),
+        ["Code", "CodeNumber"] => limited("CodeNumber", LIMIT_CODE_NUMBER),
+        ["Code", "CodeNotation"] => limited("CodeNotation", LIMIT_CODE_NOTATION),
+        ["PromulgationInfo", "Place"] => limited("Place", LIMIT_PLACE),
+        ["SignerInfo", "FullName"] => limited("FullName", LIMIT_FULL_NAME),
+        ["OtherInfo", "TyperNotation"] => limited("TyperNotation", LIMIT_TYPER_NOTATION),
+        ["OtherInfo", "Appendixes", "Appendix"] => limited("Appendix", LIMIT_APPENDIX),
         _ => None,
     }
 }

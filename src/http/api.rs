@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use super::ApiBody;
 use super::body::{Frames, linger};
 use super::error::ApiError;
-use super::query::{query_str, query_u64};
+use super::query::{query_id, query_str, query_time, query_u64, required_u64};
 use crate::hub::{Hub, Principal, Scope, Window};
 use crate::tls::PeerCert;
 
@@ -34,11 +34,13 @@ const OPENAPI: &str = include_str!("../../docs/openapi.json");
 /// What the API answers: a whole body, or one streamed from a channel (the log export).
 pub type Reply = Response<http_body_util::Either<Full<Bytes>, super::stream::ChannelBody>>;
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
+/// A JSON answer: the core's typed result, serialized here (the transport's job).
+fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    let body = serde_json::to_vec(value).expect("answers serialize");
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(value.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .expect("valid response")
 }
 
@@ -142,33 +144,7 @@ impl Api {
             }
             (&Method::GET, ["v1", "sent"]) => {
                 let q = req.uri().query();
-                let since = match query_str(q, "since") {
-                    None => 0,
-                    Some(t) => {
-                        let t = t
-                            .replace("%3A", ":")
-                            .replace("%3a", ":")
-                            .replace("%2B", "+");
-                        time::OffsetDateTime::parse(
-                            &t,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
-                        .map_err(|_| {
-                            ApiError::new(
-                                StatusCode::BAD_REQUEST,
-                                "bad_request",
-                                format!("since must be an RFC 3339 time, got {t:?}"),
-                            )
-                        })?
-                    }
-                };
-                let cursor = match query_str(q, "cursor") {
-                    None => 0,
-                    Some(c) => crate::ids::parse_id(c).ok_or_else(|| {
-                        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "bad cursor")
-                    })?,
-                };
+                let (since, cursor) = (query_time(q, "since")?, query_id(q, "cursor")?);
                 let limit = query_u64(q, "limit")?.unwrap_or(50) as usize;
                 let v = self.service.sent(&caller, since, cursor, limit).await?;
                 Ok(json(StatusCode::OK, &v))
@@ -180,41 +156,18 @@ impl Api {
                     &serde_json::json!({ "receipts": receipts }),
                 ))
             }
-            (&Method::GET, ["v1", "audit", "head"]) => {
-                let jws = self.service.tree_head().await?;
-                Ok(Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, "application/jose")
-                    .body(Full::new(Bytes::from(jws)))
-                    .expect("valid response"))
-            }
+            (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
+            (&Method::GET, ["v1", "audit", "head"]) => self.tree_head().await,
             (&Method::GET, ["v1", "audit", "proof", index]) => {
-                let index: u64 = index.parse().map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "the index must be a number",
-                    )
-                })?;
-                let size = query_u64(req.uri().query(), "tree_size")?;
-                let v = self.service.inclusion_proof(&caller, index, size).await?;
-                Ok(json(StatusCode::OK, &v))
+                self.inclusion_proof(&caller, index, req.uri().query())
+                    .await
             }
             (&Method::GET, ["v1", "audit", "consistency"]) => {
                 let q = req.uri().query();
-                let missing = || {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        "from and to are required",
-                    )
-                };
-                let from = query_u64(q, "from")?.ok_or_else(missing)?;
-                let to = query_u64(q, "to")?.ok_or_else(missing)?;
+                let (from, to) = (required_u64(q, "from")?, required_u64(q, "to")?);
                 let v = self.service.consistency_proof(from, to).await?;
                 Ok(json(StatusCode::OK, &v))
             }
-            (&Method::GET, ["v1", "audit"]) => self.audit_page(caller, req.uri().query()).await,
             (&Method::GET, ["v1", "openapi.json"]) => Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -235,6 +188,35 @@ impl Api {
                 format!("no route {path}"),
             )),
         }
+    }
+
+    /// `GET /v1/audit/head`: the latest signed tree head (JWS).
+    async fn tree_head(&self) -> Result<Resp, ApiError> {
+        let jws = self.service.tree_head().await?;
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/jose")
+            .body(Full::new(Bytes::from(jws)))
+            .expect("valid response"))
+    }
+
+    /// `GET /v1/audit/proof/{index}`.
+    async fn inclusion_proof(
+        &self,
+        caller: &Principal,
+        index: &str,
+        q: Option<&str>,
+    ) -> Result<Resp, ApiError> {
+        let index: u64 = index.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the index must be a number",
+            )
+        })?;
+        let size = query_u64(q, "tree_size")?;
+        let v = self.service.inclusion_proof(caller, index, size).await?;
+        Ok(json(StatusCode::OK, &v))
     }
 
     /// `POST /v1/documents`: the core reads the body (within its upload budget) and

@@ -88,40 +88,11 @@ impl Hub {
 
     /// Works out recipients and side effects of a validated packet from `packet.from`.
     pub(super) fn plan(&self, packet: &Packet, directory: &Directory) -> Result<Plan, HubError> {
-        let now = now_ms();
-        let from = packet.from.as_str();
         let mut plan = Plan::default();
         if packet.kind == Kind::Status {
-            let rf = &packet.response_for[0];
-            let code = packet.status_code.clone().unwrap_or_default();
-            let (doc, recipient) = if code == "13" {
-                (
-                    self.own_document(from, &rf.document_id)?,
-                    rf.organ_id.clone(),
-                )
-            } else {
-                let doc = self
-                    .store
-                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
-                    .and_then(|seq| self.store.doc(seq).ok().flatten())
-                    .ok_or_else(|| not_answerable(rf))?;
-                (doc, from.to_owned())
-            };
-            if !doc.recipients.contains(&recipient) {
-                return Err(not_answerable(rf));
-            }
-            plan.events.push(
-                AuditEvent::new("status", now)
-                    .agency(&recipient)
-                    .document(doc.seq)
-                    .detail(json!({"code": code, "state": status_state(&code), "by": from})),
-            );
-            plan.recipients = vec![rf.organ_id.clone()];
-            plan.response_for = Some(rf.document_id.clone());
-            plan.original = Some(doc);
+            self.plan_status(packet, &mut plan)?;
             return Ok(plan);
         }
-
         plan.recipients = packet.to.clone();
         let target = || {
             packet
@@ -130,85 +101,136 @@ impl Hub {
                 .or_else(|| packet.document_id.clone())
                 .unwrap_or_default()
         };
+        let from = packet.from.as_str();
         match packet.business_type {
-            1 => {
-                let doc = self.own_document(from, &target())?;
-                let mut pulled = Vec::new();
-                for r in &doc.recipients {
-                    let waiting = self
-                        .store
-                        .queue_entry(r, doc.seq)?
-                        .is_some_and(|e| e.deliveries == 0);
-                    if waiting {
-                        plan.dequeue.push(r.clone());
-                    } else {
-                        pulled.push(r.clone());
-                    }
-                    plan.events.push(
-                        AuditEvent::new("revoked", now)
-                            .agency(r)
-                            .document(doc.seq)
-                            .detail(json!({"pulled": !waiting})),
-                    );
-                }
-                plan.recipients = pulled;
-                // Those who never saw it may no longer fetch it either.
-                let mut doc = doc;
-                for r in &plan.dequeue {
-                    if !doc.withdrawn.contains(r) {
-                        doc.withdrawn.push(r.clone());
-                        plan.rewrite = true;
-                    }
-                }
-                plan.original = Some(doc);
-            }
+            1 => self.plan_revoke(self.own_document(from, &target())?, &mut plan)?,
             2 => {
-                let mut doc = self.own_document(from, &target())?;
-                for (agency, added) in &packet.receiver_changes {
-                    if !directory.contains(agency) {
-                        return Err(HubError::UnknownRecipients(vec![agency.clone()]));
-                    }
-                    let is_recipient = doc.delivers_to(agency);
-                    if *added && !is_recipient {
-                        if !doc.recipients.contains(agency) {
-                            doc.recipients.push(agency.clone());
-                        }
-                        doc.withdrawn.retain(|r| r != agency);
-                        plan.add.push(agency.clone());
-                        plan.rewrite = true;
-                        plan.events.push(
-                            AuditEvent::new("recipient_added", now)
-                                .agency(agency)
-                                .document(doc.seq),
-                        );
-                    } else if !*added && is_recipient {
-                        let waiting = self
-                            .store
-                            .queue_entry(agency, doc.seq)?
-                            .is_some_and(|e| e.deliveries == 0);
-                        if waiting {
-                            plan.dequeue.push(agency.clone());
-                            doc.withdrawn.push(agency.clone());
-                            plan.rewrite = true;
-                        }
-                        plan.events.push(
-                            AuditEvent::new("recipient_removed", now)
-                                .agency(agency)
-                                .document(doc.seq)
-                                .detail(json!({"pulled": !waiting})),
-                        );
-                    }
-                }
-                plan.original = Some(doc);
+                let doc = self.own_document(from, &target())?;
+                self.plan_update(packet, doc, directory, &mut plan)?;
             }
             3 => {
                 for id in &packet.replaces {
-                    let old = self.own_document(from, id)?;
-                    plan.replaces.push(old.seq);
+                    plan.replaces.push(self.own_document(from, id)?.seq);
                 }
             }
             _ => {}
         }
         Ok(plan)
+    }
+
+    /// A status notice: it goes to the sender of the document it answers, whose recipient's
+    /// state it moves.
+    fn plan_status(&self, packet: &Packet, plan: &mut Plan) -> Result<(), HubError> {
+        let from = packet.from.as_str();
+        let rf = &packet.response_for[0];
+        let code = packet.status_code.clone().unwrap_or_default();
+        let (doc, recipient) = if code == "13" {
+            (
+                self.own_document(from, &rf.document_id)?,
+                rf.organ_id.clone(),
+            )
+        } else {
+            let doc = self
+                .store
+                .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
+                .and_then(|seq| self.store.doc(seq).ok().flatten())
+                .ok_or_else(|| not_answerable(rf))?;
+            (doc, from.to_owned())
+        };
+        if !doc.recipients.contains(&recipient) {
+            return Err(not_answerable(rf));
+        }
+        plan.events.push(
+            AuditEvent::new("status", now_ms())
+                .agency(&recipient)
+                .document(doc.seq)
+                .detail(json!({"code": code, "state": status_state(&code), "by": from})),
+        );
+        plan.recipients = vec![rf.organ_id.clone()];
+        plan.response_for = Some(rf.document_id.clone());
+        plan.original = Some(doc);
+        Ok(())
+    }
+
+    /// Whether `agency` still waits for `doc` without having been delivered it (so it can be
+    /// taken back).
+    fn not_pulled(&self, agency: &str, doc: &DocRecord) -> Result<bool, HubError> {
+        Ok(self
+            .store
+            .queue_entry(agency, doc.seq)?
+            .is_some_and(|e| e.deliveries == 0))
+    }
+
+    /// Revoke: recipients that have not pulled `doc` lose it; the others get the packet.
+    fn plan_revoke(&self, mut doc: DocRecord, plan: &mut Plan) -> Result<(), HubError> {
+        let now = now_ms();
+        let mut pulled = Vec::new();
+        for r in &doc.recipients {
+            let waiting = self.not_pulled(r, &doc)?;
+            if waiting {
+                plan.dequeue.push(r.clone());
+            } else {
+                pulled.push(r.clone());
+            }
+            plan.events.push(
+                AuditEvent::new("revoked", now)
+                    .agency(r)
+                    .document(doc.seq)
+                    .detail(json!({"pulled": !waiting})),
+            );
+        }
+        plan.recipients = pulled;
+        // Those who never saw it may no longer fetch it either.
+        for r in &plan.dequeue {
+            if !doc.withdrawn.contains(r) {
+                doc.withdrawn.push(r.clone());
+                plan.rewrite = true;
+            }
+        }
+        plan.original = Some(doc);
+        Ok(())
+    }
+
+    /// Update: `ReceiverType` 1 queues `doc` for a new recipient, 0 takes it back from one
+    /// that has not pulled it yet.
+    fn plan_update(
+        &self,
+        packet: &Packet,
+        mut doc: DocRecord,
+        directory: &Directory,
+        plan: &mut Plan,
+    ) -> Result<(), HubError> {
+        let now = now_ms();
+        for (agency, added) in &packet.receiver_changes {
+            if !directory.contains(agency) {
+                return Err(HubError::UnknownRecipients(vec![agency.clone()]));
+            }
+            let is_recipient = doc.delivers_to(agency);
+            if *added && !is_recipient {
+                if !doc.recipients.contains(agency) {
+                    doc.recipients.push(agency.clone());
+                }
+                doc.withdrawn.retain(|r| r != agency);
+                plan.add.push(agency.clone());
+                plan.rewrite = true;
+                let event = AuditEvent::new("recipient_added", now);
+                plan.events.push(event.agency(agency).document(doc.seq));
+            } else if !*added && is_recipient {
+                let waiting = self.not_pulled(agency, &doc)?;
+                if waiting {
+                    plan.dequeue.push(agency.clone());
+                    doc.withdrawn.push(agency.clone());
+                    plan.rewrite = true;
+                }
+                plan.events.push(
+                    AuditEvent::new("recipient_removed", now)
+                        .agency(agency)
+                        .document(doc.seq)
+                        .detail(json!({"pulled": !waiting})),
+                );
+            }
+        }
+        plan.original = Some(doc);
+        Ok(())
     }
 }

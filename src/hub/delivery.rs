@@ -250,40 +250,16 @@ impl Hub {
         }
         let mut batch_receipt = None;
         if !to_ack.is_empty() {
-            let at_ms = now_ms();
             let seqs: Vec<u64> = to_ack.iter().map(|(_, s)| *s).collect();
-            let docs: HashMap<u64, DocRecord> = self
-                .store
-                .docs(&seqs)?
-                .into_iter()
-                .map(|d| (d.seq, d))
-                .collect();
-            let changes: Vec<Change<'_>> = to_ack
-                .iter()
-                .map(|&(_, seq)| Change::Ack {
-                    agency,
-                    seq,
-                    at_ms,
-                    accepted_ms: docs.get(&seq).map_or(0, |d| d.received_at_ms),
-                })
-                .collect();
-            let indexes = match self.commit(&changes, vec![], true) {
+            let Some(receipt) = self.ack_together(agency, &seqs)? else {
                 // Another request removed one of them first: one by one, each with its own
                 // answer.
-                Err(HubError::Store(StoreError::Conflict)) => {
-                    return Ok(AckedMany {
-                        results: ids.iter().map(|id| self.ack(caller, id)).collect(),
-                        receipt: None,
-                    });
-                }
-                r => r?,
+                return Ok(AckedMany {
+                    results: ids.iter().map(|id| self.ack(caller, id)).collect(),
+                    receipt: None,
+                });
             };
-            let mut covered = Vec::with_capacity(to_ack.len());
-            for (k, &(i, seq)) in to_ack.iter().enumerate() {
-                if let Some(doc) = docs.get(&seq) {
-                    self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
-                    covered.push((doc, indexes[k]));
-                }
+            for &(i, _) in &to_ack {
                 outcomes[i] = Some(Ok(Acked {
                     id: ids[i].clone(),
                     acked: true,
@@ -291,7 +267,7 @@ impl Hub {
                     receipt: None,
                 }));
             }
-            batch_receipt = Some(self.delivery_batch_receipt(agency, at_ms, &covered)?);
+            batch_receipt = Some(receipt);
         }
         for (i, first) in repeats {
             let again = match &outcomes[first] {
@@ -310,6 +286,41 @@ impl Hub {
                 .collect(),
             receipt: batch_receipt,
         })
+    }
+
+    /// Acks `seqs` (all in the caller's queue when read) in one commit and signs one batch
+    /// receipt for them; `None` when another request removed one of them first (nothing
+    /// was written).
+    fn ack_together(&self, agency: &str, seqs: &[u64]) -> Result<Option<String>, HubError> {
+        let at_ms = now_ms();
+        let docs: HashMap<u64, DocRecord> = self
+            .store
+            .docs(seqs)?
+            .into_iter()
+            .map(|d| (d.seq, d))
+            .collect();
+        let changes: Vec<Change<'_>> = seqs
+            .iter()
+            .map(|&seq| Change::Ack {
+                agency,
+                seq,
+                at_ms,
+                accepted_ms: docs.get(&seq).map_or(0, |d| d.received_at_ms),
+            })
+            .collect();
+        let indexes = match self.commit(&changes, vec![], true) {
+            Err(HubError::Store(StoreError::Conflict)) => return Ok(None),
+            r => r?,
+        };
+        let mut covered = Vec::with_capacity(seqs.len());
+        for (k, seq) in seqs.iter().enumerate() {
+            if let Some(doc) = docs.get(seq) {
+                self.observe_delivery_latency(at_ms.saturating_sub(doc.received_at_ms));
+                covered.push((doc, indexes[k]));
+            }
+        }
+        self.delivery_batch_receipt(agency, at_ms, &covered)
+            .map(Some)
     }
 
     fn waiter(&self, agency: &str) -> Arc<Notify> {

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::amendments::status_state;
 use super::{AgencyId, Hub, HubError, format_id, parse_id, rfc3339};
@@ -42,34 +43,105 @@ fn transitions(e: &Entry) -> Vec<(String, String)> {
     }
 }
 
+/// One step of a recipient's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub state: String,
+    /// RFC 3339, from the audit entry.
+    pub at: String,
+    pub audit_index: u64,
+}
+
+/// A recipient's current state and how it got there.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientStatus {
+    pub agency: String,
+    pub state: String,
+    /// When the current state began (`None` before any step).
+    pub since: Option<String>,
+    pub history: Vec<Step>,
+}
+
+/// `GET /v1/documents/{id}/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentStatus {
+    pub id: String,
+    pub document_id: Option<String>,
+    pub from: String,
+    pub accepted_at: String,
+    pub recipients: Vec<RecipientStatus>,
+}
+
+/// A recipient's current state in a [`SentPage`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SentRecipient {
+    pub agency: String,
+    pub state: String,
+    pub since: Option<String>,
+}
+
+/// One document in a [`SentPage`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SentItem {
+    pub id: String,
+    pub kind: &'static str,
+    pub document_id: Option<String>,
+    pub subject: Option<String>,
+    pub business_type: u8,
+    pub accepted_at: String,
+    pub recipients: Vec<SentRecipient>,
+}
+
+/// `GET /v1/sent`: a page of the caller's documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentPage {
+    pub items: Vec<SentItem>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next_cursor: Option<String>,
+}
+
+/// A recipient's current state from its history: `queued` before any step.
+fn current(agency: String, history: Vec<Step>) -> RecipientStatus {
+    let (state, since) = match history.last() {
+        Some(s) => (s.state.clone(), Some(s.at.clone())),
+        None => ("queued".to_owned(), None),
+    };
+    RecipientStatus {
+        agency,
+        state,
+        since,
+        history,
+    }
+}
+
 impl Hub {
     /// Per recipient: its history `[{state, at}]`, oldest first. A first fetch is a step
     /// forward only from `queued` or `leased` (reading a revoked document it still holds does
     /// not undo the revocation); the log keeps every `fetched` entry regardless.
-    fn histories(&self, doc: &DocRecord) -> Result<BTreeMap<String, Vec<Value>>, HubError> {
-        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    fn histories(&self, doc: &DocRecord) -> Result<BTreeMap<String, Vec<Step>>, HubError> {
+        let mut out: BTreeMap<String, Vec<Step>> = BTreeMap::new();
         for r in &doc.recipients {
             out.entry(r.clone()).or_default();
         }
         for e in self.document_entries(doc.seq, usize::MAX)? {
             for (agency, state) in transitions(&e) {
                 let history = out.entry(agency).or_default();
-                let last = history.last().and_then(|h| h["state"].as_str());
+                let last = history.last().map(|h| h.state.as_str());
                 if state == "fetched" && !matches!(last, None | Some("queued" | "leased")) {
                     continue;
                 }
-                history.push(json!({
-                    "state": state,
-                    "at": e.at,
-                    "audit_index": e.index,
-                }));
+                history.push(Step {
+                    state,
+                    at: e.at.clone(),
+                    audit_index: e.index,
+                });
             }
         }
         Ok(out)
     }
 
     /// `GET /v1/documents/{id}/status`: the sender sees every recipient, a recipient itself.
-    pub fn document_status(&self, caller: &AgencyId, id: &str) -> Result<Value, HubError> {
+    pub fn document_status(&self, caller: &AgencyId, id: &str) -> Result<DocumentStatus, HubError> {
         let seq = parse_id(id).ok_or(HubError::NotFound)?;
         let doc = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
         let me = caller.organ_id.as_str();
@@ -78,29 +150,18 @@ impl Hub {
         if !is_sender && !histories.contains_key(me) {
             return Err(HubError::NotFound);
         }
-        let recipients: Vec<Value> = histories
+        let recipients = histories
             .into_iter()
             .filter(|(agency, _)| is_sender || agency == me)
-            .map(|(agency, history)| {
-                let current = history
-                    .last()
-                    .cloned()
-                    .unwrap_or(json!({"state": "queued"}));
-                json!({
-                    "agency": agency,
-                    "state": current["state"],
-                    "since": current["at"],
-                    "history": history,
-                })
-            })
+            .map(|(agency, history)| current(agency, history))
             .collect();
-        Ok(json!({
-            "id": format_id(doc.seq),
-            "document_id": doc.document_id,
-            "from": doc.from,
-            "accepted_at": rfc3339(doc.received_at_ms),
-            "recipients": recipients,
-        }))
+        Ok(DocumentStatus {
+            id: format_id(doc.seq),
+            document_id: doc.document_id,
+            from: doc.from,
+            accepted_at: rfc3339(doc.received_at_ms),
+            recipients,
+        })
     }
 
     /// `GET /v1/sent`: the caller's documents from `cursor` (a hub id) on, accepted at or after
@@ -111,7 +172,7 @@ impl Hub {
         since_ms: u64,
         cursor: u64,
         limit: usize,
-    ) -> Result<Value, HubError> {
+    ) -> Result<SentPage, HubError> {
         let limit = limit.clamp(1, SENT_PAGE_MAX);
         let seqs = self.store.sent(&caller.organ_id, cursor, limit + 1)?;
         let more = seqs.len() > limit;
@@ -121,30 +182,33 @@ impl Hub {
             if doc.received_at_ms < since_ms {
                 continue;
             }
-            let recipients: Vec<Value> = self
+            let recipients = self
                 .histories(&doc)?
                 .into_iter()
                 .map(|(agency, history)| {
-                    let current = history
-                        .last()
-                        .cloned()
-                        .unwrap_or(json!({"state": "queued"}));
-                    json!({"agency": agency, "state": current["state"], "since": current["at"]})
+                    let c = current(agency, history);
+                    SentRecipient {
+                        agency: c.agency,
+                        state: c.state,
+                        since: c.since,
+                    }
                 })
                 .collect();
-            items.push(json!({
-                "id": format_id(doc.seq),
-                "kind": doc.kind.as_str(),
-                "document_id": doc.document_id,
-                "subject": doc.subject,
-                "business_type": doc.business_type,
-                "accepted_at": rfc3339(doc.received_at_ms),
-                "recipients": recipients,
-            }));
+            items.push(SentItem {
+                id: format_id(doc.seq),
+                kind: doc.kind.as_str(),
+                document_id: doc.document_id,
+                subject: doc.subject,
+                business_type: doc.business_type,
+                accepted_at: rfc3339(doc.received_at_ms),
+                recipients,
+            });
         }
-        Ok(json!({
-            "items": items,
-            "next_cursor": if more { seqs.last().map(|s| format_id(*s)) } else { None },
-        }))
+        let next_cursor = if more {
+            seqs.last().map(|s| format_id(*s))
+        } else {
+            None
+        };
+        Ok(SentPage { items, next_cursor })
     }
 }

@@ -14,11 +14,10 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::digest::sha256_hex;
 use crate::directory::SharedDirectory;
 use crate::edxml::{self, EdxmlError, Kind};
 use crate::stats::Counters;
-use crate::store::{Change, DocRecord, Storage, StoreError, dedup_key};
+use crate::store::{Change, Storage, StoreError};
 
 mod admission;
 mod amendments;
@@ -32,6 +31,7 @@ mod receipts_and_proofs;
 mod report;
 mod service;
 mod signatures;
+mod submit;
 mod upkeep;
 pub mod uploads;
 pub mod worker;
@@ -348,233 +348,6 @@ impl Hub {
     pub fn record(&self, event: crate::audit::AuditEvent) -> Result<u64, HubError> {
         let idx = self.commit(&[], vec![event], false)?;
         Ok(idx.first().copied().unwrap_or_default())
-    }
-
-    /// Validates, routes and durably stores a packet; see the API docs for the rules.
-    pub fn submit(&self, caller: &AgencyId, body: &[u8]) -> Result<Accepted, HubError> {
-        if crate::cancel::cancelled() {
-            return Err(cancelled());
-        }
-        let packet = match edxml::parse_limited(body, &self.settings.limits) {
-            Err(edxml::EdxmlError::Cancelled) => return Err(cancelled()),
-            r => r?,
-        };
-        if packet.from != caller.organ_id {
-            return Err(HubError::SenderMismatch {
-                from: packet.from,
-                caller: caller.organ_id.clone(),
-            });
-        }
-        let sha256 = sha256_hex(body);
-        let directory = self.directory.snapshot();
-
-        // Who it names: the To list, or the agency a status notice answers.
-        let recipients: Vec<String> = match packet.kind {
-            Kind::Edoc | Kind::Notice => packet.to.clone(),
-            Kind::Status => vec![packet.response_for[0].organ_id.clone()],
-        };
-        let unknown: Vec<String> = recipients
-            .iter()
-            .filter(|r| !directory.contains(r))
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(HubError::UnknownRecipients(unknown));
-        }
-        let pins = directory
-            .get(&packet.from)
-            .map(|a| a.signing_cert_sha256.as_slice())
-            .unwrap_or_default();
-        let gate = self
-            .signatures
-            .check(body, packet.has_signature, &packet.from, pins);
-        // A verification cut short by cancellation is no verdict on the packet.
-        if crate::cancel::cancelled() {
-            return Err(cancelled());
-        }
-        let (verdict, signer, signer_sha256) = match gate? {
-            Gate::Verified(v) => (
-                crate::dsig::VERDICT_VERIFIED.to_owned(),
-                v.signer_cn,
-                Some(v.cert_sha256),
-            ),
-            Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
-        };
-
-        // Identity for duplicate detection: the DocumentId of a new document; the body's hash
-        // for status notices and revoke/update/replace packets, which in practice reuse the
-        // DocumentId of the document they act on (the SDK samples do).
-        let key = match (&packet.document_id, packet.business_type) {
-            (Some(id), 0) => id.clone(),
-            _ => format!("#{}{}:{sha256}", packet.kind.as_str(), packet.business_type),
-        };
-        let dkey = dedup_key(&packet.from, &key);
-        let _guard = self.submit_locks[stripe(&dkey)]
-            .lock()
-            .expect("submit lock poisoned");
-        if let Some(seq) = self.store.dedup(&dkey)? {
-            // The first submission may still be waiting for its sync (its caller gave up
-            // waiting): "already accepted" is said only of what is on disk.
-            self.store.barrier()?;
-            let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
-            if existing.sha256 == sha256 {
-                // The same sender (the key holds it): its submission receipt, not the
-                // delivery receipts a fan-out may have hundreds of.
-                let receipt = self.kept_submission_receipt(&existing)?;
-                return Ok(Accepted {
-                    id: format_id(seq),
-                    document_id: existing.document_id,
-                    sha256,
-                    recipients: existing.recipients,
-                    created: false,
-                    receipt,
-                });
-            }
-            return Err(HubError::DuplicateDocumentId {
-                sender: packet.from,
-                document_id: key,
-                existing: format_id(seq),
-            });
-        }
-
-        // Revoke and update read queue states an ack may change before the commit, whose
-        // guards then refuse it: read again and retry.
-        let mut attempt = 0;
-        loop {
-            match self.store_packet(
-                &packet,
-                body,
-                &dkey,
-                sha256.clone(),
-                (verdict.clone(), signer.clone(), signer_sha256.clone()),
-            ) {
-                Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
-    }
-
-    /// Plans and commits an accepted packet (the caller holds its submit lock).
-    fn store_packet(
-        &self,
-        packet: &edxml::Packet,
-        body: &[u8],
-        dkey: &[u8],
-        sha256: String,
-        (verdict, signer, signer_sha256): (String, Option<String>, Option<String>),
-    ) -> Result<Accepted, HubError> {
-        let directory = self.directory.snapshot();
-        // Revoke and update look at queue states: no listing may lease in between.
-        let _leases: Vec<_> = if matches!(packet.business_type, 1 | 2) {
-            self.lease_locks
-                .iter()
-                .map(|m| m.lock().expect("lease lock poisoned"))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let plan = self.plan(packet, &directory)?;
-        let seq = self.store.next_seq()?;
-        let record = DocRecord {
-            seq,
-            kind: packet.kind,
-            from: packet.from.clone(),
-            recipients: plan.recipients.clone(),
-            document_id: packet.document_id.clone(),
-            subject: packet.subject.clone(),
-            status_code: packet.status_code.clone(),
-            response_for: plan.response_for.clone(),
-            acts_on: plan.original.as_ref().map(|d| d.seq),
-            replaces: plan.replaces.clone(),
-            withdrawn: vec![],
-            business_type: packet.business_type,
-            size: body.len() as u64,
-            sha256,
-            received_at_ms: now_ms(),
-            has_signature: packet.has_signature,
-            verdict: Some(verdict),
-            signer,
-            signer_sha256,
-            paper: packet.paper,
-        };
-        // Time from the receiver's ack to its "completed" notice, when the hub saw both.
-        let completion = match (&record.kind, record.status_code.as_deref()) {
-            (Kind::Status, Some("06")) => {
-                let rf = &packet.response_for[0];
-                match self
-                    .store
-                    .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
-                {
-                    Some(doc) => self.store.acked_at(doc, &record.from)?,
-                    None => None,
-                }
-            }
-            _ => None,
-        };
-        let mut changes = Vec::with_capacity(record.recipients.len() + 1);
-        changes.push(Change::Accept {
-            record: &record,
-            body,
-            dedup_key: dkey,
-        });
-        for r in &record.recipients {
-            changes.push(Change::Enqueue {
-                agency: r,
-                seq,
-                accepted_ms: record.received_at_ms,
-            });
-        }
-        if let Some(orig) = &plan.original {
-            for r in &plan.add {
-                changes.push(Change::Enqueue {
-                    agency: r,
-                    seq: orig.seq,
-                    accepted_ms: orig.received_at_ms,
-                });
-            }
-            for r in &plan.dequeue {
-                changes.push(Change::Dequeue {
-                    agency: r,
-                    seq: orig.seq,
-                    accepted_ms: orig.received_at_ms,
-                });
-            }
-            if plan.rewrite {
-                changes.push(Change::Rewrite { record: orig });
-            }
-        }
-        let mut extra = plan.events.clone();
-        for old in &plan.replaces {
-            extra.push(
-                crate::audit::AuditEvent::new("replaced", record.received_at_ms)
-                    .agency(&record.from)
-                    .document(*old)
-                    .detail(serde_json::json!({ "by": format_id(seq) })),
-            );
-        }
-        let indexes = self.commit(&changes, extra, true)?;
-        drop(changes);
-        for r in &plan.add {
-            self.wake(r);
-        }
-        if let Some(acked) = completion {
-            self.observe_completion(&record.from, record.received_at_ms.saturating_sub(acked));
-        }
-        for r in &record.recipients {
-            self.wake(r);
-        }
-        // The first entry of the commit is `accepted`.
-        let receipt = self.submission_receipt(&record, indexes[0])?;
-        Ok(Accepted {
-            id: format_id(seq),
-            document_id: record.document_id,
-            sha256: record.sha256,
-            recipients: record.recipients,
-            created: true,
-            receipt,
-        })
     }
 
     /// Flushes storage (on shutdown).

@@ -19,62 +19,12 @@ impl Hub {
     pub(super) fn observe(&self, changes: &[Change<'_>]) {
         let now = now_ms();
         let c = &self.counters;
-        let enqueued = || {
-            changes.iter().filter_map(|ch| match ch {
-                Change::Enqueue { agency, .. } => Some(*agency),
-                _ => None,
-            })
-        };
-        if enqueued().next().is_some() {
-            c.add_each(now, "received", enqueued(), 1);
-            self.agency_counters(enqueued(), |m| m.received.increment(1));
-            let mut depth = self.depth.lock().expect("depth lock");
-            for agency in enqueued() {
-                match depth.get_mut(agency) {
-                    Some(d) => *d += 1,
-                    None => {
-                        depth.insert(agency.to_owned(), 1);
-                    }
-                }
-            }
-        }
+        self.observe_enqueued(changes, now);
         for change in changes {
             match change {
                 // The hub's own notices are not agency traffic.
                 Change::Accept { record, .. } if record.kind == crate::edxml::Kind::Notice => {}
-                Change::Accept { record, .. } => {
-                    let sender = record.from.as_str();
-                    c.add(now, "accepted", sender, 1);
-                    c.add(now, "bytes_in", sender, record.size);
-                    if record.has_signature {
-                        c.add(now, "signed", sender, 1);
-                    }
-                    if record.verdict.as_deref() == Some(crate::dsig::VERDICT_VERIFIED) {
-                        c.add(now, "verified", sender, 1);
-                    }
-                    if !record.paper {
-                        c.add(now, "electronic", sender, 1);
-                    }
-                    counter!("lienthong_packets_accepted_total", "kind" => record.kind.as_str())
-                        .increment(1);
-                    counter!("lienthong_bytes_received_total").increment(record.size);
-                    self.agency_counters(std::iter::once(sender), |m| m.sent.increment(1));
-                    let verdict: metrics::SharedString =
-                        match (&record.verdict, record.has_signature) {
-                            (Some(v), _) => v.clone().into(),
-                            (None, true) => "not_verified".into(),
-                            (None, false) => "unsigned".into(),
-                        };
-                    counter!("lienthong_signature_verdicts_total", "verdict" => verdict)
-                        .increment(1);
-                    if let Some(code) = &record.status_code {
-                        c.add(now, &format!("status:{code}"), sender, 1);
-                        counter!("lienthong_status_notices_total", "code" => code.clone())
-                            .increment(1);
-                    }
-                }
-                // Counted together below: a fan-out is one lock per map, not 519.
-                Change::Enqueue { .. } => {}
+                Change::Accept { record, .. } => self.observe_accepted(record, now),
                 Change::Lease { agency, entry, .. } => {
                     if entry.deliveries == 1 {
                         c.add(now, "delivered", agency, 1);
@@ -91,21 +41,79 @@ impl Hub {
                     c.add(now, "delivered", agency, 1);
                     counter!("lienthong_items_delivered_total").increment(1);
                 }
-                Change::Fetch { .. } => {}
-                Change::Dequeue { agency, .. } => {
-                    if let Some(d) = self.depth.lock().expect("depth lock").get_mut(*agency) {
-                        *d = d.saturating_sub(1);
-                    }
-                }
-                Change::Rewrite { .. } | Change::Purge { .. } | Change::Reschedule { .. } => {}
+                Change::Dequeue { agency, .. } => self.lower_depth(agency),
                 Change::Ack { agency, .. } => {
                     c.add(now, "acked", agency, 1);
                     counter!("lienthong_items_acked_total").increment(1);
-                    if let Some(d) = self.depth.lock().expect("depth lock").get_mut(*agency) {
-                        *d = d.saturating_sub(1);
-                    }
+                    self.lower_depth(agency);
+                }
+                // Enqueues were counted together above: a fan-out is one lock per map, not 519.
+                Change::Enqueue { .. }
+                | Change::Fetch { .. }
+                | Change::Rewrite { .. }
+                | Change::Purge { .. }
+                | Change::Reschedule { .. } => {}
+            }
+        }
+    }
+
+    /// Counts the items a commit queued, per recipient, and raises their queue depths.
+    fn observe_enqueued(&self, changes: &[Change<'_>], now: u64) {
+        let enqueued = || {
+            changes.iter().filter_map(|ch| match ch {
+                Change::Enqueue { agency, .. } => Some(*agency),
+                _ => None,
+            })
+        };
+        if enqueued().next().is_none() {
+            return;
+        }
+        self.counters.add_each(now, "received", enqueued(), 1);
+        self.agency_counters(enqueued(), |m| m.received.increment(1));
+        let mut depth = self.depth.lock().expect("depth lock");
+        for agency in enqueued() {
+            match depth.get_mut(agency) {
+                Some(d) => *d += 1,
+                None => {
+                    depth.insert(agency.to_owned(), 1);
                 }
             }
+        }
+    }
+
+    fn lower_depth(&self, agency: &str) {
+        if let Some(d) = self.depth.lock().expect("depth lock").get_mut(agency) {
+            *d = d.saturating_sub(1);
+        }
+    }
+
+    /// Counts an accepted packet: its sender's figures and the verdict on its signature.
+    fn observe_accepted(&self, record: &crate::store::DocRecord, now: u64) {
+        let c = &self.counters;
+        let sender = record.from.as_str();
+        c.add(now, "accepted", sender, 1);
+        c.add(now, "bytes_in", sender, record.size);
+        if record.has_signature {
+            c.add(now, "signed", sender, 1);
+        }
+        if record.verdict.as_deref() == Some(crate::dsig::VERDICT_VERIFIED) {
+            c.add(now, "verified", sender, 1);
+        }
+        if !record.paper {
+            c.add(now, "electronic", sender, 1);
+        }
+        counter!("lienthong_packets_accepted_total", "kind" => record.kind.as_str()).increment(1);
+        counter!("lienthong_bytes_received_total").increment(record.size);
+        self.agency_counters(std::iter::once(sender), |m| m.sent.increment(1));
+        let verdict: metrics::SharedString = match (&record.verdict, record.has_signature) {
+            (Some(v), _) => v.clone().into(),
+            (None, true) => "not_verified".into(),
+            (None, false) => "unsigned".into(),
+        };
+        counter!("lienthong_signature_verdicts_total", "verdict" => verdict).increment(1);
+        if let Some(code) = &record.status_code {
+            c.add(now, &format!("status:{code}"), sender, 1);
+            counter!("lienthong_status_notices_total", "code" => code.clone()).increment(1);
         }
     }
 

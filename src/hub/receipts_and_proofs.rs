@@ -1,6 +1,7 @@
 //! What the hub signs and proves: receipts, signed tree heads, Merkle proofs, and reading the
 //! audit log (auditors everything, an agency the events of its own documents).
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{AgencyId, Hub, HubError, format_id, now_ms, parse_id, rfc3339};
@@ -28,6 +29,35 @@ const SCAN_MAX: usize = 20_000;
 
 fn hash_hex(h: &Hash) -> String {
     hex(h)
+}
+
+/// `GET /v1/audit/proof`: entry `index` is in the tree of `tree_size` entries.
+#[derive(Debug, Clone, Serialize)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    /// Hex SHA-256 of the leaf (RFC 6962: `0x00 || entry`).
+    pub leaf_hash: String,
+    /// The entry exactly as logged.
+    pub entry: String,
+    pub audit_path: Vec<String>,
+}
+
+/// `GET /v1/audit/consistency`: the tree of `from` entries is a prefix of the tree of `to`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub proof: Vec<String>,
+}
+
+/// `GET /v1/audit`: a page of entries the reader may see.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    pub items: Vec<Entry>,
+    /// Where to continue (`None`: the end of the log as it stood).
+    pub next_cursor: Option<u64>,
+    pub tree_size: u64,
 }
 
 impl Hub {
@@ -256,7 +286,7 @@ impl Hub {
         reader: Reader<'_>,
         index: u64,
         tree_size: Option<u64>,
-    ) -> Result<Value, HubError> {
+    ) -> Result<InclusionProof, HubError> {
         let size = match tree_size {
             Some(s) => s,
             None => self.store.latest_head()?.map_or(0, |(s, _)| s),
@@ -279,27 +309,27 @@ impl Hub {
             return Err(HubError::NotFound);
         }
         let path = self.store.inclusion_proof(index, size)?;
-        Ok(json!({
-            "index": index,
-            "tree_size": size,
-            "leaf_hash": hash_hex(&leaf_hash(&entry)),
-            "entry": String::from_utf8_lossy(&entry),
-            "audit_path": path.iter().map(hash_hex).collect::<Vec<_>>(),
-        }))
+        Ok(InclusionProof {
+            index,
+            tree_size: size,
+            leaf_hash: hash_hex(&leaf_hash(&entry)),
+            entry: String::from_utf8_lossy(&entry).into_owned(),
+            audit_path: path.iter().map(hash_hex).collect(),
+        })
     }
 
     /// Consistency proof between the trees of `from` and `to` entries.
-    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Value, HubError> {
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<ConsistencyProof, HubError> {
         self.check_size(to)?;
         if from > to {
             return Err(HubError::Invalid("from must not exceed to".into()));
         }
         let proof = self.store.consistency_proof(from, to)?;
-        Ok(json!({
-            "from": from,
-            "to": to,
-            "proof": proof.iter().map(hash_hex).collect::<Vec<_>>(),
-        }))
+        Ok(ConsistencyProof {
+            from,
+            to,
+            proof: proof.iter().map(hash_hex).collect(),
+        })
     }
 
     /// A page of log entries from `cursor`, filtered. An agency sees refusals it caused and
@@ -310,7 +340,7 @@ impl Hub {
         filter: &AuditFilter,
         cursor: u64,
         limit: usize,
-    ) -> Result<Value, HubError> {
+    ) -> Result<AuditPage, HubError> {
         let limit = limit.clamp(1, PAGE_MAX);
         let end = self.store.audit_size();
         let mut items = Vec::new();
@@ -333,17 +363,17 @@ impl Hub {
                 if !self.visible(&reader, &e) {
                     continue;
                 }
-                items.push(serde_json::to_value(&e).unwrap_or(Value::Null));
+                items.push(e);
                 if items.len() >= limit {
                     break;
                 }
             }
         }
-        Ok(json!({
-            "items": items,
-            "next_cursor": if next < end { Some(next) } else { None },
-            "tree_size": end,
-        }))
+        Ok(AuditPage {
+            items,
+            next_cursor: (next < end).then_some(next),
+            tree_size: end,
+        })
     }
 
     /// Number of entries in the log (written and synced).

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{Hub, HubError, now_ms, rfc3339};
 use crate::stats::{HOUR, HUB, MINUTE};
@@ -67,23 +67,112 @@ pub enum Scope {
     Agency(String),
 }
 
-fn share(part: u64, whole: u64) -> Value {
-    if whole == 0 {
-        Value::Null
-    } else {
-        json!((part as f64 / whole as f64 * 10_000.0).round() / 10_000.0)
-    }
+/// Counts and rates of one agency, or of the hub.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub accepted: u64,
+    pub accepted_per_min: f64,
+    pub received: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub acked_per_min: f64,
+    pub refused: u64,
+    pub refused_by_reason: BTreeMap<String, u64>,
+    pub status_notices: BTreeMap<String, u64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub signed: u64,
+    /// Shares of `accepted` (`None` when nothing was accepted).
+    pub signed_share: Option<f64>,
+    pub verified: u64,
+    pub verified_share: Option<f64>,
+    pub electronic: u64,
+    pub electronic_share: Option<f64>,
+    pub delivery_to_completed: Completion,
+}
+
+/// From a recipient's ack to its "completed" (06) notice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub count: u64,
+    pub avg_secs: Option<f64>,
+}
+
+/// One agency's line in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgencyFigures {
+    pub agency: String,
+    pub pending: u64,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// An agency with the most pending items.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    pub agency: String,
+    pub name: Option<String>,
+    pub pending: u64,
+    pub oldest_pending_secs: Option<u64>,
+    pub last_pull: Option<String>,
+}
+
+/// An agency with pending items that has not pulled for long (or ever).
+#[derive(Debug, Clone, Serialize)]
+pub struct NotPulling {
+    pub agency: String,
+    pub name: Option<String>,
+    pub last_pull: Option<String>,
+    pub idle_secs: Option<u64>,
+}
+
+/// One bucket of the report's time series.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub t: String,
+    pub accepted: u64,
+    pub refused: u64,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `hub`, or the agency the report is limited to.
+    pub scope: String,
+    pub window: &'static str,
+    pub window_secs: u64,
+    pub covered_secs: u64,
+    pub bucket_secs: u64,
+    pub series_start: String,
+    pub generated_at: String,
+    pub pending: u64,
+    pub totals: Figures,
+    pub agencies: Vec<AgencyFigures>,
+    pub backlog: Vec<Backlog>,
+    pub not_pulling: Vec<NotPulling>,
+    pub series: Vec<Point>,
+}
+
+fn share(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0)
+}
+
+/// The counters summed over a window: (metric, agency) → n, and the series of the scope's
+/// own (accepted, refused) per bucket.
+struct Sums {
+    by_metric: HashMap<(String, String), u64>,
+    series: BTreeMap<u32, (u64, u64)>,
 }
 
 /// Figures of one agency (or of the hub, with `HUB`) from the summed counters.
-fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) -> Value {
+fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) -> Figures {
     let get = |m: &str| {
         sums.get(&(m.to_owned(), who.to_owned()))
             .copied()
             .unwrap_or(0)
     };
     let mut refused_by_reason = BTreeMap::new();
-    let mut status = BTreeMap::new();
+    let mut status_notices = BTreeMap::new();
     for ((metric, agency), n) in sums {
         if agency != who {
             continue;
@@ -91,67 +180,132 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
         if let Some(code) = metric.strip_prefix("refused:") {
             refused_by_reason.insert(code.to_owned(), *n);
         } else if let Some(code) = metric.strip_prefix("status:") {
-            status.insert(code.to_owned(), *n);
+            status_notices.insert(code.to_owned(), *n);
         }
     }
     let accepted = get("accepted");
-    let per_min =
-        |n: u64| json!((n as f64 * 60.0 / covered_secs.max(1) as f64 * 100.0).round() / 100.0);
-    let completions = get("completion_count");
-    json!({
-        "accepted": accepted,
-        "accepted_per_min": per_min(accepted),
-        "received": get("received"),
-        "delivered": get("delivered"),
-        "acked": get("acked"),
-        "acked_per_min": per_min(get("acked")),
-        "refused": get("refused"),
-        "refused_by_reason": refused_by_reason,
-        "status_notices": status,
-        "bytes_in": get("bytes_in"),
-        "bytes_out": get("bytes_out"),
-        "signed": get("signed"),
-        "signed_share": share(get("signed"), accepted),
-        "verified": get("verified"),
-        "verified_share": share(get("verified"), accepted),
-        "electronic": get("electronic"),
-        "electronic_share": share(get("electronic"), accepted),
-        "delivery_to_completed": {
-            "count": completions,
-            "avg_secs": if completions == 0 { Value::Null } else { json!(get("completion_ms") as f64 / completions as f64 / 1000.0) },
+    let per_min = |n: u64| (n as f64 * 60.0 / covered_secs.max(1) as f64 * 100.0).round() / 100.0;
+    let count = get("completion_count");
+    Figures {
+        accepted,
+        accepted_per_min: per_min(accepted),
+        received: get("received"),
+        delivered: get("delivered"),
+        acked: get("acked"),
+        acked_per_min: per_min(get("acked")),
+        refused: get("refused"),
+        refused_by_reason,
+        status_notices,
+        bytes_in: get("bytes_in"),
+        bytes_out: get("bytes_out"),
+        signed: get("signed"),
+        signed_share: share(get("signed"), accepted),
+        verified: get("verified"),
+        verified_share: share(get("verified"), accepted),
+        electronic: get("electronic"),
+        electronic_share: share(get("electronic"), accepted),
+        delivery_to_completed: Completion {
+            count,
+            avg_secs: (count > 0).then(|| get("completion_ms") as f64 / count as f64 / 1000.0),
         },
-    })
+    }
+}
+
+impl Scope {
+    fn sees(&self, agency: &str) -> bool {
+        match self {
+            Scope::Hub => true,
+            Scope::Agency(me) => agency == me,
+        }
+    }
+
+    /// Whose counters make the series and totals: the hub's own, or the agency's.
+    fn own(&self) -> &str {
+        match self {
+            Scope::Hub => HUB,
+            Scope::Agency(me) => me,
+        }
+    }
 }
 
 impl Hub {
     /// The statistics report for `window`, as `scope` may see it.
-    pub fn stats(&self, window: Window, scope: &Scope) -> Result<Value, HubError> {
-        // A report reads: the stored counters plus those not flushed yet, without writing
-        // them (reads must not cost writes, nor fail when the disk does).
-        let pending = self.counters.snapshot();
+    pub fn stats(&self, window: Window, scope: &Scope) -> Result<Report, HubError> {
         let now = now_ms();
         let (res, bucket_ms) = window.resolution();
         let first = ((now.saturating_sub(window.secs() * 1000)) / bucket_ms) as u32;
         let covered_secs = (now - first as u64 * bucket_ms) / 1000;
-        let mut sums: HashMap<(String, String), u64> = HashMap::new();
-        let mut series: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
-        let visible = |agency: &str| match scope {
-            Scope::Hub => true,
-            Scope::Agency(me) => agency == me,
+        let sums = self.sum_counters(scope, res, first)?;
+        let depths: Vec<(String, u64)> = self
+            .queue_depths()
+            .into_iter()
+            .filter(|(a, _)| scope.sees(a))
+            .collect();
+        let (backlog, not_pulling) = self.backlog(&depths, now)?;
+        let mut agencies: Vec<&str> = sums
+            .by_metric
+            .keys()
+            .map(|(_, a)| a.as_str())
+            .filter(|a| !a.is_empty())
+            .collect();
+        agencies.sort_unstable();
+        agencies.dedup();
+        let agencies = agencies
+            .into_iter()
+            .map(|a| AgencyFigures {
+                agency: a.to_owned(),
+                pending: depths.iter().find(|(x, _)| x == a).map_or(0, |(_, n)| *n),
+                figures: figures(&sums.by_metric, a, covered_secs),
+            })
+            .collect();
+        let series = sums
+            .series
+            .iter()
+            .map(|(b, (accepted, refused))| Point {
+                t: rfc3339(*b as u64 * bucket_ms),
+                accepted: *accepted,
+                refused: *refused,
+            })
+            .collect();
+        Ok(Report {
+            scope: match scope {
+                Scope::Hub => "hub".to_owned(),
+                Scope::Agency(me) => me.clone(),
+            },
+            window: window.label(),
+            window_secs: window.secs(),
+            covered_secs,
+            bucket_secs: bucket_ms / 1000,
+            series_start: rfc3339(first as u64 * bucket_ms),
+            generated_at: rfc3339(now),
+            pending: depths.iter().map(|(_, n)| n).sum(),
+            totals: figures(&sums.by_metric, scope.own(), covered_secs),
+            agencies,
+            backlog,
+            not_pulling,
+            series,
+        })
+    }
+
+    /// The counters `scope` may see from bucket `first` on: the stored ones plus those not
+    /// flushed yet, read without writing them (reads must not cost writes, nor fail when the
+    /// disk does).
+    fn sum_counters(&self, scope: &Scope, res: u8, first: u32) -> Result<Sums, HubError> {
+        let pending = self.counters.snapshot();
+        let mut sums = Sums {
+            by_metric: HashMap::new(),
+            series: BTreeMap::new(),
         };
         let mut visit = |bucket: u32, metric: &str, agency: &str, n: u64| {
-            if !visible(agency) {
+            if !scope.sees(agency) {
                 return;
             }
             *sums
+                .by_metric
                 .entry((metric.to_owned(), agency.to_owned()))
                 .or_default() += n;
-            let series_of = match scope {
-                Scope::Hub => HUB,
-                Scope::Agency(me) => me.as_str(),
-            };
-            if agency == series_of {
-                let e = series.entry(bucket).or_default();
+            if agency == scope.own() {
+                let e = sums.series.entry(bucket).or_default();
                 match metric {
                     "accepted" => e.0 += n,
                     "refused" => e.1 += n,
@@ -167,89 +321,45 @@ impl Hub {
                 }
             }
         }
+        Ok(sums)
+    }
 
-        // Backlog and pulling.
-        let depths = self.queue_depths();
+    /// The agencies with the most pending items, and those with pending items that pulled
+    /// least recently (never = first of all); 20 of each.
+    fn backlog(
+        &self,
+        depths: &[(String, u64)],
+        now: u64,
+    ) -> Result<(Vec<Backlog>, Vec<NotPulling>), HubError> {
         let mut pulls = self.store.last_pulls()?;
         pulls.extend(self.last_pull.lock().expect("last-pull lock").clone());
         let directory = self.directory.snapshot();
+        let name = |a: &str| directory.get(a).map(|x| x.name.clone());
         let mut backlog = Vec::new();
-        for (agency, n) in depths.iter().filter(|(a, _)| visible(a)).take(20) {
-            backlog.push(json!({
-                "agency": agency,
-                "name": directory.get(agency).map(|a| a.name.as_str()),
-                "pending": n,
-                "oldest_pending_secs": self.oldest_pending_secs(agency, now)?,
-                "last_pull": pulls.get(agency).map(|ms| rfc3339(*ms)),
-            }));
+        for (agency, n) in depths.iter().take(20) {
+            backlog.push(Backlog {
+                agency: agency.clone(),
+                name: name(agency),
+                pending: *n,
+                oldest_pending_secs: self.oldest_pending_secs(agency, now)?,
+                last_pull: pulls.get(agency).map(|ms| rfc3339(*ms)),
+            });
         }
-        // Agencies with pending items, the longest without a pull first (never = first of all).
         let mut idle: Vec<(&String, Option<u64>)> = depths
             .iter()
-            .filter(|(a, _)| visible(a))
             .map(|(a, _)| (a, pulls.get(a).copied()))
             .collect();
         idle.sort_by_key(|(a, ms)| (ms.unwrap_or(0), (*a).clone()));
-        let not_pulling: Vec<Value> = idle
+        let not_pulling = idle
             .iter()
             .take(20)
-            .map(|(a, ms)| {
-                json!({
-                    "agency": a,
-                    "name": directory.get(a).map(|x| x.name.as_str()),
-                    "last_pull": ms.map(rfc3339),
-                    "idle_secs": ms.map(|ms| now.saturating_sub(ms) / 1000),
-                })
+            .map(|(a, ms)| NotPulling {
+                agency: (*a).clone(),
+                name: name(a),
+                last_pull: ms.map(rfc3339),
+                idle_secs: ms.map(|ms| now.saturating_sub(ms) / 1000),
             })
             .collect();
-
-        let mut agencies: Vec<&str> = sums
-            .keys()
-            .map(|(_, a)| a.as_str())
-            .filter(|a| !a.is_empty())
-            .collect();
-        agencies.sort_unstable();
-        agencies.dedup();
-        let per_agency: Vec<Value> = agencies
-            .iter()
-            .map(|a| {
-                let mut f = figures(&sums, a, covered_secs);
-                f["agency"] = json!(a);
-                f["pending"] = json!(depths.iter().find(|(x, _)| x == a).map_or(0, |(_, n)| *n));
-                f
-            })
-            .collect();
-
-        let series: Vec<Value> = series
-            .iter()
-            .map(|(b, (acc, refd))| {
-                json!({"t": rfc3339(*b as u64 * bucket_ms), "accepted": acc, "refused": refd})
-            })
-            .collect();
-        let total_pending: u64 = depths
-            .iter()
-            .filter(|(a, _)| visible(a))
-            .map(|(_, n)| n)
-            .sum();
-        let mut report = json!({
-            "window": window.label(),
-            "window_secs": window.secs(),
-            "covered_secs": covered_secs,
-            "bucket_secs": bucket_ms / 1000,
-            "series_start": rfc3339(first as u64 * bucket_ms),
-            "generated_at": rfc3339(now),
-            "pending": total_pending,
-            "agencies": per_agency,
-            "backlog": backlog,
-            "not_pulling": not_pulling,
-            "series": series,
-        });
-        let (label, who) = match scope {
-            Scope::Hub => ("hub", HUB),
-            Scope::Agency(me) => (me.as_str(), me.as_str()),
-        };
-        report["scope"] = json!(label);
-        report["totals"] = figures(&sums, who, covered_secs);
-        Ok(report)
+        Ok((backlog, not_pulling))
     }
 }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
 
+use super::delivery_state::{DocumentStatus, SentPage};
+use super::receipts_and_proofs::{AuditPage, ConsistencyProof, InclusionProof};
+use super::report::Report;
 use super::{
     Accepted, Acked, AckedMany, AuditFilter, BodySource, Hub, HubError, InboxItem, Principal,
     Reader, Scope, Window,
@@ -108,7 +110,11 @@ impl Service {
         self.hub.request(move |h| h.ack_many(&agency, &ids)).await
     }
 
-    pub async fn document_status(&self, who: &Principal, id: &str) -> Result<Value, HubError> {
+    pub async fn document_status(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<DocumentStatus, HubError> {
         let agency = who.agency()?.clone();
         let id = id.to_owned();
         self.hub
@@ -122,7 +128,7 @@ impl Service {
         since_ms: u64,
         cursor: u64,
         limit: usize,
-    ) -> Result<Value, HubError> {
+    ) -> Result<SentPage, HubError> {
         let agency = who.agency()?.clone();
         self.hub
             .request(move |h| h.sent(&agency, since_ms, cursor, limit))
@@ -145,7 +151,7 @@ impl Service {
         who: &Principal,
         index: u64,
         tree_size: Option<u64>,
-    ) -> Result<Value, HubError> {
+    ) -> Result<InclusionProof, HubError> {
         let reader = who.audit_reader()?.cloned();
         self.hub
             .request(move |h| h.inclusion_proof(Reader::of(reader.as_ref()), index, tree_size))
@@ -153,7 +159,11 @@ impl Service {
     }
 
     /// Consistency proof between two tree sizes (any caller).
-    pub async fn consistency_proof(&self, from: u64, to: u64) -> Result<Value, HubError> {
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, HubError> {
         self.hub
             .request(move |h| h.consistency_proof(from, to))
             .await
@@ -165,7 +175,7 @@ impl Service {
         filter: AuditFilter,
         cursor: u64,
         limit: usize,
-    ) -> Result<Value, HubError> {
+    ) -> Result<AuditPage, HubError> {
         let reader = who.audit_reader()?.cloned();
         self.hub
             .request(move |h| h.audit_page(Reader::of(reader.as_ref()), &filter, cursor, limit))
@@ -173,12 +183,12 @@ impl Service {
     }
 
     /// The statistics `who` may see (hub-wide in a role, its own as an agency).
-    pub async fn stats(&self, who: &Principal, window: Window) -> Result<Value, HubError> {
+    pub async fn stats(&self, who: &Principal, window: Window) -> Result<Report, HubError> {
         self.stats_of(who.stats_scope(), window).await
     }
 
     /// The statistics of `scope` (the ops listener asks hub-wide without a certificate).
-    pub async fn stats_of(&self, scope: Scope, window: Window) -> Result<Value, HubError> {
+    pub async fn stats_of(&self, scope: Scope, window: Window) -> Result<Report, HubError> {
         self.hub.request(move |h| h.stats(window, &scope)).await
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::client::{Client, HttpVersion};
 use own_hub::{agencies, cpu_secs, peak_rss_mb, signer, start_hub};
+use workload::Conn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,30 +113,10 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     };
     let pid = own.as_ref().map(|h| h.child.id()).or(spec.hub_pid);
     let ids = agencies(&certs)?;
-    let clients = spec.clients.max(1);
-    let mut conns = Vec::with_capacity(clients);
-    let mut signers = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let id = &ids[i % ids.len()];
-        let c = Client::new(
-            &url,
-            &certs.join("ca.pem"),
-            &certs.join(format!("agencies/{id}.pem")),
-            &certs.join(format!("agencies/{id}.key")),
-            spec.version,
-        )
-        .map_err(|e| e.to_string())?;
-        conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
-        signers.push(if spec.unsigned {
-            None
-        } else {
-            Some(Arc::new(signer(&certs, id)?))
-        });
-    }
+    let (conns, signers) = connect(&spec, &url, &certs, &ids)?;
     if spec.mode == Mode::Pull {
         workload::fill_inboxes(&conns, &signers, &ids, &spec).await?;
     }
-
     let shared = Arc::new(Shared {
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -143,11 +124,9 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         stop: AtomicBool::new(false),
         first_error: std::sync::Mutex::new(None),
     });
-    let cpu0 = pid.and_then(cpu_secs);
-    let me = std::process::id();
-    let tool0 = cpu_secs(me);
+    let (cpu0, tool0) = (pid.and_then(cpu_secs), cpu_secs(std::process::id()));
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
+    let mut tasks = Vec::with_capacity(conns.len());
     for (k, (conn, signer)) in conns.into_iter().zip(signers).enumerate() {
         let task = workload::client(k, conn, signer, ids.clone(), spec.clone(), shared.clone());
         tasks.push(tokio::spawn(task));
@@ -166,16 +145,64 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         (Some(a), Some(b)) => Some(((b - a) / elapsed * 1000.0).round() / 10.0),
         _ => None,
     };
-    let cpu = percent(cpu0, pid.and_then(cpu_secs));
-    let tool_cpu = percent(tool0, cpu_secs(me));
-    let rss = pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0);
+    let usage = Usage {
+        hub_cpu_percent: percent(cpu0, pid.and_then(cpu_secs)),
+        tool_cpu_percent: percent(tool0, cpu_secs(std::process::id())),
+        hub_peak_rss_mb: pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0),
+    };
     drop(own);
     lat.sort_unstable();
+    Ok(report(&spec, &shared, elapsed, &lat, usage))
+}
+
+/// A client's signer (`None` for unsigned runs).
+type MaybeSigner = Option<Arc<crate::dsig::Signer>>;
+
+/// One connection (and, for signed runs, one signer) per client, agencies taken in turn.
+fn connect(
+    spec: &LoadSpec,
+    url: &str,
+    certs: &std::path::Path,
+    ids: &[String],
+) -> Result<(Vec<Conn>, Vec<MaybeSigner>), String> {
+    let clients = spec.clients.max(1);
+    let mut conns = Vec::with_capacity(clients);
+    let mut signers = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let id = &ids[i % ids.len()];
+        let c = Client::new(
+            url,
+            &certs.join("ca.pem"),
+            &certs.join(format!("agencies/{id}.pem")),
+            &certs.join(format!("agencies/{id}.key")),
+            spec.version,
+        )
+        .map_err(|e| e.to_string())?;
+        conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
+        signers.push(if spec.unsigned {
+            None
+        } else {
+            Some(Arc::new(signer(certs, id)?))
+        });
+    }
+    Ok((conns, signers))
+}
+
+/// CPU and memory of the hub and the tool over a run.
+struct Usage {
+    hub_cpu_percent: Option<f64>,
+    tool_cpu_percent: Option<f64>,
+    hub_peak_rss_mb: Option<f64>,
+}
+
+/// The report of a finished run; `lat` are the latencies in µs, sorted.
+fn report(spec: &LoadSpec, shared: &Shared, elapsed: f64, lat: &[u32], usage: Usage) -> Report {
     let ok = shared.ok.load(Ordering::Relaxed);
+    let bytes = shared.bytes.load(Ordering::Relaxed);
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
-    Ok(Report {
+    Report {
         mode: spec.mode,
-        clients,
+        clients: spec.clients.max(1),
         size_bytes: spec.size,
         http: match spec.version {
             HttpVersion::Http1 => "http/1.1",
@@ -186,18 +213,18 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         ok,
         errors: shared.errors.load(Ordering::Relaxed),
         packets_per_sec: round(ok as f64 / elapsed),
-        mb_per_sec: round(shared.bytes.load(Ordering::Relaxed) as f64 / elapsed / 1e6),
-        avg_packet_bytes: shared.bytes.load(Ordering::Relaxed) / ok.max(1),
-        p50_ms: percentile(&lat, 0.50),
-        p90_ms: percentile(&lat, 0.90),
-        p99_ms: percentile(&lat, 0.99),
-        p999_ms: percentile(&lat, 0.999),
+        mb_per_sec: round(bytes as f64 / elapsed / 1e6),
+        avg_packet_bytes: bytes / ok.max(1),
+        p50_ms: percentile(lat, 0.50),
+        p90_ms: percentile(lat, 0.90),
+        p99_ms: percentile(lat, 0.99),
+        p999_ms: percentile(lat, 0.999),
         max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
-        hub_cpu_percent: cpu,
-        hub_peak_rss_mb: rss,
-        tool_cpu_percent: tool_cpu,
+        hub_cpu_percent: usage.hub_cpu_percent,
+        hub_peak_rss_mb: usage.hub_peak_rss_mb,
+        tool_cpu_percent: usage.tool_cpu_percent,
         first_error: shared.first_error.lock().expect("lock").take(),
-    })
+    }
 }
 
 /// Waits out the run (or until every client is done), drawing progress when asked.

@@ -97,6 +97,20 @@ pub enum Change<'a> {
     Reschedule { due: &'a Due, to_ms: Option<u64> },
 }
 
+/// A batch being built: the writes, the guards they rely on, and the queue entries put
+/// (whose queue starts move once they are visible).
+struct Staged<'a> {
+    batch: WriteBatch,
+    guards: Vec<Guard>,
+    puts: Vec<(&'a str, u64)>,
+}
+
+impl Staged<'_> {
+    fn guard(&mut self, cf: &'static str, key: Vec<u8>, expect: Expect) {
+        self.guards.push(Guard { cf, key, expect });
+    }
+}
+
 impl Store {
     /// Applies `changes` as one atomic batch, with `events` appended to the audit log in the
     /// same batch; returns the events' log indexes. With `durable`, the WAL is synced before
@@ -109,9 +123,11 @@ impl Store {
         events: Vec<crate::audit::AuditEvent>,
         durable: bool,
     ) -> Result<Vec<u64>, StoreError> {
-        let mut batch = WriteBatch::default();
-        let mut puts: Vec<(&str, u64)> = Vec::new();
-        let mut guards = Vec::new();
+        let mut st = Staged {
+            batch: WriteBatch::default(),
+            guards: Vec::new(),
+            puts: Vec::new(),
+        };
         // Documents this batch creates: their queue entries cannot exist yet, so a fan-out
         // to 519 needs no guard per recipient.
         let accepted: Vec<u64> = changes
@@ -121,118 +137,127 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let guard = |cf, key, expect| Guard { cf, key, expect };
         for c in changes {
-            match c {
-                Change::Accept {
-                    record,
-                    body,
-                    dedup_key,
-                } => {
-                    guards.push(guard(CF_DEDUP, dedup_key.to_vec(), Expect::Absent));
-                    let key = record.seq.to_be_bytes();
-                    let json = serde_json::to_vec(record).expect("record serializes");
-                    batch.put_cf(self.cf(CF_DOCS), key, json);
-                    batch.put_cf(self.cf(CF_BODIES), key, body);
-                    batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
-                    batch.put_cf(self.cf(CF_SENT), queue_key(&record.from, record.seq), []);
-                    let at = record.received_at_ms;
-                    let due = due_key(DueKind::Retention, at, record.seq, "");
-                    batch.put_cf(self.cf(CF_DUE), due, []);
-                }
-                Change::Enqueue {
-                    agency,
-                    seq,
-                    accepted_ms,
-                } => {
-                    puts.push((*agency, *seq));
-                    if !accepted.contains(seq) {
-                        let q = queue_key(agency, *seq);
-                        guards.push(guard(CF_QUEUE, q, Expect::Absent));
-                        let d = delivery_key(*seq, agency);
-                        guards.push(guard(CF_DELIVERY, d, Expect::Absent));
-                    }
-                    batch.put_cf(
-                        self.cf(CF_QUEUE),
-                        queue_key(agency, *seq),
-                        QueueEntry::default().encode(),
-                    );
-                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
-                    batch.put_cf(self.cf(CF_DUE), due, []);
-                }
-                Change::Lease {
-                    agency,
-                    seq,
-                    was,
-                    entry,
-                }
-                | Change::Fetch {
-                    agency,
-                    seq,
-                    was,
-                    entry,
-                    ..
-                } => {
-                    puts.push((*agency, *seq));
-                    let q = queue_key(agency, *seq);
-                    guards.push(guard(CF_QUEUE, q, Expect::Equals(was.encode().to_vec())));
-                    batch.put_cf(self.cf(CF_QUEUE), queue_key(agency, *seq), entry.encode());
-                }
-                Change::Dequeue {
-                    agency,
-                    seq,
-                    accepted_ms,
-                } => {
-                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
-                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
-                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
-                    batch.delete_cf(self.cf(CF_DUE), due);
-                }
-                Change::Purge { seq, accepted_ms } => {
-                    batch.delete_cf(self.cf(CF_BODIES), seq.to_be_bytes());
-                    let due = due_key(DueKind::Retention, *accepted_ms, *seq, "");
-                    batch.delete_cf(self.cf(CF_DUE), due);
-                }
-                Change::Reschedule { due, to_ms } => {
-                    if to_ms.is_none() && due.kind == DueKind::Expiry {
-                        // Only an expiry whose item is gone: never one a re-enqueue restored.
-                        let q = queue_key(&due.agency, due.seq);
-                        guards.push(guard(CF_QUEUE, q, Expect::Absent));
-                    }
-                    batch.delete_cf(self.cf(CF_DUE), due.key());
-                    if let Some(at) = to_ms {
-                        let moved = due_key(due.kind, *at, due.seq, &due.agency);
-                        batch.put_cf(self.cf(CF_DUE), moved, []);
-                    }
-                }
-                Change::Rewrite { record } => {
-                    let json = serde_json::to_vec(record).expect("record serializes");
-                    batch.put_cf(self.cf(CF_DOCS), record.seq.to_be_bytes(), json);
-                }
-                Change::Ack {
-                    agency,
-                    seq,
-                    at_ms,
-                    accepted_ms,
-                } => {
-                    guards.push(guard(CF_QUEUE, queue_key(agency, *seq), Expect::Present));
-                    batch.delete_cf(self.cf(CF_QUEUE), queue_key(agency, *seq));
-                    let due = due_key(DueKind::Expiry, *accepted_ms, *seq, agency);
-                    batch.delete_cf(self.cf(CF_DUE), due);
-                    batch.put_cf(
-                        self.cf(CF_DELIVERY),
-                        delivery_key(*seq, agency),
-                        at_ms.to_be_bytes(),
-                    );
-                }
+            if !self.stage_queue(c, &accepted, &mut st) {
+                self.stage_document(c, &mut st);
             }
         }
-        let indexes = self.writer.commit(batch, events, guards, durable)?;
+        let indexes = self.writer.commit(st.batch, events, st.guards, durable)?;
         // After the puts are visible, so that a scan running meanwhile cannot move a queue's
-        // head past them (see `heads`).
-        for (agency, seq) in puts {
+        // head past them (see `queue_starts`).
+        for (agency, seq) in st.puts {
             self.heads.lower(agency, seq);
         }
         Ok(indexes)
+    }
+
+    /// Stages a change of a queue entry (with its due-index entry); false for other changes.
+    fn stage_queue<'a>(&self, c: &Change<'a>, accepted: &[u64], st: &mut Staged<'a>) -> bool {
+        let (queue, due) = (self.cf(CF_QUEUE), self.cf(CF_DUE));
+        match *c {
+            Change::Enqueue {
+                agency,
+                seq,
+                accepted_ms,
+            } => {
+                st.puts.push((agency, seq));
+                if !accepted.contains(&seq) {
+                    st.guard(CF_QUEUE, queue_key(agency, seq), Expect::Absent);
+                    st.guard(CF_DELIVERY, delivery_key(seq, agency), Expect::Absent);
+                }
+                let entry = QueueEntry::default().encode();
+                st.batch.put_cf(queue, queue_key(agency, seq), entry);
+                let key = due_key(DueKind::Expiry, accepted_ms, seq, agency);
+                st.batch.put_cf(due, key, []);
+            }
+            Change::Lease {
+                agency,
+                seq,
+                was,
+                entry,
+            }
+            | Change::Fetch {
+                agency,
+                seq,
+                was,
+                entry,
+                ..
+            } => {
+                st.puts.push((agency, seq));
+                let was = Expect::Equals(was.encode().to_vec());
+                st.guard(CF_QUEUE, queue_key(agency, seq), was);
+                st.batch
+                    .put_cf(queue, queue_key(agency, seq), entry.encode());
+            }
+            Change::Ack {
+                agency,
+                seq,
+                accepted_ms,
+                ..
+            }
+            | Change::Dequeue {
+                agency,
+                seq,
+                accepted_ms,
+            } => {
+                st.guard(CF_QUEUE, queue_key(agency, seq), Expect::Present);
+                st.batch.delete_cf(queue, queue_key(agency, seq));
+                let key = due_key(DueKind::Expiry, accepted_ms, seq, agency);
+                st.batch.delete_cf(due, key);
+                if let Change::Ack { at_ms, .. } = *c {
+                    let delivered = delivery_key(seq, agency);
+                    let cf = self.cf(CF_DELIVERY);
+                    st.batch.put_cf(cf, delivered, at_ms.to_be_bytes());
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Stages a change of a document (its record, body, indexes) or of the due index.
+    fn stage_document(&self, c: &Change<'_>, st: &mut Staged<'_>) {
+        let due = self.cf(CF_DUE);
+        match *c {
+            Change::Accept {
+                record,
+                body,
+                dedup_key,
+            } => {
+                st.guard(CF_DEDUP, dedup_key.to_vec(), Expect::Absent);
+                let key = record.seq.to_be_bytes();
+                let json = serde_json::to_vec(record).expect("record serializes");
+                st.batch.put_cf(self.cf(CF_DOCS), key, json);
+                st.batch.put_cf(self.cf(CF_BODIES), key, body);
+                st.batch.put_cf(self.cf(CF_DEDUP), dedup_key, key);
+                let sent = queue_key(&record.from, record.seq);
+                st.batch.put_cf(self.cf(CF_SENT), sent, []);
+                let at = record.received_at_ms;
+                let retention = due_key(DueKind::Retention, at, record.seq, "");
+                st.batch.put_cf(due, retention, []);
+            }
+            Change::Rewrite { record } => {
+                let json = serde_json::to_vec(record).expect("record serializes");
+                let key = record.seq.to_be_bytes();
+                st.batch.put_cf(self.cf(CF_DOCS), key, json);
+            }
+            Change::Purge { seq, accepted_ms } => {
+                st.batch.delete_cf(self.cf(CF_BODIES), seq.to_be_bytes());
+                let retention = due_key(DueKind::Retention, accepted_ms, seq, "");
+                st.batch.delete_cf(due, retention);
+            }
+            Change::Reschedule { due: d, to_ms } => {
+                if to_ms.is_none() && d.kind == DueKind::Expiry {
+                    // Only an expiry whose item is gone: never one a re-enqueue restored.
+                    st.guard(CF_QUEUE, queue_key(&d.agency, d.seq), Expect::Absent);
+                }
+                st.batch.delete_cf(due, d.key());
+                if let Some(at) = to_ms {
+                    let moved = due_key(d.kind, at, d.seq, &d.agency);
+                    st.batch.put_cf(due, moved, []);
+                }
+            }
+            _ => unreachable!("queue changes are staged by stage_queue"),
+        }
     }
 }

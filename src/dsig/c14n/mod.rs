@@ -14,9 +14,10 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
 /// The namespace the `xml` prefix is bound to.
+mod element;
 mod text;
 
-use text::{Out, normalize_attr, normalize_newlines, resolve_reference};
+use text::{Out, normalize_newlines, resolve_reference};
 
 const XML_NS: &[u8] = b"http://www.w3.org/XML/1998/namespace";
 
@@ -139,6 +140,26 @@ enum Place {
     After,
 }
 
+/// Where a canonicalization stands in the document.
+struct Walk {
+    subset: Subset,
+    /// The whole document (else one element's subtree).
+    document: bool,
+    place: Place,
+    depth: usize,
+    /// Depth at which output started (element subset).
+    apex: Option<usize>,
+    /// Depth at which output was suspended (the excluded element).
+    skip_from: Option<usize>,
+}
+
+impl Walk {
+    /// Whether the current node is in the subset.
+    fn output(&self) -> bool {
+        self.skip_from.is_none() && (self.document || self.apex.is_some())
+    }
+}
+
 /// Canonicalizes `subset` of `doc` with `c14n`, writing the canonical bytes to `sink`.
 pub fn canonicalize(
     doc: &[u8],
@@ -174,12 +195,14 @@ impl Canonicalizer<'_, '_> {
     fn run(&mut self, doc: &[u8], subset: Subset) -> Result<(), C14nError> {
         let mut reader = Reader::from_reader(doc);
         reader.config_mut().check_end_names = true;
-        let mut place = Place::Before;
-        let mut depth = 0usize;
-        // Depth at which output started (element subset) or was suspended (excluded element).
-        let mut apex: Option<usize> = None;
-        let mut skip_from: Option<usize> = None;
-        let document = matches!(subset, Subset::Document { .. });
+        let mut walk = Walk {
+            subset,
+            document: matches!(subset, Subset::Document { .. }),
+            place: Place::Before,
+            depth: 0,
+            apex: None,
+            skip_from: None,
+        };
         let mut ticker = crate::cancel::Ticker::default();
         loop {
             let pos = reader.buffer_position() as usize;
@@ -187,98 +210,129 @@ impl Canonicalizer<'_, '_> {
             if ticker.cancelled() {
                 return Err(C14nError("cancelled: the request was given up".into()));
             }
-            let output = skip_from.is_none() && (document || apex.is_some());
-            match event {
-                Event::Start(ref e) | Event::Empty(ref e) => {
-                    let empty = matches!(event, Event::Empty(_));
-                    place = Place::Inside;
-                    let mut output = output;
-                    match subset {
-                        Subset::Document { exclude: Some(x) } if x == pos && output => {
-                            if empty {
-                                continue;
-                            }
-                            skip_from = Some(depth);
-                            output = false;
-                        }
-                        Subset::Element { start } if start == pos && !output => {
-                            apex = Some(depth);
-                            output = true;
-                        }
-                        _ => {}
-                    }
-                    let is_apex = apex == Some(depth) && !document;
-                    self.start(e, output, is_apex)?;
-                    if empty {
-                        self.end(e.name().as_ref(), output);
-                        if is_apex {
-                            break;
-                        }
-                        if depth == 0 {
-                            // An empty root: what follows is outside the document element
-                            // (found by the differential test against libxml2).
-                            place = Place::After;
-                        }
-                    } else {
-                        depth += 1;
-                    }
-                }
-                Event::End(ref e) => {
-                    depth = depth.saturating_sub(1);
-                    self.end(e.name().as_ref(), output);
-                    if skip_from == Some(depth) {
-                        skip_from = None;
-                    }
-                    if !document && apex == Some(depth) {
-                        break;
-                    }
-                    if depth == 0 {
-                        place = Place::After;
-                    }
-                }
-                Event::Text(t) if output && place == Place::Inside => {
-                    let text = normalize_newlines(&t);
-                    self.out.text(&text);
-                }
-                Event::CData(t) if output && place == Place::Inside => {
-                    let text = normalize_newlines(&t);
-                    self.out.text(&text);
-                }
-                Event::GeneralRef(r) if output && place == Place::Inside => {
-                    let c = resolve_reference(&r)?;
-                    let mut tmp = [0u8; 4];
-                    self.out.text(c.encode_utf8(&mut tmp).as_bytes());
-                }
-                Event::Comment(c) if output && self.c14n.comments => {
-                    let body = normalize_newlines(&c);
-                    self.top_level(place, |o| {
-                        o.put(b"<!--");
-                        o.put(&body);
-                        o.put(b"-->");
-                    });
-                }
-                Event::PI(pi) if output => {
-                    let target = pi.target();
-                    let content = normalize_newlines(pi.content());
-                    let content = content.trim_ascii_start();
-                    self.top_level(place, |o| {
-                        o.put(b"<?");
-                        o.put(target);
-                        if !content.is_empty() {
-                            o.put(b" ");
-                            o.put(content);
-                        }
-                        o.put(b"?>");
-                    });
-                }
+            let output = walk.output();
+            let done = match event {
+                Event::Start(ref e) => self.open(e, false, pos, &mut walk)?,
+                Event::Empty(ref e) => self.open(e, true, pos, &mut walk)?,
+                Event::End(ref e) => self.close(e.name().as_ref(), output, &mut walk),
                 Event::DocType(_) => return Err(err("DTDs are not supported")),
-                Event::Eof => break,
-                // XML declaration, whitespace outside the root, nodes outside the subset.
-                _ => {}
+                Event::Eof => true,
+                other => {
+                    if output {
+                        self.node(other, walk.place)?;
+                    }
+                    false
+                }
+            };
+            if done {
+                break;
             }
         }
-        if !document && apex.is_none() {
+        if !walk.document && walk.apex.is_none() {
             return Err(err("the element to canonicalize was not found"));
+        }
+        Ok(())
+    }
+
+    /// An element opens (`empty`: and closes). Returns whether the subset is complete.
+    fn open(
+        &mut self,
+        e: &BytesStart<'_>,
+        empty: bool,
+        pos: usize,
+        walk: &mut Walk,
+    ) -> Result<bool, C14nError> {
+        walk.place = Place::Inside;
+        let mut output = walk.output();
+        match walk.subset {
+            Subset::Document { exclude: Some(x) } if x == pos && output => {
+                if empty {
+                    return Ok(false);
+                }
+                walk.skip_from = Some(walk.depth);
+                output = false;
+            }
+            Subset::Element { start } if start == pos && !output => {
+                walk.apex = Some(walk.depth);
+                output = true;
+            }
+            _ => {}
+        }
+        let is_apex = walk.apex == Some(walk.depth) && !walk.document;
+        self.start(e, output, is_apex)?;
+        if !empty {
+            walk.depth += 1;
+            return Ok(false);
+        }
+        self.end(e.name().as_ref(), output);
+        if is_apex {
+            return Ok(true);
+        }
+        if walk.depth == 0 {
+            // An empty root: what follows is outside the document element (found by the
+            // differential test against libxml2).
+            walk.place = Place::After;
+        }
+        Ok(false)
+    }
+
+    /// An element closes. Returns whether the subset is complete.
+    fn close(&mut self, name: &[u8], output: bool, walk: &mut Walk) -> bool {
+        walk.depth = walk.depth.saturating_sub(1);
+        self.end(name, output);
+        if walk.skip_from == Some(walk.depth) {
+            walk.skip_from = None;
+        }
+        if !walk.document && walk.apex == Some(walk.depth) {
+            return true;
+        }
+        if walk.depth == 0 {
+            walk.place = Place::After;
+        }
+        false
+    }
+
+    /// A node other than an element, in the output: text inside the document element,
+    /// comments (when kept) and PIs anywhere. The XML declaration and whitespace outside
+    /// the root are not nodes of the data model.
+    fn node(&mut self, event: Event<'_>, place: Place) -> Result<(), C14nError> {
+        match event {
+            Event::Text(t) if place == Place::Inside => {
+                let text = normalize_newlines(&t);
+                self.out.text(&text);
+            }
+            Event::CData(t) if place == Place::Inside => {
+                let text = normalize_newlines(&t);
+                self.out.text(&text);
+            }
+            Event::GeneralRef(r) if place == Place::Inside => {
+                let c = resolve_reference(&r)?;
+                let mut tmp = [0u8; 4];
+                self.out.text(c.encode_utf8(&mut tmp).as_bytes());
+            }
+            Event::Comment(c) if self.c14n.comments => {
+                let body = normalize_newlines(&c);
+                self.top_level(place, |o| {
+                    o.put(b"<!--");
+                    o.put(&body);
+                    o.put(b"-->");
+                });
+            }
+            Event::PI(pi) => {
+                let target = pi.target();
+                let content = normalize_newlines(pi.content());
+                let content = content.trim_ascii_start();
+                self.top_level(place, |o| {
+                    o.put(b"<?");
+                    o.put(target);
+                    if !content.is_empty() {
+                        o.put(b" ");
+                        o.put(content);
+                    }
+                    o.put(b"?>");
+                });
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -291,159 +345,6 @@ impl Canonicalizer<'_, '_> {
         write(&mut self.out);
         if place == Place::Before {
             self.out.put(b"\n");
-        }
-    }
-
-    fn start(&mut self, e: &BytesStart<'_>, output: bool, is_apex: bool) -> Result<(), C14nError> {
-        // Read the attributes: namespace declarations go in scope, the rest are kept.
-        self.in_scope.open();
-        let mut attrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for a in e.attributes().with_checks(true) {
-            let a = a.map_err(err)?;
-            let key = a.key.into_inner();
-            let value = normalize_attr(&a.value)?.into_owned();
-            if key == b"xmlns" {
-                self.in_scope.items.push((Vec::new(), value));
-            } else if let Some(p) = key.strip_prefix(b"xmlns:") {
-                self.in_scope.items.push((p.to_vec(), value));
-            } else {
-                attrs.push((key.to_vec(), value));
-            }
-        }
-        if !output {
-            // Outside the output, only remember inheritable xml:* attributes.
-            self.xml_attrs.open();
-            for (k, v) in attrs {
-                if k.starts_with(b"xml:") {
-                    self.xml_attrs.items.push((k, v));
-                }
-            }
-            return Ok(());
-        }
-
-        let qname = e.name().into_inner();
-        let (elem_prefix, _) = split_qname(qname);
-
-        // Attributes with their sort keys (namespace URI, then local name).
-        let mut list: Vec<Attr> = Vec::with_capacity(attrs.len());
-        for (qname, value) in attrs {
-            let (prefix, local) = split_qname(&qname);
-            let ns = if prefix.is_empty() {
-                Vec::new()
-            } else {
-                self.in_scope
-                    .lookup(prefix)
-                    .ok_or_else(|| {
-                        err(format!(
-                            "undeclared prefix {:?}",
-                            String::from_utf8_lossy(prefix)
-                        ))
-                    })?
-                    .to_vec()
-            };
-            let local = local.to_vec();
-            list.push(Attr {
-                ns,
-                local,
-                qname,
-                value,
-            });
-        }
-        if is_apex && self.c14n.method == Method::Inclusive {
-            // C14N 1.0 §2.4: the apex inherits xml:* attributes of its ancestors.
-            for (k, v) in self.xml_attrs.items.iter().rev() {
-                let (_, local) = split_qname(k);
-                if !list.iter().any(|a| a.ns == XML_NS && a.local == local) {
-                    list.push(Attr {
-                        ns: XML_NS.to_vec(),
-                        local: local.to_vec(),
-                        qname: k.clone(),
-                        value: v.clone(),
-                    });
-                }
-            }
-        }
-        list.sort_by(|a, b| (&a.ns, &a.local).cmp(&(&b.ns, &b.local)));
-
-        // Namespace declarations to write.
-        let mut decls: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        match &self.c14n.method {
-            Method::Inclusive => {
-                for i in (0..self.in_scope.items.len()).rev() {
-                    self.consider(&self.in_scope.items[i].0, &mut decls);
-                }
-            }
-            Method::Exclusive { inclusive_prefixes } => {
-                self.consider(elem_prefix, &mut decls);
-                for a in &list {
-                    let (p, _) = split_qname(&a.qname);
-                    if !p.is_empty() {
-                        self.consider(p, &mut decls);
-                    }
-                }
-                for p in inclusive_prefixes {
-                    let p = p.as_bytes();
-                    if p.is_empty() || self.in_scope.lookup(p).is_some() {
-                        self.consider(p, &mut decls);
-                    }
-                }
-            }
-        }
-        decls.sort_by(|a, b| a.0.cmp(&b.0));
-
-        self.out.put(b"<");
-        self.out.put(qname);
-        for (p, uri) in &decls {
-            if p.is_empty() {
-                self.out.put(b" xmlns=\"");
-            } else {
-                self.out.put(b" xmlns:");
-                self.out.put(p);
-                self.out.put(b"=\"");
-            }
-            self.out.attr(uri);
-            self.out.put(b"\"");
-        }
-        for a in &list {
-            self.out.put(b" ");
-            self.out.put(&a.qname);
-            self.out.put(b"=\"");
-            self.out.attr(&a.value);
-            self.out.put(b"\"");
-        }
-        self.out.put(b">");
-        self.rendered.open();
-        self.rendered.items.extend(decls);
-        Ok(())
-    }
-
-    /// Adds the declaration of `prefix` to `decls` unless an output ancestor already rendered
-    /// the same binding (or, for an empty default namespace, never rendered a default at all).
-    fn consider(&self, prefix: &[u8], decls: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-        if prefix == b"xml" || decls.iter().any(|(p, _)| p == prefix) {
-            return;
-        }
-        let uri = self.in_scope.lookup(prefix).unwrap_or(b"");
-        let shown = self.rendered.lookup(prefix);
-        let needed = if uri.is_empty() {
-            matches!(shown, Some(s) if !s.is_empty())
-        } else {
-            shown != Some(uri)
-        };
-        if needed {
-            decls.push((prefix.to_vec(), uri.to_vec()));
-        }
-    }
-
-    fn end(&mut self, qname: &[u8], output: bool) {
-        self.in_scope.close();
-        if output {
-            self.out.put(b"</");
-            self.out.put(qname);
-            self.out.put(b">");
-            self.rendered.close();
-        } else {
-            self.xml_attrs.close();
         }
     }
 }

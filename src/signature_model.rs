@@ -1,4 +1,6 @@
-//! The content model of an XML-DSig `Signature`, as far as this profile accepts it.
+//! The content model of an XML-DSig `Signature`, as far as this profile accepts it: the
+//! verifier checks a Signature against it (`dsig::locate`), and the edXML reader uses its
+//! element names to refuse anything else inside a Signature (a leaf: it depends on nothing).
 //!
 //! The Signature is checked against this model, never searched: each element may appear only
 //! under its own parent, in XML-DSig's order, as often as the profile allows. That is what

@@ -1,0 +1,290 @@
+//! Submission: a packet is parsed, checked against the caller and the directory, its
+//! signature judged, its duplicate key looked up, and then planned and stored in one commit
+//! with everything it changes (see `amendments.rs`).
+
+use super::amendments::Plan;
+use super::{
+    Accepted, AgencyId, CONFLICT_RETRIES, Gate, Hub, HubError, cancelled, format_id, now_ms, stripe,
+};
+use crate::digest::sha256_hex;
+use crate::directory::Directory;
+use crate::edxml::{self, Kind, Packet};
+use crate::store::{Change, DocRecord, StoreError, dedup_key};
+
+/// The signature gate's verdict as recorded: (verdict, signer CN, signer certificate hash).
+type Verdict = (String, Option<String>, Option<String>);
+
+/// A checked packet on its way to the store.
+struct Checked<'a> {
+    packet: Packet,
+    body: &'a [u8],
+    sha256: String,
+    verdict: Verdict,
+    /// The duplicate-index key.
+    dkey: Vec<u8>,
+}
+
+impl Hub {
+    /// Validates, routes and durably stores a packet; see the API docs for the rules.
+    pub fn submit(&self, caller: &AgencyId, body: &[u8]) -> Result<Accepted, HubError> {
+        if crate::cancel::cancelled() {
+            return Err(cancelled());
+        }
+        let packet = match edxml::parse_limited(body, &self.settings.limits) {
+            Err(edxml::EdxmlError::Cancelled) => return Err(cancelled()),
+            r => r?,
+        };
+        if packet.from != caller.organ_id {
+            return Err(HubError::SenderMismatch {
+                from: packet.from,
+                caller: caller.organ_id.clone(),
+            });
+        }
+        let directory = self.directory.snapshot();
+        known_recipients(&packet, &directory)?;
+        let verdict = self.verdict(body, &packet, &directory)?;
+        let sha256 = sha256_hex(body);
+        let dkey = dedup_key(&packet.from, &duplicate_key(&packet, &sha256));
+        let checked = Checked {
+            packet,
+            body,
+            sha256,
+            verdict,
+            dkey,
+        };
+        let _guard = self.submit_locks[stripe(&checked.dkey)]
+            .lock()
+            .expect("submit lock poisoned");
+        if let Some(seq) = self.store.dedup(&checked.dkey)? {
+            return self.replay(seq, checked);
+        }
+        // Revoke and update read queue states an ack may change before the commit, whose
+        // guards then refuse it: read again and retry.
+        let mut attempt = 0;
+        loop {
+            match self.store_packet(&checked) {
+                Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The signature gate: verified (with its signer), recorded with the reason it did not
+    /// verify, or refused.
+    fn verdict(
+        &self,
+        body: &[u8],
+        packet: &Packet,
+        directory: &Directory,
+    ) -> Result<Verdict, HubError> {
+        let pins = directory
+            .get(&packet.from)
+            .map(|a| a.signing_cert_sha256.as_slice())
+            .unwrap_or_default();
+        let gate = self
+            .signatures
+            .check(body, packet.has_signature, &packet.from, pins);
+        // A verification cut short by cancellation is no verdict on the packet.
+        if crate::cancel::cancelled() {
+            return Err(cancelled());
+        }
+        Ok(match gate? {
+            Gate::Verified(v) => (
+                crate::dsig::VERDICT_VERIFIED.to_owned(),
+                v.signer_cn,
+                Some(v.cert_sha256),
+            ),
+            Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
+        })
+    }
+
+    /// A packet whose duplicate key is taken: the same bytes again answer with the first
+    /// acceptance; other bytes under the same DocumentId are refused.
+    fn replay(&self, seq: u64, checked: Checked<'_>) -> Result<Accepted, HubError> {
+        // The first submission may still be waiting for its sync (its caller gave up
+        // waiting): "already accepted" is said only of what is on disk.
+        self.store.barrier()?;
+        let existing = self.store.doc(seq)?.ok_or(HubError::NotFound)?;
+        if existing.sha256 != checked.sha256 {
+            return Err(HubError::DuplicateDocumentId {
+                document_id: duplicate_key(&checked.packet, &checked.sha256),
+                sender: checked.packet.from,
+                existing: format_id(seq),
+            });
+        }
+        // The same sender (the key holds it): its submission receipt, not the delivery
+        // receipts a fan-out may have hundreds of.
+        let receipt = self.kept_submission_receipt(&existing)?;
+        Ok(Accepted {
+            id: format_id(seq),
+            document_id: existing.document_id,
+            sha256: checked.sha256,
+            recipients: existing.recipients,
+            created: false,
+            receipt,
+        })
+    }
+
+    /// Plans and commits an accepted packet (the caller holds its submit lock).
+    fn store_packet(&self, c: &Checked<'_>) -> Result<Accepted, HubError> {
+        let directory = self.directory.snapshot();
+        // Revoke and update look at queue states: no listing may lease in between.
+        let _leases: Vec<_> = if matches!(c.packet.business_type, 1 | 2) {
+            self.lease_locks
+                .iter()
+                .map(|m| m.lock().expect("lease lock poisoned"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let plan = self.plan(&c.packet, &directory)?;
+        let record = record_for(self.store.next_seq()?, c, &plan);
+        let completion = self.completion_time(&c.packet, &record)?;
+        let changes = changes_for(&record, c, &plan);
+        let mut extra = plan.events.clone();
+        for old in &plan.replaces {
+            extra.push(
+                crate::audit::AuditEvent::new("replaced", record.received_at_ms)
+                    .agency(&record.from)
+                    .document(*old)
+                    .detail(serde_json::json!({ "by": format_id(record.seq) })),
+            );
+        }
+        let indexes = self.commit(&changes, extra, true)?;
+        drop(changes);
+        for r in plan.add.iter().chain(&record.recipients) {
+            self.wake(r);
+        }
+        if let Some(acked) = completion {
+            self.observe_completion(&record.from, record.received_at_ms.saturating_sub(acked));
+        }
+        // The first entry of the commit is `accepted`.
+        let receipt = self.submission_receipt(&record, indexes[0])?;
+        Ok(Accepted {
+            id: format_id(record.seq),
+            document_id: record.document_id,
+            sha256: record.sha256,
+            recipients: record.recipients,
+            created: true,
+            receipt,
+        })
+    }
+
+    /// For a "completed" (06) notice: when its sender acked the document it completes, if
+    /// the hub saw that ack (the time between is a statistic).
+    fn completion_time(
+        &self,
+        packet: &Packet,
+        record: &DocRecord,
+    ) -> Result<Option<u64>, HubError> {
+        if record.kind != Kind::Status || record.status_code.as_deref() != Some("06") {
+            return Ok(None);
+        }
+        let rf = &packet.response_for[0];
+        Ok(
+            match self
+                .store
+                .dedup(&dedup_key(&rf.organ_id, &rf.document_id))?
+            {
+                Some(doc) => self.store.acked_at(doc, &record.from)?,
+                None => None,
+            },
+        )
+    }
+}
+
+/// Refuses a packet naming agencies the directory does not know: the To list, or the agency
+/// a status notice answers.
+fn known_recipients(packet: &Packet, directory: &Directory) -> Result<(), HubError> {
+    let named: Vec<String> = match packet.kind {
+        Kind::Edoc | Kind::Notice => packet.to.clone(),
+        Kind::Status => vec![packet.response_for[0].organ_id.clone()],
+    };
+    let unknown: Vec<String> = named
+        .into_iter()
+        .filter(|r| !directory.contains(r))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(HubError::UnknownRecipients(unknown))
+    }
+}
+
+/// Identity for duplicate detection: the DocumentId of a new document; the body's hash for
+/// status notices and revoke/update/replace packets, which in practice reuse the DocumentId
+/// of the document they act on (the SDK samples do).
+fn duplicate_key(packet: &Packet, sha256: &str) -> String {
+    match (&packet.document_id, packet.business_type) {
+        (Some(id), 0) => id.clone(),
+        _ => format!("#{}{}:{sha256}", packet.kind.as_str(), packet.business_type),
+    }
+}
+
+/// The record of an accepted packet.
+fn record_for(seq: u64, c: &Checked<'_>, plan: &Plan) -> DocRecord {
+    let packet = &c.packet;
+    let (verdict, signer, signer_sha256) = c.verdict.clone();
+    DocRecord {
+        seq,
+        kind: packet.kind,
+        from: packet.from.clone(),
+        recipients: plan.recipients.clone(),
+        document_id: packet.document_id.clone(),
+        subject: packet.subject.clone(),
+        status_code: packet.status_code.clone(),
+        response_for: plan.response_for.clone(),
+        acts_on: plan.original.as_ref().map(|d| d.seq),
+        replaces: plan.replaces.clone(),
+        withdrawn: vec![],
+        business_type: packet.business_type,
+        size: c.body.len() as u64,
+        sha256: c.sha256.clone(),
+        received_at_ms: now_ms(),
+        has_signature: packet.has_signature,
+        verdict: Some(verdict),
+        signer,
+        signer_sha256,
+        paper: packet.paper,
+    }
+}
+
+/// Everything one submission changes: the packet and its queue entries, and what it does to
+/// the document it acts on.
+fn changes_for<'a>(record: &'a DocRecord, c: &'a Checked<'_>, plan: &'a Plan) -> Vec<Change<'a>> {
+    let mut changes = Vec::with_capacity(record.recipients.len() + 1);
+    changes.push(Change::Accept {
+        record,
+        body: c.body,
+        dedup_key: &c.dkey,
+    });
+    for r in &record.recipients {
+        changes.push(Change::Enqueue {
+            agency: r,
+            seq: record.seq,
+            accepted_ms: record.received_at_ms,
+        });
+    }
+    if let Some(orig) = &plan.original {
+        for r in &plan.add {
+            changes.push(Change::Enqueue {
+                agency: r,
+                seq: orig.seq,
+                accepted_ms: orig.received_at_ms,
+            });
+        }
+        for r in &plan.dequeue {
+            changes.push(Change::Dequeue {
+                agency: r,
+                seq: orig.seq,
+                accepted_ms: orig.received_at_ms,
+            });
+        }
+        if plan.rewrite {
+            changes.push(Change::Rewrite { record: orig });
+        }
+    }
+    changes
+}
