@@ -22,6 +22,7 @@ pub mod hub;
 pub mod ids;
 pub mod jws;
 pub mod load;
+pub mod pdfsig;
 pub mod pki;
 pub mod signature_model;
 pub mod stats;

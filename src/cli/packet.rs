@@ -110,7 +110,7 @@ fn compose(
     Ok(xml)
 }
 
-fn read_input(file: &Path) -> Result<Vec<u8>, String> {
+pub(super) fn read_input(file: &Path) -> Result<Vec<u8>, String> {
     if file == Path::new("-") {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| e.to_string())?;

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Makes the PDF signature fixtures of tests/pdf_signatures.rs in OUT_DIR, at test time, with
+independent tools: `cryptography` for a test PKI, fpdf2 for the base document, pyHanko for the
+signatures and the incremental overlay.
+
+The PKI mirrors Vietnamese practice (Decree 30/2020, Art. 5): the leader signs with a personal
+certificate (subject UID=CCCD:<citizen id>), the agency issues with an organisation certificate
+(UID=MST:<tax code>). Files written:
+
+  ca.pem, personal.{pem,key}, organisation.{pem,key}, other-ca.pem, stranger.{pem,key}
+  base.pdf            unsigned
+  personal.pdf        the leader's signature only
+  organisation.pdf    the agency's signature only
+  two_layer.pdf       leader, then agency (the legal form)
+  reversed.pdf        agency, then leader
+  overlay.pdf         two_layer.pdf + a text stamp drawn on the page afterwards
+  untrusted.pdf       two layers, the agency's by a certificate of another CA
+"""
+import datetime
+import io
+import sys
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from fpdf import FPDF
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import signers
+from pyhanko.stamp import TextStamp, TextStampStyle
+
+UID = NameOID.USER_ID
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def name(cn, uid, org=None):
+    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "VN")]
+    if org:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    if uid:
+        attrs.append(x509.NameAttribute(UID, uid))
+    return x509.Name(attrs)
+
+
+def write_key(key, path):
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
+def make_ca(out, stem, cn):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = name(cn, None, "lienthong test PKI")
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(key, hashes.SHA256()))
+    (out / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key, cert
+
+
+def make_signer(out, stem, ca_key, ca_cert, subject, rsa_key):
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
+           else ec.generate_private_key(ec.SECP256R1()))
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=730))
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False,
+                                         False), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    (out / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_key(key, out / f"{stem}.key")
+    return signers.SimpleSigner.load(str(out / f"{stem}.key"), str(out / f"{stem}.pem"))
+
+
+def base_pdf():
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    pdf.cell(text="QUYET DINH so 12/QD-UBND: ve viec phe duyet ke hoach nam 2026")
+    pdf.ln(12)
+    pdf.cell(text="Noi dung van ban: ... (trang 1)")
+    return bytes(pdf.output())
+
+
+def sign(data, signer, field):
+    w = IncrementalPdfFileWriter(io.BytesIO(data))
+    meta = signers.PdfSignatureMetadata(field_name=field, subfilter=None)
+    out = signers.sign_pdf(w, meta, signer=signer)
+    return out.getvalue()
+
+
+def overlay(data):
+    w = IncrementalPdfFileWriter(io.BytesIO(data))
+    stamp = TextStamp(writer=w, style=TextStampStyle(stamp_text="DA SUA: 99/QD-UBND"))
+    stamp.apply(0, 50, 600)
+    buf = io.BytesIO()
+    w.write(buf)
+    return buf.getvalue()
+
+
+def main(out):
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = make_ca(out, "ca", "lienthong test root")
+    other_key, other = make_ca(out, "other-ca", "some other root")
+    personal = make_signer(out, "personal", ca_key, ca,
+                           name("Nguyen Van A", "CCCD:079123456789"), rsa_key=True)
+    organisation = make_signer(out, "organisation", ca_key, ca,
+                               name("UBND Quan 1", "MST:0301234567", "UBND Quan 1"),
+                               rsa_key=False)
+    stranger = make_signer(out, "stranger", other_key, other,
+                           name("UBND Quan 1", "MST:0301234567", "UBND Quan 1"),
+                           rsa_key=False)
+    base = base_pdf()
+    files = {"base.pdf": base}
+    files["personal.pdf"] = sign(base, personal, "Leader")
+    files["organisation.pdf"] = sign(base, organisation, "Agency")
+    files["two_layer.pdf"] = sign(files["personal.pdf"], organisation, "Agency")
+    files["reversed.pdf"] = sign(files["organisation.pdf"], personal, "Leader")
+    files["overlay.pdf"] = overlay(files["two_layer.pdf"])
+    files["untrusted.pdf"] = sign(files["personal.pdf"], stranger, "Agency")
+    for f, data in files.items():
+        (out / f).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
