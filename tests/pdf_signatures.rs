@@ -1,0 +1,231 @@
+//! Two-layer PDF signatures (Decree 30/2020) checked by `lienthong pdf verify`, on PDFs made
+//! at test time by independent tools (scripts/pdf_fixtures.py: `cryptography` for a test PKI,
+//! fpdf2 for the document, pyHanko for the signatures and an overlay added after them), and
+//! cross-checked with pdfsig (poppler) and `pyhanko sign validate`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{BIN, run_ok};
+
+/// A python3 with pyHanko and fpdf2 (scripts/pyenv.sh makes it on first use).
+fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_ok(&mut Command::new(root.join("scripts/pyenv.sh")));
+    PathBuf::from(out.trim())
+}
+
+/// Makes the fixtures in a new temporary directory, with `trust/` holding the test root, and
+/// three damaged copies of the two-layer PDF: one byte flipped inside the signed range,
+/// truncated to half, and 40 random bytes overwritten.
+fn fixtures() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pdf_fixtures.py");
+    run_ok(Command::new(python()).arg(script).arg(dir.path()));
+    let p = |f: &str| dir.path().join(f);
+    std::fs::create_dir(p("trust")).unwrap();
+    std::fs::copy(p("ca.pem"), p("trust/ca.pem")).unwrap();
+    let good = std::fs::read(p("two_layer.pdf")).unwrap();
+    let mut flipped = good.clone();
+    let at = find(&good, b"/OneColumn") + 4; // In the first revision: both signatures cover it.
+    flipped[at] ^= 0x20;
+    std::fs::write(p("flipped.pdf"), flipped).unwrap();
+    std::fs::write(p("truncated.pdf"), &good[..good.len() / 2]).unwrap();
+    let mut fuzzed = good.clone();
+    let mut x = 0x2545_f491_u64;
+    for _ in 0..40 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % fuzzed.len() as u64) as usize;
+        fuzzed[i] = (x >> 32) as u8;
+    }
+    std::fs::write(p("fuzzed.pdf"), fuzzed).unwrap();
+    dir
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("needle present")
+}
+
+/// `lienthong pdf verify --json` on `file`: (exit success, report).
+fn verify(dir: &Path, file: &str) -> (bool, serde_json::Value) {
+    let out = Command::new(BIN)
+        .args(["pdf", "verify", "--json", "--trust"])
+        .arg(dir.join("trust"))
+        .arg(dir.join(file))
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{file}: not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+#[test]
+fn each_way_a_pdf_can_be_signed_gets_its_verdict() {
+    let dir = fixtures();
+    let cases = [
+        ("two_layer.pdf", "two_layer"),
+        ("base.pdf", "no_signature"),
+        ("personal.pdf", "only_personal"),
+        ("organisation.pdf", "only_organisation"),
+        ("reversed.pdf", "order_reversed"),
+        ("overlay.pdf", "disallowed_change"),
+        ("untrusted.pdf", "chain_untrusted"),
+        ("flipped.pdf", "digest_mismatch"),
+        ("truncated.pdf", "parse_error"),
+        ("fuzzed.pdf", "parse_error"),
+    ];
+    for (file, want) in cases {
+        let (ok, report) = verify(dir.path(), file);
+        assert_eq!(report["verdict"], want, "{file}: {report:#}");
+        assert_eq!(ok, want == "two_layer", "{file}: exit status");
+    }
+    let (_, report) = verify(dir.path(), "two_layer.pdf");
+    let sigs = report["signatures"].as_array().unwrap();
+    let layers: Vec<_> = sigs.iter().map(|s| s["layer"].as_str().unwrap()).collect();
+    assert_eq!(layers, ["personal", "organisation"], "in revision order");
+    assert_eq!(sigs[0]["signer"], "Nguyen Van A");
+    assert_eq!(sigs[1]["organisation"], "UBND Quan 1");
+    assert!(sigs[0]["revision_end"].as_u64() < sigs[1]["revision_end"].as_u64());
+    assert!(sigs.iter().all(|s| s["problem"].is_null()));
+    // The overlay is found after each signature, not only the last.
+    let (_, overlay) = verify(dir.path(), "overlay.pdf");
+    for s in overlay["signatures"].as_array().unwrap() {
+        assert_eq!(s["problem"]["code"], "disallowed_change", "{overlay:#}");
+    }
+}
+
+#[test]
+fn the_organisation_must_be_the_sending_agencys() {
+    let dir = fixtures();
+    let run = |name: &str| {
+        let out = Command::new(BIN)
+            .args(["pdf", "verify", "--json", "--organisation", name, "--trust"])
+            .arg(dir.path().join("trust"))
+            .arg(dir.path().join("two_layer.pdf"))
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["verdict"].clone()
+    };
+    assert_eq!(run("UBND Quan 1"), "two_layer");
+    assert_eq!(run("UBND Quan 3"), "organisation_mismatch");
+}
+
+/// pdfsig (poppler) and pyHanko reach the same digest and modification verdicts.
+#[test]
+fn pdfsig_and_pyhanko_agree() {
+    let dir = fixtures();
+    let pdfsig = |file: &str| {
+        let out = Command::new("pdfsig")
+            .arg(dir.path().join(file))
+            .output()
+            .expect("pdfsig (poppler-utils) is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let good = pdfsig("two_layer.pdf");
+    assert_eq!(good.matches("Signature is Valid").count(), 2, "{good}");
+    let flipped = pdfsig("flipped.pdf");
+    assert!(flipped.contains("Digest Mismatch"), "{flipped}");
+    assert!(!flipped.contains("Signature is Valid"), "{flipped}");
+    // pdfsig calls the overlay valid (it checks bytes, not what changed after them); pyHanko
+    // and lienthong do not.
+    assert_eq!(
+        pdfsig("overlay.pdf").matches("Signature is Valid").count(),
+        2
+    );
+
+    let pyhanko = python().parent().unwrap().join("pyhanko");
+    let validate = |file: &str| {
+        Command::new(&pyhanko)
+            .args(["sign", "validate", "--trust"])
+            .arg(dir.path().join("ca.pem"))
+            .arg(dir.path().join(file))
+            .output()
+            .unwrap()
+    };
+    for (file, valid) in [
+        ("two_layer.pdf", true),
+        ("overlay.pdf", false),
+        ("flipped.pdf", false),
+    ] {
+        let out = validate(file);
+        assert_eq!(
+            out.status.success(),
+            valid,
+            "pyhanko on {file}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let (ours, _) = verify(dir.path(), file);
+        assert_eq!(ours, valid, "lienthong and pyHanko differ on {file}");
+    }
+}
+
+/// Random damage anywhere in a two-layer PDF never panics the verifier, and is never
+/// two-layer unless the damage fell outside every signed range and revision structure.
+#[test]
+fn damaged_pdfs_never_panic_or_pass() {
+    let dir = fixtures();
+    let good = std::fs::read(dir.path().join("two_layer.pdf")).unwrap();
+    let trust = lienthong::dsig::TrustStore::load(
+        &dir.path().join("trust"),
+        &[],
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
+    let check = |pdf: &[u8]| {
+        lienthong::pdfsig::verify(
+            pdf,
+            &trust,
+            &lienthong::pdfsig::Limits::default(),
+            &Default::default(),
+            std::time::SystemTime::now(),
+        )
+    };
+    assert_eq!(check(&good).verdict.as_str(), "two_layer");
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut passed = 0;
+    for n in 0..400 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut pdf = good.clone();
+        let i = (x % pdf.len() as u64) as usize;
+        let new = (x >> 40) as u8;
+        if pdf[i] == new {
+            continue;
+        }
+        pdf[i] = new;
+        if n % 50 == 0 {
+            pdf.truncate(i.max(1));
+        }
+        if check(&pdf).verdict.as_str() == "two_layer" {
+            passed += 1;
+            // Only bytes no signature covers may change unnoticed: inside a signature's
+            // hex /Contents after the DER it holds (the zero padding).
+            let in_padding = good[..i]
+                .iter()
+                .rposition(|&b| b == b'<')
+                .is_some_and(|open| {
+                    good[open..i]
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || *b == b'<')
+                        && i - open > 64
+                });
+            assert!(
+                in_padding,
+                "byte {i} changed to {new:#x} and still two_layer"
+            );
+        }
+    }
+    eprintln!("{passed} of 400 damaged copies still two_layer (changes in signature padding)");
+}
