@@ -69,6 +69,7 @@ fn record(seq: u64, recipients: &[String], body: &[u8]) -> DocRecord {
         signer: Some("000.00.01.H13".into()),
         signer_sha256: Some("0".repeat(64)),
         paper: false,
+        pdf: vec![],
     }
 }
 

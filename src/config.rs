@@ -22,6 +22,7 @@ pub struct Config {
     pub stats: Stats,
     pub roles: Roles,
     pub signature: Signature,
+    pub pdf_signature: PdfSignature,
     pub audit: Audit,
     pub retention: Retention,
     pub storage: Storage,
@@ -55,6 +56,29 @@ pub struct Signature {
     pub trust_dir: PathBuf,
     pub crl_files: Vec<PathBuf>,
     pub cache_secs: u64,
+}
+
+/// What the hub does about the legal signatures on PDF attachments (see `pdfsig`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PdfPolicy {
+    /// Refuse a document whose main PDF is not two-layer signed (422 pdf_not_two_layer).
+    Require,
+    /// Check every PDF and store the verdicts.
+    Record,
+    /// Do not check.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PdfSignature {
+    pub policy: PdfPolicy,
+    /// Trust anchors for PDF signatures; empty: `[signature] trust_dir`.
+    pub trust_dir: PathBuf,
+    pub crl_files: Vec<PathBuf>,
+    /// PDFs larger than this are not parsed (verdict `parse_error`).
+    pub max_pdf_bytes: usize,
 }
 
 /// How much work the hub takes on at once (see `hub::admission`).

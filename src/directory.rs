@@ -33,6 +33,11 @@ pub struct Agency {
     /// docs/signatures.md).
     #[serde(default)]
     pub signing_cert_sha256: Vec<String>,
+    /// The names (certificate O or CN) the agency's organisation certificate carries on the
+    /// PDFs it issues. When set, a two-layer PDF whose organisation signer is not among them
+    /// is `organisation_mismatch`; when empty, not checked.
+    #[serde(default)]
+    pub pdf_signer_names: Vec<String>,
 }
 
 #[derive(Deserialize)]

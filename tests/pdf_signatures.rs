@@ -229,3 +229,107 @@ fn damaged_pdfs_never_panic_or_pass() {
     }
     eprintln!("{passed} of 400 damaged copies still two_layer (changes in signature padding)");
 }
+
+/// The hub checks the PDFs of every document it accepts: the verdict is in inbox metadata
+/// and `/status`, counted in `/v1/stats` (two-layer share) and `/metrics`; under `require` a
+/// document whose main PDF is not two-layer is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_records_counts_and_can_require_two_layer_pdfs() {
+    use common::{A, B, SMALL_DIRECTORY, TestHub, error_code, get, inbox, submit};
+    use http::StatusCode;
+    use lienthong::client::HttpVersion;
+
+    let fx = fixtures();
+    let pdf = |f: &str| std::fs::read(fx.path().join(f)).unwrap();
+    let directory = SMALL_DIRECTORY.replace(
+        "name = \"Sở A\"",
+        "name = \"Sở A\"\npdf_signer_names = [\"UBND Quan 1\"]",
+    );
+    let config = |policy: &str| {
+        format!(
+            "[pdf_signature]\npolicy = \"{policy}\"\ntrust_dir = \"{}\"\n",
+            fx.path().join("trust").display()
+        )
+    };
+    let hub = TestHub::start(&directory, &config("record"));
+    let (a, b) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+    );
+    for (n, file) in ["two_layer.pdf", "personal.pdf", "overlay.pdf"]
+        .iter()
+        .enumerate()
+    {
+        let r = submit(
+            &a,
+            hub.packet(A, &[B], &format!("{A},2026/11/30,{n}/PDF"), &pdf(file)),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{file}: {:?}", r.json());
+    }
+    let items = inbox(&b, "limit=10").await;
+    let verdicts: Vec<_> = items
+        .iter()
+        .map(|i| {
+            i["pdf_signatures"][0]["verdict"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["two_layer", "only_personal", "disallowed_change"]
+    );
+    assert_eq!(items[0]["pdf_signatures"][0]["name"], "vanban.pdf");
+    let id = items[0]["id"].as_str().unwrap();
+    let status = get(&a, &format!("/v1/documents/{id}/status")).await.json();
+    assert_eq!(status["pdf_signatures"][0]["verdict"], "two_layer");
+
+    let stats = get(&a, "/v1/stats?window=1h").await.json();
+    let t = &stats["totals"];
+    assert_eq!(
+        (t["with_pdf"].as_u64(), t["two_layer"].as_u64()),
+        (Some(3), Some(1)),
+        "{t}"
+    );
+    let share = t["two_layer_share"].as_f64().unwrap();
+    assert!((share - 0.3333).abs() < 1e-3, "{share}");
+    let metrics = hub.metrics_text();
+    assert!(
+        metrics.contains("lienthong_pdf_verdicts_total{verdict=\"two_layer\"} 1"),
+        "{metrics}"
+    );
+    drop(hub);
+
+    let hub = TestHub::start(&directory, &config("require"));
+    let a = hub.client(A, HttpVersion::Auto);
+    let ok = submit(
+        &a,
+        hub.packet(
+            A,
+            &[B],
+            &format!("{A},2026/11/30,7/PDF"),
+            &pdf("two_layer.pdf"),
+        ),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    let refused = submit(
+        &a,
+        hub.packet(
+            A,
+            &[B],
+            &format!("{A},2026/11/30,8/PDF"),
+            &pdf("reversed.pdf"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&refused), "pdf_not_two_layer");
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("order_reversed"), "{message}");
+}

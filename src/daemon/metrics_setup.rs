@@ -160,6 +160,12 @@ const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
     ),
     (
         Counter,
+        "lienthong_pdf_verdicts_total",
+        None,
+        "PDF attachments checked for two-layer signatures, by verdict",
+    ),
+    (
+        Counter,
         "lienthong_signature_verdicts_total",
         None,
         "Accepted packets by signature verdict",

@@ -344,7 +344,7 @@ fn open_hub(
             source,
         }
     })?;
-    let signatures = crate::hub::Signatures::load(&config.signature)?;
+    let signatures = crate::hub::Signatures::load(&config.signature, &config.pdf_signature)?;
     let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;
     let hub = Arc::new(Hub::new(
         store,

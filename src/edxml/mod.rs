@@ -4,11 +4,13 @@
 //! [`Packet`] summary beside them for routing and listing. This module only reads and composes;
 //! it must never touch storage or the network.
 
+mod attachments;
 mod collected;
 mod compose;
 mod fields;
 mod parse;
 
+pub use attachments::{EncodedAttachment, attachments};
 pub use compose::{Attachment, NewDocument, compose_document, compose_status};
 pub use parse::{parse, parse_limited};
 

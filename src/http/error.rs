@@ -55,7 +55,8 @@ impl From<HubError> for ApiError {
             HubError::Edxml(_)
             | HubError::UnknownRecipients(_)
             | HubError::Signature(_)
-            | HubError::UnknownDocument(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | HubError::UnknownDocument(_)
+            | HubError::PdfNotTwoLayer { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HubError::SenderMismatch { .. }
             | HubError::NoIdentity
             | HubError::UnknownAgency(_)

@@ -60,6 +60,7 @@ impl Hub {
                 has_signature: d.has_signature,
                 verdict: d.verdict,
                 signer: d.signer,
+                pdf_signatures: d.pdf,
                 acts_on: d.acts_on.map(format_id),
                 replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
                 lease_expires_at: rfc3339(lease_until),

@@ -69,6 +69,8 @@ pub struct DocumentStatus {
     pub document_id: Option<String>,
     pub from: String,
     pub accepted_at: String,
+    /// The legal signatures on each PDF attachment (`two_layer` or why not).
+    pub pdf_signatures: Vec<crate::store::PdfCheck>,
     pub recipients: Vec<RecipientStatus>,
 }
 
@@ -160,6 +162,7 @@ impl Hub {
             document_id: doc.document_id,
             from: doc.from,
             accepted_at: rfc3339(doc.received_at_ms),
+            pdf_signatures: doc.pdf,
             recipients,
         })
     }

@@ -27,6 +27,7 @@ pub mod events;
 mod identity;
 pub mod jobs;
 mod observe;
+mod pdf_gate;
 mod receipts_and_proofs;
 mod report;
 mod service;
@@ -86,6 +87,12 @@ pub enum HubError {
     Busy,
     #[error("{why}")]
     TooMany { why: String, retry_after: u32 },
+    #[error("the main PDF {name:?} is not two-layer signed ({verdict}): {message}")]
+    PdfNotTwoLayer {
+        name: String,
+        verdict: &'static str,
+        message: String,
+    },
     #[error("the memory budget for uploads is in use; retry later")]
     UploadsBusy,
     #[error("the body exceeds the limit of {0} bytes")]
@@ -129,6 +136,7 @@ impl HubError {
             HubError::Cancelled => "request_cancelled",
             HubError::Busy => "server_busy",
             HubError::TooMany { .. } => "too_many_requests",
+            HubError::PdfNotTwoLayer { .. } => "pdf_not_two_layer",
             HubError::UploadsBusy => "server_busy",
             HubError::BodyTooLarge(_) => "body_too_large",
             HubError::UploadTooSlow(_) => "upload_too_slow",
@@ -203,6 +211,8 @@ pub struct InboxItem {
     pub lease_expires_at: String,
     /// How many times this item has been listed (1 on first delivery).
     pub deliveries: u32,
+    /// The legal signatures on each PDF attachment (`two_layer` or why not).
+    pub pdf_signatures: Vec<crate::store::PdfCheck>,
 }
 
 /// Tunables of the core, from the `[queue]` config section.

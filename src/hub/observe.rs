@@ -102,6 +102,13 @@ impl Hub {
         if !record.paper {
             c.add(now, "electronic", sender, 1);
         }
+        // The two-layer share counts documents by their main (first) PDF.
+        if let Some(main) = record.pdf.first() {
+            c.add(now, "with_pdf", sender, 1);
+            if main.verdict == "two_layer" {
+                c.add(now, "two_layer", sender, 1);
+            }
+        }
         counter!("lienthong_packets_accepted_total", "kind" => record.kind.as_str()).increment(1);
         counter!("lienthong_bytes_received_total").increment(record.size);
         self.agency_counters(std::iter::once(sender), |m| m.sent.increment(1));

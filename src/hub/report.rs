@@ -88,6 +88,11 @@ pub struct Figures {
     pub verified_share: Option<f64>,
     pub electronic: u64,
     pub electronic_share: Option<f64>,
+    /// Documents with a PDF attachment, and those whose main PDF carries both legal
+    /// signatures in order (Decree 30/2020); the share is of documents with a PDF.
+    pub with_pdf: u64,
+    pub two_layer: u64,
+    pub two_layer_share: Option<f64>,
     pub delivery_to_completed: Completion,
 }
 
@@ -204,6 +209,9 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
         verified_share: share(get("verified"), accepted),
         electronic: get("electronic"),
         electronic_share: share(get("electronic"), accepted),
+        with_pdf: get("with_pdf"),
+        two_layer: get("two_layer"),
+        two_layer_share: share(get("two_layer"), get("with_pdf")),
         delivery_to_completed: Completion {
             count,
             avg_secs: (count > 0).then(|| get("completion_ms") as f64 / count as f64 / 1000.0),

@@ -12,6 +12,8 @@ use crate::config::{self, SignaturePolicy};
 use crate::dsig::{self, SigFailure, TrustError, TrustStore, Verified};
 
 pub struct Signatures {
+    /// The legal signatures on PDF attachments (their own policy and trust store).
+    pub pdf: super::pdf_gate::PdfGate,
     policy: SignaturePolicy,
     trust_dir: PathBuf,
     crl_files: Vec<PathBuf>,
@@ -30,7 +32,10 @@ impl Signatures {
     /// Loads the trust store named by the config. Under `record` a missing store is only a
     /// warning (every signer is then `cert_untrusted`); under `require` it is an error, since
     /// the hub would refuse every packet.
-    pub fn load(cfg: &config::Signature) -> Result<Signatures, TrustError> {
+    pub fn load(
+        cfg: &config::Signature,
+        pdf: &config::PdfSignature,
+    ) -> Result<Signatures, TrustError> {
         let ttl = Duration::from_secs(cfg.cache_secs);
         let trust = match TrustStore::load(&cfg.trust_dir, &cfg.crl_files, ttl) {
             Ok(t) => t,
@@ -42,6 +47,7 @@ impl Signatures {
         };
         Self::report(&trust);
         Ok(Signatures {
+            pdf: super::pdf_gate::PdfGate::load(pdf, &cfg.trust_dir)?,
             policy: cfg.policy,
             trust_dir: cfg.trust_dir.clone(),
             crl_files: cfg.crl_files.clone(),
@@ -71,7 +77,7 @@ impl Signatures {
         let fresh = TrustStore::load(&self.trust_dir, &self.crl_files, self.cache_ttl)?;
         Self::report(&fresh);
         *self.trust.write().expect("trust lock") = Arc::new(fresh);
-        Ok(())
+        self.pdf.reload()
     }
 
     pub fn policy(&self) -> SignaturePolicy {

@@ -9,7 +9,7 @@ use super::{
 use crate::digest::sha256_hex;
 use crate::directory::Directory;
 use crate::edxml::{self, Kind, Packet};
-use crate::store::{Change, DocRecord, StoreError, dedup_key};
+use crate::store::{Change, DocRecord, PdfCheck, StoreError, dedup_key};
 
 /// The signature gate's verdict as recorded: (verdict, signer CN, signer certificate hash).
 type Verdict = (String, Option<String>, Option<String>);
@@ -22,6 +22,8 @@ struct Checked<'a> {
     verdict: Verdict,
     /// The duplicate-index key.
     dkey: Vec<u8>,
+    /// The verdicts on its PDF attachments' legal signatures.
+    pdf: Vec<PdfCheck>,
 }
 
 impl Hub {
@@ -43,6 +45,7 @@ impl Hub {
         let directory = self.directory.snapshot();
         known_recipients(&packet, &directory)?;
         let verdict = self.verdict(body, &packet, &directory)?;
+        let pdf = self.pdf_checks(body, &packet, &directory)?;
         let sha256 = sha256_hex(body);
         let dkey = dedup_key(&packet.from, &duplicate_key(&packet, &sha256));
         let checked = Checked {
@@ -51,6 +54,7 @@ impl Hub {
             sha256,
             verdict,
             dkey,
+            pdf,
         };
         let _guard = self.submit_locks[stripe(&checked.dkey)]
             .lock()
@@ -97,6 +101,29 @@ impl Hub {
                 Some(v.cert_sha256),
             ),
             Gate::Recorded(f) => (f.code.as_str().to_owned(), None, None),
+        })
+    }
+
+    /// The legal signatures on the packet's PDFs (policy `[pdf_signature]`).
+    fn pdf_checks(
+        &self,
+        body: &[u8],
+        packet: &Packet,
+        directory: &Directory,
+    ) -> Result<Vec<PdfCheck>, HubError> {
+        let names = directory
+            .get(&packet.from)
+            .map(|a| a.pdf_signer_names.as_slice())
+            .unwrap_or_default();
+        let checks = self.signatures.pdf.check(body, packet, names);
+        // A check cut short by cancellation is no verdict on the packet.
+        if crate::cancel::cancelled() {
+            return Err(cancelled());
+        }
+        checks.map_err(|r| HubError::PdfNotTwoLayer {
+            name: r.name,
+            verdict: r.verdict,
+            message: r.message,
         })
     }
 
@@ -248,6 +275,7 @@ fn record_for(seq: u64, c: &Checked<'_>, plan: &Plan) -> DocRecord {
         signer,
         signer_sha256,
         paper: packet.paper,
+        pdf: c.pdf.clone(),
     }
 }
 

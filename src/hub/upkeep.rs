@@ -175,6 +175,7 @@ impl Hub {
             signer: Some(HUB_SENDER.into()),
             signer_sha256: None,
             paper: false,
+            pdf: vec![],
         };
         let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#expired:{seq}"));
         Ok(Some((record, jws, dkey)))

@@ -46,6 +46,7 @@ pub fn record(seq: u64, from: &str, recipients: &[&str]) -> DocRecord {
         signer: None,
         signer_sha256: None,
         paper: false,
+        pdf: vec![],
     }
 }
 

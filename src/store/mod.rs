@@ -38,7 +38,7 @@ mod writer;
 pub use api::Storage;
 pub use changes::{Change, QueueEntry};
 pub use due::{Due, DueKind};
-pub use record::DocRecord;
+pub use record::{DocRecord, PdfCheck};
 
 pub use writer::WriterOptions;
 

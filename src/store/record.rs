@@ -54,4 +54,18 @@ pub struct DocRecord {
     /// `Bussiness/Paper` was 1: a paper copy travels too (not electronic-only).
     #[serde(default)]
     pub paper: bool,
+    /// The verdict on each PDF attachment's legal signatures, in packet order (the first is
+    /// the main document). Empty when the packet has no PDF or checks were off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pdf: Vec<PdfCheck>,
+}
+
+/// The two-layer signature verdict on one PDF attachment (see `pdfsig`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PdfCheck {
+    /// The attachment's name in the packet.
+    pub name: String,
+    /// `two_layer`, or the reason it is not (`only_personal`, `disallowed_change`, …).
+    pub verdict: String,
+    pub message: String,
 }
