@@ -18,6 +18,7 @@ certificate (subject UID=CCCD:<citizen id>), the agency issues with an organisat
 """
 import datetime
 import io
+import time
 import sys
 from pathlib import Path
 
@@ -122,6 +123,9 @@ def main(out):
     files = {"base.pdf": base}
     files["personal.pdf"] = sign(base, personal, "Leader")
     files["organisation.pdf"] = sign(base, organisation, "Agency")
+    # The second signatures come at least a second later, as in life: pyHanko then rewrites
+    # the XMP metadata stream (ModifyDate), which the verifier must accept.
+    time.sleep(1.1)
     files["two_layer.pdf"] = sign(files["personal.pdf"], organisation, "Agency")
     files["reversed.pdf"] = sign(files["organisation.pdf"], personal, "Leader")
     files["overlay.pdf"] = overlay(files["two_layer.pdf"])

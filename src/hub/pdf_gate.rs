@@ -114,7 +114,7 @@ impl PdfGate {
             Some(main) if self.policy == PdfPolicy::Require && main.verdict != "two_layer" => {
                 Err(NotTwoLayer {
                     name: main.name.clone(),
-                    verdict: Verdict::from_str(&main.verdict).as_str(),
+                    verdict: Verdict::named(&main.verdict).as_str(),
                     message: main.message.clone(),
                 })
             }

@@ -61,7 +61,7 @@ impl Verdict {
     ];
 
     /// The verdict named `s` (`parse_error` for a name it does not know).
-    pub fn from_str(s: &str) -> Verdict {
+    pub fn named(s: &str) -> Verdict {
         Verdict::ALL
             .into_iter()
             .find(|v| v.as_str() == s)

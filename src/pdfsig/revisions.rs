@@ -4,8 +4,10 @@
 //! signed revision is compared with the final file's. After a signature only what signing
 //! again legitimately adds may follow: new signature fields with their widgets and
 //! appearances, the AcroForm's field list and a page's annotation list growing by those,
-//! signature values filling empty signature fields, and in the catalog the form, DSS
-//! (validation data), the version, extensions and XMP metadata. Anything else — a page's content or resources, `/Root` or `/Pages`,
+//! signature values filling empty signature fields, in the catalog the form, DSS
+//! (validation data), the version, extensions and XMP metadata, the XMP metadata stream
+//! itself and the document information's `/ModDate` and `/Producer` (signing tools stamp
+//! them). Anything else — a page's content or resources, `/Root` or `/Pages`,
 //! another annotation, a redefined object — is `disallowed_change`.
 
 use std::panic::AssertUnwindSafe;
@@ -106,6 +108,9 @@ fn allowed_update(
     last: &Document,
 ) -> Result<(), Problem> {
     let what = |why: &str| disallowed(format!("object {} {}: {why}", id.0, id.1));
+    if is_xmp_metadata(before) && is_xmp_metadata(after) {
+        return Ok(()); // Signing tools rewrite the XMP packet (ModifyDate); it is not drawn.
+    }
     let (Object::Dictionary(b), Object::Dictionary(a)) = (before, after) else {
         return Err(what("changed after signing"));
     };
@@ -117,6 +122,17 @@ fn allowed_update(
         .collect();
     let only = |keys: &[&[u8]]| changed.iter().all(|k| keys.contains(&k.as_slice()));
     let is_root = signed.trailer.get(b"Root").ok() == Some(&Object::Reference(id));
+    let is_info = signed.trailer.get(b"Info").ok() == Some(&Object::Reference(id));
+    if is_info {
+        // Signing tools stamp the document information with their name and the time.
+        return if only(&[b"ModDate", b"Producer"]) {
+            Ok(())
+        } else {
+            Err(what(
+                "the document information changed beyond ModDate and Producer",
+            ))
+        };
+    }
     let kind = name(a, b"Type");
     if is_root {
         // What signing tools write into the catalog: the form, validation data, the PDF
@@ -156,6 +172,17 @@ fn allowed_update(
         return grows(b, a, b"Fields").map_err(|w| what(&w));
     }
     Err(what("changed after signing"))
+}
+
+/// An XMP metadata stream (`/Type /Metadata /Subtype /XML`).
+fn is_xmp_metadata(o: &Object) -> bool {
+    match o {
+        Object::Stream(s) => {
+            name(&s.dict, b"Type").as_deref() == Some(b"Metadata")
+                && name(&s.dict, b"Subtype").as_deref() == Some(b"XML")
+        }
+        _ => false,
+    }
 }
 
 /// `key`'s array in `after` keeps every element of `before`'s.
