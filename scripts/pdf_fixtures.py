@@ -81,8 +81,13 @@ def make_signer(out, stem, ca_key, ca_cert, subject, rsa_key):
     return signers.SimpleSigner.load(str(out / f"{stem}.key"), str(out / f"{stem}.pem"))
 
 
-def base_pdf():
+def base_pdf(payload=b""):
+    """A one-page decision; `payload` (incompressible bytes) is embedded as a file to make
+    large documents for timing, as scanned appendices make real ones large."""
     pdf = FPDF()
+    pdf.set_compression(True)
+    if payload:
+        pdf.embed_file(bytes=payload, basename="phu-luc.bin", compress=False)
     pdf.add_page()
     pdf.set_font("helvetica", size=14)
     pdf.cell(text="QUYET DINH so 12/QD-UBND: ve viec phe duyet ke hoach nam 2026")
@@ -134,5 +139,18 @@ def main(out):
         (out / f).write_bytes(data)
 
 
+def big(out, mib):
+    """big_<mib>mib.pdf: a two-layer PDF of about `mib` MiB (after main() made the PKI)."""
+    import os
+    personal = signers.SimpleSigner.load(str(out / "personal.key"), str(out / "personal.pem"))
+    organisation = signers.SimpleSigner.load(
+        str(out / "organisation.key"), str(out / "organisation.pem"))
+    data = base_pdf(os.urandom(mib << 20))
+    data = sign(sign(data, personal, "Leader"), organisation, "Agency")
+    (out / f"big_{mib}mib.pdf").write_bytes(data)
+
+
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    for size in sys.argv[2:]:
+        big(Path(sys.argv[1]), int(size))
