@@ -79,6 +79,9 @@ pub struct PdfSignature {
     pub crl_files: Vec<PathBuf>,
     /// PDFs larger than this are not parsed (verdict `parse_error`).
     pub max_pdf_bytes: usize,
+    /// Layers of certificates whose subject shows none (`[[pdf_signature.layer]]`).
+    #[serde(default)]
+    pub layer: Vec<crate::pdfsig::LayerOverride>,
 }
 
 /// How much work the hub takes on at once (see `hub::admission`).

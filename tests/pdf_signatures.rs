@@ -333,3 +333,52 @@ async fn the_hub_records_counts_and_can_require_two_layer_pdfs() {
         .to_owned();
     assert!(message.contains("order_reversed"), "{message}");
 }
+
+/// `[[pdf_signature.layer]]` names certificates whose subject shows no layer (or a wrong
+/// one), by subject or by issuer and serial; the configured layer wins.
+#[test]
+fn configured_layers_override_the_subject() {
+    use der::Decode;
+    let dir = fixtures();
+    let cert_der = lienthong::tls::load_certs(&dir.path().join("organisation.pem")).unwrap();
+    let cert = x509_cert::Certificate::from_der(&cert_der[0]).unwrap();
+    let tbs = cert.tbs_certificate();
+    let trust =
+        lienthong::dsig::TrustStore::load(&dir.path().join("trust"), &[], Default::default())
+            .unwrap();
+    let pdf = std::fs::read(dir.path().join("two_layer.pdf")).unwrap();
+    let verdict = |layers: &[lienthong::pdfsig::LayerOverride]| {
+        let expect = lienthong::pdfsig::Expect {
+            organisation_names: &[],
+            layers,
+        };
+        let r = lienthong::pdfsig::verify(
+            &pdf,
+            &trust,
+            &Default::default(),
+            &expect,
+            std::time::SystemTime::now(),
+        );
+        r.verdict.as_str()
+    };
+    assert_eq!(verdict(&[]), "two_layer");
+    let by_subject: lienthong::pdfsig::LayerOverride = toml::from_str(&format!(
+        "subject = {:?}\nlayer = \"personal\"",
+        tbs.subject().to_string()
+    ))
+    .unwrap();
+    assert_eq!(verdict(&[by_subject]), "only_personal");
+    let serial: Vec<String> = tbs
+        .serial_number()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let by_serial: lienthong::pdfsig::LayerOverride = toml::from_str(&format!(
+        "issuer = {:?}\nserial = {:?}\nlayer = \"unknown\"",
+        tbs.issuer().to_string(),
+        serial.join(":")
+    ))
+    .unwrap();
+    assert_eq!(verdict(&[by_serial]), "only_personal");
+}

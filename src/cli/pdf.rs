@@ -27,6 +27,7 @@ pub fn verify(
     }
     let expect = pdfsig::Expect {
         organisation_names: organisations,
+        layers: &[],
     };
     let report = pdfsig::verify(
         &pdf,

@@ -18,6 +18,7 @@ pub struct PdfGate {
     trust_dir: PathBuf,
     crl_files: Vec<PathBuf>,
     limits: pdfsig::Limits,
+    layers: Vec<pdfsig::LayerOverride>,
     trust: RwLock<Arc<TrustStore>>,
 }
 
@@ -61,6 +62,7 @@ impl PdfGate {
                 max_bytes: cfg.max_pdf_bytes,
                 ..Default::default()
             },
+            layers: cfg.layer.clone(),
             trust: RwLock::new(Arc::new(trust)),
         })
     }
@@ -91,6 +93,7 @@ impl PdfGate {
         let trust = self.trust.read().expect("pdf trust lock").clone();
         let expect = pdfsig::Expect {
             organisation_names: names,
+            layers: &self.layers,
         };
         let mut out = Vec::new();
         for a in edxml::attachments(body).into_iter().filter(|a| a.is_pdf()) {

@@ -38,10 +38,11 @@ pub fn verify(
     ranges: &Ranges,
     contents: &[u8],
     trust: &TrustStore,
+    layers: &[layer::LayerOverride],
     now: SystemTime,
     report: &mut SignatureReport,
 ) {
-    if let Err(p) = check(pdf, ranges, contents, trust, now, report) {
+    if let Err(p) = check(pdf, ranges, contents, trust, layers, now, report) {
         report.problem = Some(p);
     }
 }
@@ -51,6 +52,7 @@ fn check(
     ranges: &Ranges,
     contents: &[u8],
     trust: &TrustStore,
+    layers: &[layer::LayerOverride],
     now: SystemTime,
     report: &mut SignatureReport,
 ) -> Result<(), Problem> {
@@ -77,7 +79,7 @@ fn check(
         .collect();
     let (cert, cert_der) = signer_certificate(si, &certs)
         .ok_or_else(|| invalid("the signer's certificate is not in the signature"))?;
-    describe_signer(cert, report);
+    describe_signer(cert, layers, report);
     let (alg, name, weak) = digest_algorithm(&si.digest_alg.oid.to_string())?;
     report.digest_algorithm = Some(name);
     report.weak_digest = weak;
@@ -175,11 +177,15 @@ fn signer_certificate<'a>(
         .map(|(c, d)| (c, d))
 }
 
-fn describe_signer(cert: &Certificate, report: &mut SignatureReport) {
+fn describe_signer(
+    cert: &Certificate,
+    layers: &[layer::LayerOverride],
+    report: &mut SignatureReport,
+) {
     let subject = cert.tbs_certificate().subject();
     report.signer = subject.common_name().ok().flatten().map(String::from);
     report.organisation = subject.organization().ok().flatten().map(String::from);
-    report.layer = layer::classify(cert);
+    report.layer = layer::classify_with(cert, layers);
 }
 
 /// (algorithm, name, weak) of a CMS digest algorithm.

@@ -6,10 +6,10 @@
 //! Organisation certificates carry the agency's tax or budget-relationship code: `MST:` or
 //! `MNS:`, and no personal number.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use x509_cert::Certificate;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     Personal,
@@ -43,7 +43,56 @@ pub(super) fn text(v: &der::Any) -> Option<String> {
         .map(|s| s.as_str().to_owned())
 }
 
-/// The layer of a signer certificate.
+/// A certificate whose subject shows no layer (or shows a misleading one), named in the
+/// configuration (`[[pdf_signature.layer]]`): by issuer and serial number, or by subject
+/// (RFC 4514 strings as `openssl x509 -nameopt RFC2253` prints them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerOverride {
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Hex, with or without colons.
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub layer: Layer,
+}
+
+impl LayerOverride {
+    fn matches(&self, cert: &Certificate) -> bool {
+        let tbs = cert.tbs_certificate();
+        let hex = |s: &str| {
+            s.chars()
+                .filter(|c| c.is_ascii_hexdigit())
+                .collect::<String>()
+                .trim_start_matches('0')
+                .to_ascii_lowercase()
+        };
+        let by_serial = match (&self.issuer, &self.serial) {
+            (Some(issuer), Some(serial)) => {
+                tbs.issuer().to_string() == *issuer
+                    && hex(serial) == hex(&crate::digest::hex(tbs.serial_number().as_bytes()))
+            }
+            _ => false,
+        };
+        let by_subject = self
+            .subject
+            .as_ref()
+            .is_some_and(|s| tbs.subject().to_string() == *s);
+        by_serial || by_subject
+    }
+}
+
+/// The layer of a signer certificate: as configured for it, else read from its subject.
+pub fn classify_with(cert: &Certificate, overrides: &[LayerOverride]) -> Layer {
+    match overrides.iter().find(|o| o.matches(cert)) {
+        Some(o) => o.layer,
+        None => classify(cert),
+    }
+}
+
+/// The layer a certificate's subject shows.
 pub fn classify(cert: &Certificate) -> Layer {
     let texts = subject_texts(cert);
     let has = |prefixes: &[&str]| {

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::dsig::TrustStore;
-pub use layer::Layer;
+pub use layer::{Layer, LayerOverride};
 
 /// The verdict on a PDF, or why a signature does not count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -155,6 +155,8 @@ impl Default for Limits {
 pub struct Expect<'a> {
     /// The names (certificate O or CN) the issuing agency signs under; empty: not checked.
     pub organisation_names: &'a [String],
+    /// Layers configured for certificates whose subject does not show one.
+    pub layers: &'a [LayerOverride],
 }
 
 /// Verifies the signatures of `pdf` (see the module docs). `now` is used when a signature
@@ -185,7 +187,7 @@ pub fn verify(
     };
     let mut signatures: Vec<SignatureReport> = found
         .iter()
-        .map(|f| check_one(pdf, f, trust, now))
+        .map(|f| check_one(pdf, f, trust, expect.layers, now))
         .collect();
     signatures.sort_by_key(|s| s.revision_end);
     for s in signatures.iter_mut().filter(|s| s.problem.is_none()) {
@@ -208,6 +210,7 @@ fn check_one(
     pdf: &[u8],
     f: &fields::SigField,
     trust: &TrustStore,
+    layers: &[LayerOverride],
     now: SystemTime,
 ) -> SignatureReport {
     let mut report = SignatureReport {
@@ -240,7 +243,7 @@ fn check_one(
         report.problem = Some(Problem::new(Verdict::Unsupported, msg));
         return report;
     }
-    cms_check::verify(pdf, &ranges, &f.contents, trust, now, &mut report);
+    cms_check::verify(pdf, &ranges, &f.contents, trust, layers, now, &mut report);
     report
 }
 
