@@ -15,6 +15,9 @@ certificate (subject UID=CCCD:<citizen id>), the agency issues with an organisat
   reversed.pdf        agency, then leader
   overlay.pdf         two_layer.pdf + a text stamp drawn on the page afterwards
   untrusted.pdf       two layers, the agency's by a certificate of another CA
+  expired.pdf         two layers, the leader's certificate expired before it signed
+  stamped.pdf         the same, but an RFC 3161 time stamp (tsa.pem) puts the leader's
+                      signature inside the certificate's validity
 """
 import datetime
 import io
@@ -27,7 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from fpdf import FPDF
+from pyhanko.keys import load_cert_from_pemder, load_private_key_from_pemder
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 from pyhanko.sign import signers
 from pyhanko.stamp import TextStamp, TextStampStyle
 
@@ -56,7 +61,7 @@ def make_ca(out, stem, cn):
     subject = name(cn, None, "lienthong test PKI")
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_before(NOW - datetime.timedelta(days=30))
             .not_valid_after(NOW + datetime.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
@@ -66,16 +71,19 @@ def make_ca(out, stem, cn):
     return key, cert
 
 
-def make_signer(out, stem, ca_key, ca_cert, subject, rsa_key):
+def make_signer(out, stem, ca_key, ca_cert, subject, rsa_key, valid=(-1, 730), tsa=False):
     key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if rsa_key
            else ec.generate_private_key(ec.SECP256R1()))
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=730))
-            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False,
-                                         False), critical=True)
-            .sign(ca_key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW + datetime.timedelta(days=valid[0]))
+               .not_valid_after(NOW + datetime.timedelta(days=valid[1]))
+               .add_extension(x509.KeyUsage(True, True, False, False, False, False, False,
+                                            False, False), critical=True))
+    if tsa:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+    cert = builder.sign(ca_key, hashes.SHA256())
     (out / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_key(key, out / f"{stem}.key")
     return signers.SimpleSigner.load(str(out / f"{stem}.key"), str(out / f"{stem}.pem"))
@@ -96,11 +104,19 @@ def base_pdf(payload=b""):
     return bytes(pdf.output())
 
 
-def sign(data, signer, field):
+def sign(data, signer, field, timestamper=None):
     w = IncrementalPdfFileWriter(io.BytesIO(data))
     meta = signers.PdfSignatureMetadata(field_name=field, subfilter=None)
-    out = signers.sign_pdf(w, meta, signer=signer)
+    out = signers.sign_pdf(w, meta, signer=signer, timestamper=timestamper)
     return out.getvalue()
+
+
+def time_stamper(out, at):
+    """pyHanko's own RFC 3161 authority (no network), stamping `at`."""
+    return DummyTimeStamper(
+        tsa_cert=load_cert_from_pemder(str(out / "tsa.pem")),
+        tsa_key=load_private_key_from_pemder(str(out / "tsa.key"), passphrase=None),
+        fixed_dt=at)
 
 
 def overlay(data):
@@ -124,6 +140,11 @@ def main(out):
     stranger = make_signer(out, "stranger", other_key, other,
                            name("UBND Quan 1", "MST:0301234567", "UBND Quan 1"),
                            rsa_key=False)
+    expired = make_signer(out, "expired-personal", ca_key, ca,
+                          name("Tran Thi B", "CCCD:079987654321"), rsa_key=True,
+                          valid=(-3, -1))
+    make_signer(out, "tsa", ca_key, ca, name("lienthong test TSA", None, "lienthong test PKI"),
+                rsa_key=True, valid=(-30, 730), tsa=True)  # pyHanko's dummy TSA: RSA only
     base = base_pdf()
     files = {"base.pdf": base}
     files["personal.pdf"] = sign(base, personal, "Leader")
@@ -135,6 +156,11 @@ def main(out):
     files["reversed.pdf"] = sign(files["organisation.pdf"], personal, "Leader")
     files["overlay.pdf"] = overlay(files["two_layer.pdf"])
     files["untrusted.pdf"] = sign(files["personal.pdf"], stranger, "Agency")
+    two_days_ago = NOW - datetime.timedelta(days=2)
+    files["expired.pdf"] = sign(sign(base, expired, "Leader"), organisation, "Agency")
+    files["stamped.pdf"] = sign(
+        sign(base, expired, "Leader", timestamper=time_stamper(out, two_days_ago)),
+        organisation, "Agency")
     for f, data in files.items():
         (out / f).write_bytes(data)
 

@@ -81,6 +81,8 @@ fn each_way_a_pdf_can_be_signed_gets_its_verdict() {
         ("reversed.pdf", "order_reversed"),
         ("overlay.pdf", "disallowed_change"),
         ("untrusted.pdf", "chain_untrusted"),
+        ("expired.pdf", "chain_untrusted"),
+        ("stamped.pdf", "two_layer"),
         ("flipped.pdf", "digest_mismatch"),
         ("truncated.pdf", "parse_error"),
         ("fuzzed.pdf", "parse_error"),
@@ -98,6 +100,12 @@ fn each_way_a_pdf_can_be_signed_gets_its_verdict() {
     assert_eq!(sigs[1]["organisation"], "UBND Quan 1");
     assert!(sigs[0]["revision_end"].as_u64() < sigs[1]["revision_end"].as_u64());
     assert!(sigs.iter().all(|s| s["problem"].is_null()));
+    // The leader's certificate had expired when it signed; a trusted RFC 3161 time stamp
+    // (pyHanko's test authority, two days back) places the signature inside its validity.
+    let (_, stamped) = verify(dir.path(), "stamped.pdf");
+    let leader = &stamped["signatures"][0];
+    assert!(leader["timestamp"].is_string(), "{stamped:#}");
+    assert!(leader["timestamp"].as_str() < leader["signing_time"].as_str());
     // The overlay is found after each signature, not only the last.
     let (_, overlay) = verify(dir.path(), "overlay.pdf");
     for s in overlay["signatures"].as_array().unwrap() {

@@ -24,11 +24,11 @@ const SIGNING_TIME: &str = "1.2.840.113549.1.9.5";
 const SIGNING_CERT: &str = "1.2.840.113549.1.9.16.2.12";
 const SIGNING_CERT_V2: &str = "1.2.840.113549.1.9.16.2.47";
 
-fn invalid(msg: impl Into<String>) -> Problem {
+pub(super) fn invalid(msg: impl Into<String>) -> Problem {
     Problem::new(Verdict::SignatureInvalid, msg)
 }
 
-fn unsupported(msg: impl Into<String>) -> Problem {
+pub(super) fn unsupported(msg: impl Into<String>) -> Problem {
     Problem::new(Verdict::Unsupported, msg)
 }
 
@@ -57,75 +57,129 @@ fn check(
     report: &mut SignatureReport,
 ) -> Result<(), Problem> {
     let der = der_prefix(contents).ok_or_else(|| unsupported("/Contents is not DER"))?;
+    let sd = signed_data(der)?;
+    let signer = Signer::of(&sd)?;
+    describe_signer(signer.cert, layers, report);
+    let (alg, name, weak) = digest_algorithm(&signer.info.digest_alg.oid.to_string())?;
+    report.digest_algorithm = Some(name);
+    report.weak_digest = weak;
+    let parts = [&pdf[ranges.first.clone()], &pdf[ranges.second.clone()]];
+    let claimed = signer.verify(alg, &parts).map_err(|p| match p.code {
+        Verdict::DigestMismatch => Problem::new(
+            Verdict::DigestMismatch,
+            "the signed bytes changed after signing (messageDigest differs)",
+        ),
+        _ => p,
+    })?;
+    report.signing_time = claimed.map(|t| crate::ids::rfc3339(ms(t)));
+    // A trusted time stamp over the signature says when it existed; else the signer's claim.
+    let stamped = super::timestamp::verified_time(signer.info, trust)?;
+    if let Some(t) = stamped {
+        report.timestamp = Some(crate::ids::rfc3339(ms(t)));
+    }
+    signer.chain(trust, stamped.or(claimed).unwrap_or(now))
+}
+
+/// The SignedData in a DER `ContentInfo`.
+pub(super) fn signed_data(der: &[u8]) -> Result<SignedData, Problem> {
     let ci = ContentInfo::from_der(der).map_err(|e| invalid(format!("unreadable CMS: {e}")))?;
     if ci.content_type.to_string() != SIGNED_DATA {
         return Err(unsupported("the CMS is not SignedData"));
     }
-    let sd: SignedData = ci
-        .content
+    ci.content
         .decode_as()
-        .map_err(|e| invalid(format!("unreadable SignedData: {e}")))?;
-    let [si] = sd.signer_infos.0.as_slice() else {
-        return Err(unsupported("a PDF signature must have exactly one signer"));
-    };
-    let certs: Vec<(Certificate, Vec<u8>)> = sd
-        .certificates
-        .iter()
-        .flat_map(|set| set.0.iter())
-        .filter_map(|c| match c {
-            CertificateChoices::Certificate(c) => Some((c.clone(), c.to_der().ok()?)),
-            CertificateChoices::Other(_) => None,
-        })
-        .collect();
-    let (cert, cert_der) = signer_certificate(si, &certs)
-        .ok_or_else(|| invalid("the signer's certificate is not in the signature"))?;
-    describe_signer(cert, layers, report);
-    let (alg, name, weak) = digest_algorithm(&si.digest_alg.oid.to_string())?;
-    report.digest_algorithm = Some(name);
-    report.weak_digest = weak;
-    let mut ctx = digest::Context::new(alg);
-    ctx.update(&pdf[ranges.first.clone()]);
-    ctx.update(&pdf[ranges.second.clone()]);
-    let document_digest = ctx.finish();
-    let mut signing_time = None;
-    let message = match &si.signed_attrs {
-        Some(attrs) => {
-            let md = attribute(attrs, MESSAGE_DIGEST)
-                .ok_or_else(|| invalid("the signed attributes have no messageDigest"))?
-                .decode_as::<OctetString>()
-                .map_err(|e| invalid(format!("unreadable messageDigest: {e}")))?;
-            if md.as_bytes() != document_digest.as_ref() {
-                return Err(Problem::new(
-                    Verdict::DigestMismatch,
-                    "the signed bytes changed after signing (messageDigest differs)",
-                ));
-            }
-            signing_time = attribute(attrs, SIGNING_TIME)
-                .and_then(|t| t.decode_as::<x509_cert::time::Time>().ok())
-                .map(|t| t.to_system_time());
-            check_signing_certificate(attrs, cert_der)?;
-            attrs
-                .to_der()
-                .map_err(|e| invalid(format!("signed attributes do not re-encode: {e}")))?
+        .map_err(|e| invalid(format!("unreadable SignedData: {e}")))
+}
+
+/// The one signer of a SignedData, with its certificate and the others the CMS carries.
+pub(super) struct Signer<'a> {
+    pub info: &'a SignerInfo,
+    pub cert: &'a Certificate,
+    pub cert_der: Vec<u8>,
+    others: Vec<Vec<u8>>,
+}
+
+impl<'a> Signer<'a> {
+    pub fn of(sd: &'a SignedData) -> Result<Signer<'a>, Problem> {
+        let [info] = sd.signer_infos.0.as_slice() else {
+            return Err(unsupported("a signature must have exactly one signer"));
+        };
+        let certs: Vec<&Certificate> = sd
+            .certificates
+            .iter()
+            .flat_map(|set| set.0.iter())
+            .filter_map(|c| match c {
+                CertificateChoices::Certificate(c) => Some(c),
+                CertificateChoices::Other(_) => None,
+            })
+            .collect();
+        let cert = *certs
+            .iter()
+            .find(|c| names_signer(info, c))
+            .ok_or_else(|| invalid("the signer's certificate is not in the signature"))?;
+        let der = |c: &Certificate| {
+            c.to_der()
+                .map_err(|e| invalid(format!("a certificate does not re-encode: {e}")))
+        };
+        let cert_der = der(cert)?;
+        let mut others = Vec::new();
+        for c in certs.iter().filter(|c| !std::ptr::eq(**c, cert)) {
+            others.push(der(c)?);
         }
-        None => [&pdf[ranges.first.clone()], &pdf[ranges.second.clone()]].concat(),
-    };
-    verify_signature(si, cert, alg, &message)?;
-    report.signing_time = signing_time.map(|t| crate::ids::rfc3339(ms(t)));
-    let intermediates: Vec<Vec<u8>> = certs
-        .iter()
-        .filter(|(_, d)| d != cert_der)
-        .map(|(_, d)| d.clone())
-        .collect();
-    trust
-        .check(cert_der, &intermediates, signing_time.unwrap_or(now))
-        .map_err(|f| {
+        Ok(Signer {
+            info,
+            cert,
+            cert_der,
+            others,
+        })
+    }
+
+    /// Checks the signature over `parts` (the signed content, in pieces): the signed
+    /// `messageDigest`, the ESS signing-certificate attribute and the signature value.
+    /// Returns the claimed `signingTime`, if any.
+    pub fn verify(
+        &self,
+        alg: &'static digest::Algorithm,
+        parts: &[&[u8]],
+    ) -> Result<Option<SystemTime>, Problem> {
+        let Some(attrs) = &self.info.signed_attrs else {
+            verify_signature(self.info, self.cert, alg, &parts.concat())?;
+            return Ok(None);
+        };
+        let mut ctx = digest::Context::new(alg);
+        for p in parts {
+            ctx.update(p);
+        }
+        let md = attribute(attrs, MESSAGE_DIGEST)
+            .ok_or_else(|| invalid("the signed attributes have no messageDigest"))?
+            .decode_as::<OctetString>()
+            .map_err(|e| invalid(format!("unreadable messageDigest: {e}")))?;
+        if md.as_bytes() != ctx.finish().as_ref() {
+            return Err(Problem::new(
+                Verdict::DigestMismatch,
+                "the signed content changed (messageDigest differs)",
+            ));
+        }
+        check_signing_certificate(attrs, &self.cert_der)?;
+        let message = attrs
+            .to_der()
+            .map_err(|e| invalid(format!("signed attributes do not re-encode: {e}")))?;
+        verify_signature(self.info, self.cert, alg, &message)?;
+        Ok(attribute(attrs, SIGNING_TIME)
+            .and_then(|t| t.decode_as::<x509_cert::time::Time>().ok())
+            .map(|t| t.to_system_time()))
+    }
+
+    /// The certificate chains to `trust` at `at`.
+    pub fn chain(&self, trust: &TrustStore, at: SystemTime) -> Result<(), Problem> {
+        trust.check(&self.cert_der, &self.others, at).map_err(|f| {
             let code = match f.code {
                 SigCode::CertRevoked => Verdict::Revoked,
                 _ => Verdict::ChainUntrusted,
             };
             Problem::new(code, f.message)
         })
+    }
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -155,26 +209,20 @@ fn der_prefix(bytes: &[u8]) -> Option<&[u8]> {
     bytes.get(..header.checked_add(len)?)
 }
 
-/// The certificate `si` names (by issuer and serial, or by subject key identifier).
-fn signer_certificate<'a>(
-    si: &SignerInfo,
-    certs: &'a [(Certificate, Vec<u8>)],
-) -> Option<(&'a Certificate, &'a Vec<u8>)> {
-    certs
-        .iter()
-        .find(|(c, _)| match &si.sid {
-            SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                c.tbs_certificate().issuer() == &ias.issuer
-                    && c.tbs_certificate().serial_number() == &ias.serial_number
-            }
-            SignerIdentifier::SubjectKeyIdentifier(ski) => c
-                .tbs_certificate()
-                .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
-                .ok()
-                .flatten()
-                .is_some_and(|(_, k)| k == *ski),
-        })
-        .map(|(c, d)| (c, d))
+/// Whether `si` names `c` (by issuer and serial, or by subject key identifier).
+fn names_signer(si: &SignerInfo, c: &Certificate) -> bool {
+    match &si.sid {
+        SignerIdentifier::IssuerAndSerialNumber(ias) => {
+            c.tbs_certificate().issuer() == &ias.issuer
+                && c.tbs_certificate().serial_number() == &ias.serial_number
+        }
+        SignerIdentifier::SubjectKeyIdentifier(ski) => c
+            .tbs_certificate()
+            .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+            .ok()
+            .flatten()
+            .is_some_and(|(_, k)| k == *ski),
+    }
 }
 
 fn describe_signer(
@@ -189,7 +237,7 @@ fn describe_signer(
 }
 
 /// (algorithm, name, weak) of a CMS digest algorithm.
-fn digest_algorithm(
+pub(super) fn digest_algorithm(
     oid: &str,
 ) -> Result<(&'static digest::Algorithm, &'static str, bool), Problem> {
     Ok(match oid {
@@ -201,7 +249,10 @@ fn digest_algorithm(
     })
 }
 
-fn attribute<'a>(attrs: &'a x509_cert::attr::Attributes, oid: &str) -> Option<&'a der::Any> {
+pub(super) fn attribute<'a>(
+    attrs: &'a x509_cert::attr::Attributes,
+    oid: &str,
+) -> Option<&'a der::Any> {
     attrs
         .iter()
         .find(|a| a.oid.to_string() == oid)

@@ -13,6 +13,7 @@ mod cms_check;
 mod fields;
 mod layer;
 mod revisions;
+mod timestamp;
 
 use std::time::SystemTime;
 
@@ -120,8 +121,11 @@ pub struct SignatureReport {
     pub digest_algorithm: Option<&'static str>,
     /// SHA-1: accepted, but reported as weak.
     pub weak_digest: bool,
-    /// The signing time the signature claims (RFC 3339), used for the chain's validity.
+    /// The signing time the signature claims (RFC 3339).
     pub signing_time: Option<String>,
+    /// The time a trusted RFC 3161 time stamp puts on the signature (RFC 3339); when present,
+    /// the certificate's validity is checked at it, else at the claimed signing time.
+    pub timestamp: Option<String>,
     /// Why this signature does not hold (`None`: it does).
     pub problem: Option<Problem>,
 }
@@ -224,6 +228,7 @@ fn check_one(
         digest_algorithm: None,
         weak_digest: false,
         signing_time: None,
+        timestamp: None,
         problem: None,
     };
     let ranges = match byterange::check(pdf, f) {
