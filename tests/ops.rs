@@ -308,6 +308,10 @@ async fn dashboard_in_headless_chromium_shows_what_stats_reports() {
         "refusals by reason are listed"
     );
     assert!(dom.contains(B), "backlog lists B");
+    // In Vietnamese unless asked otherwise, with the two-layer share beside the signed share.
+    assert!(dom.contains("<html lang=\"vi\""), "Vietnamese by default");
+    assert!(dom.contains("ký số hai lớp"), "the two-layer label");
+    assert!(dom.contains("id=\"kpi-twolayer\""), "the two-layer share");
 
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();

@@ -1,7 +1,7 @@
 //! Two-layer PDF signatures (Decree 30/2020) checked by `lienthong pdf verify`, on PDFs made
 //! at test time by independent tools (scripts/pdf_fixtures.py: `cryptography` for a test PKI,
 //! fpdf2 for the document, pyHanko for the signatures and an overlay added after them), and
-//! cross-checked with pdfsig (poppler) and `pyhanko sign validate`.
+//! cross-checked with pdfsig (poppler), `openssl cms -verify` and `pyhanko sign validate`.
 
 mod common;
 
@@ -44,6 +44,20 @@ fn fixtures() -> tempfile::TempDir {
     }
     std::fs::write(p("fuzzed.pdf"), fuzzed).unwrap();
     dir
+}
+
+/// The length of the DER object at the start of `der` (a CMS in `/Contents` is zero-padded).
+fn der_len(der: &[u8]) -> usize {
+    match der[1] {
+        n if n < 0x80 => 2 + n as usize,
+        n => {
+            let k = (n & 0x7f) as usize;
+            2 + k
+                + der[2..2 + k]
+                    .iter()
+                    .fold(0usize, |a, b| a << 8 | *b as usize)
+        }
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> usize {
@@ -129,7 +143,8 @@ fn the_organisation_must_be_the_sending_agencys() {
     assert_eq!(run("UBND Quan 3"), "organisation_mismatch");
 }
 
-/// pdfsig (poppler) and pyHanko reach the same digest and modification verdicts.
+/// pdfsig (poppler), OpenSSL and pyHanko reach the same digest, signature and modification
+/// verdicts.
 #[test]
 fn pdfsig_and_pyhanko_agree() {
     let dir = fixtures();
@@ -151,6 +166,54 @@ fn pdfsig_and_pyhanko_agree() {
         pdfsig("overlay.pdf").matches("Signature is Valid").count(),
         2
     );
+
+    // Each CMS with the bytes its ByteRange covers, given to `openssl cms -verify`.
+    let openssl = |file: &str| -> Vec<bool> {
+        let pdf = std::fs::read(dir.path().join(file)).unwrap();
+        let (_, report) = verify(dir.path(), file);
+        let sigs = report["signatures"].as_array().unwrap().clone();
+        sigs.iter()
+            .enumerate()
+            .map(|(k, sig)| {
+                let br: Vec<usize> = sig["byte_range"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as usize)
+                    .collect();
+                let content = [&pdf[..br[1]], &pdf[br[2]..br[2] + br[3]]].concat();
+                let hex = &pdf[br[1] + 1..br[2] - 1];
+                let mut der: Vec<u8> = hex
+                    .chunks(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+                    .collect();
+                der.truncate(der_len(&der));
+                let (data, cms) = (
+                    dir.path().join(format!("{file}.{k}.bin")),
+                    dir.path().join(format!("{file}.{k}.p7s")),
+                );
+                std::fs::write(&data, content).unwrap();
+                std::fs::write(&cms, der).unwrap();
+                Command::new("openssl")
+                    .args([
+                        "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
+                    ])
+                    .arg("-in")
+                    .arg(&cms)
+                    .arg("-content")
+                    .arg(&data)
+                    .arg("-CAfile")
+                    .arg(dir.path().join("ca.pem"))
+                    .args(["-out", "/dev/null"])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            })
+            .collect()
+    };
+    assert_eq!(openssl("two_layer.pdf"), [true, true]);
+    assert_eq!(openssl("flipped.pdf"), [false, false]);
 
     let pyhanko = python().parent().unwrap().join("pyhanko");
     let validate = |file: &str| {

@@ -138,11 +138,15 @@ pub struct PdfReport {
     pub signatures: Vec<SignatureReport>,
 }
 
-/// Bounds on the work one PDF may cause.
+/// Bounds on the work one PDF may cause. One parse is linear in the file (and stream
+/// inflation is capped), so the time a file can take is bounded by its size, the number of
+/// signatures (each loads its revision once) and `max_duration`, checked between those steps
+/// (with the request's cancellation).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_bytes: usize,
     pub max_signatures: usize,
+    pub max_duration: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -150,8 +154,22 @@ impl Default for Limits {
         Limits {
             max_bytes: 64 << 20,
             max_signatures: 16,
+            max_duration: std::time::Duration::from_secs(10),
         }
     }
+}
+
+/// Whether the time for one PDF is up (or its request was given up).
+fn out_of_time(started: std::time::Instant, limits: &Limits) -> Option<Problem> {
+    if crate::cancel::cancelled() {
+        return Some(Problem::new(Verdict::ParseError, "the check was cancelled"));
+    }
+    (started.elapsed() > limits.max_duration).then(|| {
+        Problem::new(
+            Verdict::ParseError,
+            format!("checking took longer than {:?}", limits.max_duration),
+        )
+    })
 }
 
 /// What the file must show beyond valid signatures.
@@ -177,6 +195,7 @@ pub fn verify(
         message: p.message,
         signatures,
     };
+    let started = std::time::Instant::now();
     if pdf.len() > limits.max_bytes {
         let msg = format!("the PDF is larger than {} bytes", limits.max_bytes);
         return fail(Problem::new(Verdict::ParseError, msg), vec![]);
@@ -189,15 +208,26 @@ pub fn verify(
         Ok(f) => f,
         Err(p) => return fail(p, vec![]),
     };
-    let mut signatures: Vec<SignatureReport> = found
-        .iter()
-        .map(|f| check_one(pdf, f, trust, expect.layers, now))
-        .collect();
+    let mut signatures: Vec<SignatureReport> = Vec::with_capacity(found.len());
+    for f in &found {
+        if let Some(p) = out_of_time(started, limits) {
+            return fail(p, signatures);
+        }
+        signatures.push(check_one(pdf, f, trust, expect.layers, now));
+    }
     signatures.sort_by_key(|s| s.revision_end);
+    let mut timed_out = None;
     for s in signatures.iter_mut().filter(|s| s.problem.is_none()) {
+        timed_out = out_of_time(started, limits);
+        if timed_out.is_some() {
+            break;
+        }
         if let Err(p) = revisions::changes_after(pdf, s.revision_end, &doc) {
             s.problem = Some(p);
         }
+    }
+    if let Some(p) = timed_out {
+        return fail(p, signatures);
     }
     match judge(&signatures, expect) {
         Ok(message) => PdfReport {
