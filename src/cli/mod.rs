@@ -136,28 +136,7 @@ enum Command {
     /// The legal signatures on a PDF (Decree 30/2020: personal, then organisation).
     Pdf {
         #[command(subcommand)]
-        command: PdfCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum PdfCommand {
-    /// Verify a PDF's signatures and say whether it is two-layer signed; exits non-zero
-    /// unless it is.
-    Verify {
-        /// The PDF, or - for standard input.
-        file: PathBuf,
-        /// PDF signature trust store: a directory of CA certificates (PEM or DER).
-        #[arg(long, default_value = "certs/trust")]
-        trust: PathBuf,
-        /// CRL files to check (repeatable).
-        #[arg(long = "crl")]
-        crls: Vec<PathBuf>,
-        /// A name (certificate O or CN) the issuing agency signs under (repeatable).
-        #[arg(long = "organisation")]
-        organisations: Vec<String>,
-        #[arg(long)]
-        json: bool,
+        command: pdf::PdfCommand,
     },
 }
 
@@ -380,16 +359,7 @@ async fn run(command: Command) -> ExitCode {
             agency,
             conn,
         } => agency::stats(&window, agency.as_deref(), &conn).await,
-        Command::Pdf {
-            command:
-                PdfCommand::Verify {
-                    file,
-                    trust,
-                    crls,
-                    organisations,
-                    json,
-                },
-        } => pdf::verify(&file, &trust, &crls, &organisations, json),
+        Command::Pdf { command } => pdf::run(command),
         Command::Edxml {
             command:
                 EdxmlCommand::New {

@@ -3,9 +3,44 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Subcommand;
+
 use super::fail;
 use super::packet::read_input;
 use crate::pdfsig::{self, Verdict};
+
+#[derive(Subcommand)]
+pub enum PdfCommand {
+    /// Verify a PDF's signatures and say whether it is two-layer signed; exits non-zero
+    /// unless it is.
+    Verify {
+        /// The PDF, or - for standard input.
+        file: PathBuf,
+        /// PDF signature trust store: a directory of CA certificates (PEM or DER).
+        #[arg(long, default_value = "certs/trust")]
+        trust: PathBuf,
+        /// CRL files to check (repeatable).
+        #[arg(long = "crl")]
+        crls: Vec<PathBuf>,
+        /// A name (certificate O or CN) the issuing agency signs under (repeatable).
+        #[arg(long = "organisation")]
+        organisations: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: PdfCommand) -> ExitCode {
+    match command {
+        PdfCommand::Verify {
+            file,
+            trust,
+            crls,
+            organisations,
+            json,
+        } => verify(&file, &trust, &crls, &organisations, json),
+    }
+}
 
 pub fn verify(
     file: &Path,
