@@ -43,6 +43,29 @@ fn fixtures() -> tempfile::TempDir {
         fuzzed[i] = (x >> 32) as u8;
     }
     std::fs::write(p("fuzzed.pdf"), fuzzed).unwrap();
+    // The agency's signature value changed (the last byte of its CMS, inside the unsigned
+    // gap): the document's bytes and digest are intact, the signature is not.
+    let at = good
+        .windows(12)
+        .rposition(|w| w == b"/ByteRange [")
+        .unwrap();
+    let nums: Vec<usize> = std::str::from_utf8(&good[at + 12..at + 80])
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let hex_start = nums[1] + 1;
+    let der: Vec<u8> = good[hex_start..hex_start + 16]
+        .chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+        .collect();
+    let last = hex_start + 2 * (der_len(&der) - 1) + 1;
+    let mut badsig = good.clone();
+    badsig[last] = if badsig[last] == b'0' { b'1' } else { b'0' };
+    std::fs::write(p("badsig.pdf"), badsig).unwrap();
     dir
 }
 
@@ -98,6 +121,7 @@ fn each_way_a_pdf_can_be_signed_gets_its_verdict() {
         ("expired.pdf", "chain_untrusted"),
         ("stamped.pdf", "two_layer"),
         ("flipped.pdf", "digest_mismatch"),
+        ("badsig.pdf", "signature_invalid"),
         ("truncated.pdf", "parse_error"),
         ("fuzzed.pdf", "parse_error"),
     ];
@@ -214,6 +238,7 @@ fn pdfsig_and_pyhanko_agree() {
     };
     assert_eq!(openssl("two_layer.pdf"), [true, true]);
     assert_eq!(openssl("flipped.pdf"), [false, false]);
+    assert_eq!(openssl("badsig.pdf"), [true, false]);
 
     let pyhanko = python().parent().unwrap().join("pyhanko");
     let validate = |file: &str| {
