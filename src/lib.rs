@@ -8,6 +8,7 @@
 //! graph has no circle.
 
 pub mod audit;
+pub mod backup;
 pub mod cancel;
 pub mod cli;
 pub mod client;

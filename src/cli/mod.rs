@@ -3,6 +3,7 @@
 
 mod admin;
 mod agency;
+mod backup;
 mod packet;
 mod pdf;
 
@@ -132,6 +133,32 @@ enum Command {
     Edxml {
         #[command(subcommand)]
         command: EdxmlCommand,
+    },
+    /// Back the running hub up into a new directory (an online RocksDB checkpoint and a
+    /// manifest, through the ops listener).
+    Backup {
+        /// The new directory (absolute, or relative to here); it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+        /// The hub's ops listener.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        ops: std::net::SocketAddr,
+        /// `[server] ops_token`, when set.
+        #[arg(long, env = "LIENTHONG_OPS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Restore a backup into a data directory (with the hub stopped); refuses a copy that
+    /// does not match its manifest, and checks the restored audit log.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to restore into (`[server] data`); its db/ must be empty.
+        #[arg(long)]
+        data: PathBuf,
+        /// The hub's signing certificate to check the backup's tree head with (default: the
+        /// copy in the manifest).
+        #[arg(long)]
+        hub_cert: Option<PathBuf>,
     },
     /// The legal signatures on a PDF (Decree 30/2020: personal, then organisation).
     Pdf {
@@ -360,6 +387,12 @@ async fn run(command: Command) -> ExitCode {
             conn,
         } => agency::stats(&window, agency.as_deref(), &conn).await,
         Command::Pdf { command } => pdf::run(command),
+        Command::Backup { to, ops, token } => backup::backup(&to, ops, token.as_deref()).await,
+        Command::Restore {
+            from,
+            data,
+            hub_cert,
+        } => backup::restore(&from, &data, hub_cert.as_deref()),
         Command::Edxml {
             command:
                 EdxmlCommand::New {

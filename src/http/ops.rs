@@ -2,7 +2,9 @@
 //! dashboard. It serves figures only — never a document or its metadata — but per-agency
 //! figures (who sends how much, who stopped pulling) are sensitive: it listens on loopback by
 //! default, and with `[server] ops_token` set everything but `/healthz` and `/readyz` needs
-//! `Authorization: Bearer <token>` (the dashboard page takes it as `?token=`).
+//! `Authorization: Bearer <token>` (the dashboard page takes it as `?token=`). It also takes
+//! online backups (`POST /admin/backup`), which is why a non-loopback ops listener without a
+//! token is warned about at start.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -117,6 +119,7 @@ async fn handle(
                 "metrics recorder not installed\n",
             ),
         },
+        "/admin/backup" if req.method() == http::Method::POST => backup(&state, req).await,
         "/dashboard/stats" => {
             match super::api::stats_response(
                 &crate::hub::Service::new(state.hub.clone()),
@@ -130,6 +133,41 @@ async fn handle(
         }
         _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     })
+}
+
+/// `POST /admin/backup` with `{"to": "/absolute/new/dir"}`: an online backup (see
+/// `crate::backup`); the answer is the manifest.
+async fn backup(state: &OpsState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let bad = |status, msg: String| {
+        let body = serde_json::json!({"error": {"code": "bad_request", "message": msg}});
+        reply(status, "application/json", body.to_string())
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 4096)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
+    };
+    let to = match serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["to"].as_str().map(std::path::PathBuf::from))
+    {
+        Some(to) => to,
+        None => {
+            let msg = "the body must be {\"to\": \"/absolute/new/dir\"}".to_owned();
+            return bad(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    match crate::hub::Service::new(state.hub.clone()).backup(to).await {
+        Ok(m) => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&m).expect("manifests serialize"),
+        ),
+        Err(e) => super::ApiError::from(e).into_response(),
+    }
 }
 
 /// Serves the ops endpoints until `shutdown` fires.

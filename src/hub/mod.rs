@@ -21,6 +21,7 @@ use crate::store::{Change, Storage, StoreError};
 
 mod admission;
 mod amendments;
+mod backup;
 mod delivery;
 mod delivery_state;
 pub mod events;
@@ -318,6 +319,17 @@ impl Hub {
 
     pub fn directory(&self) -> &SharedDirectory {
         &self.directory
+    }
+
+    /// A consistent copy of the database, as it is now, in the new directory `dir` (online
+    /// backup, see `crate::backup`).
+    pub fn checkpoint(&self, dir: &std::path::Path) -> Result<(), HubError> {
+        Ok(self.store.checkpoint(dir)?)
+    }
+
+    /// The hub's signing certificate (DER): receipts and tree heads verify with it.
+    pub fn notary_certificate(&self) -> &[u8] {
+        self.notary.certificate()
     }
 
     /// Why the hub cannot take writes now, if it cannot: the disk filled up, a write or

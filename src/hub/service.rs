@@ -182,6 +182,15 @@ impl Service {
             .await
     }
 
+    /// Backs the running hub up into the new directory `to` (ops staff, through the ops
+    /// listener); see `crate::backup`.
+    pub async fn backup(
+        &self,
+        to: std::path::PathBuf,
+    ) -> Result<crate::backup::Manifest, HubError> {
+        self.hub.blocking(move |h| h.backup(&to)).await
+    }
+
     /// The statistics `who` may see (hub-wide in a role, its own as an agency).
     pub async fn stats(&self, who: &Principal, window: Window) -> Result<Report, HubError> {
         self.stats_of(who.stats_scope(), window).await

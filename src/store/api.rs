@@ -78,6 +78,9 @@ pub trait Storage: NodeSource<Error = StoreError> + Send + Sync {
     fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError>;
     /// Due-index entries of `kind` whose period started before `before_ms`, oldest first.
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
+    /// Writes a consistent copy of the database, as it is now, into the new directory
+    /// `dir` (online backup: writes go on meanwhile).
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError>;
     /// Makes everything durable and stops writing (shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -190,6 +193,9 @@ impl Storage for Store {
     }
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         Store::due(self, kind, before_ms, limit)
+    }
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        Store::checkpoint(self, dir)
     }
     fn flush(&self) -> Result<(), StoreError> {
         Store::flush(self)

@@ -503,6 +503,15 @@ impl Store {
         Ok(out)
     }
 
+    /// A RocksDB checkpoint in the new directory `dir`: SST files hard-linked (copied across
+    /// file systems), memtables flushed first, so the copy is one consistent point in time
+    /// that includes every synced write.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        self.barrier()?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+
     /// Flushes memtables so the next start replays little WAL.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.writer.stop();
