@@ -159,6 +159,18 @@ const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
         "Queue items per recipient agency (519 label values)",
     ),
     (
+        Gauge,
+        "lienthong_certificate_expiry_seconds",
+        Some(Unit::Seconds),
+        "Seconds until a certificate the hub depends on expires (negative: expired), by certificate",
+    ),
+    (
+        Gauge,
+        "lienthong_storage_ok",
+        None,
+        "1 while storage takes writes; 0 after a failed write or sync, a full disk or a hung sync (/readyz fails)",
+    ),
+    (
         Counter,
         "lienthong_pdf_verdicts_total",
         None,

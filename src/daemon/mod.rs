@@ -18,6 +18,7 @@ use crate::pki::{self, PkiPaths};
 use crate::store::Store;
 use crate::tls;
 
+mod expiry;
 mod metrics_setup;
 mod settings;
 mod signals;
@@ -307,6 +308,8 @@ async fn spawn_workers(
         hub: hub.clone(),
         metrics,
         every: secs(config.stats.flush_secs),
+        certificates: expiry::watched(config),
+        certificates_checked: None,
     });
     workers
 }
