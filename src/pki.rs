@@ -20,6 +20,22 @@ use crate::directory::Directory;
 
 const CA_CN: &str = "lienthong development root CA";
 
+/// Whether `cert` (DER) is the development CA or issued by it.
+pub fn is_development(cert: &[u8]) -> bool {
+    use der::Decode;
+    let Ok(c) = x509_cert::Certificate::from_der(cert) else {
+        return false;
+    };
+    let cn = |n: &x509_cert::name::Name| {
+        n.common_name()
+            .ok()
+            .flatten()
+            .map(String::from)
+            .unwrap_or_default()
+    };
+    cn(c.tbs_certificate().subject()) == CA_CN || cn(c.tbs_certificate().issuer()) == CA_CN
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]

@@ -33,6 +33,10 @@ use workers::StatsUpkeep;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(
+        "{0} is the development CA (made by `lienthong pki init`): a hub with [tls] dev_pki = false runs only with production certificates; set dev_pki = true to run with the dev PKI (never in production)"
+    )]
+    DevelopmentCa(String),
     #[error(transparent)]
     Directory(#[from] directory::DirectoryError),
     #[error(transparent)]
@@ -74,6 +78,22 @@ fn load_directory(config: &Config) -> Result<Directory, DaemonError> {
         return Err(DaemonError::RoleCollision(cn));
     }
     Ok(dir)
+}
+
+/// With `[tls] dev_pki = false` (production), a client CA or hub signing certificate issued by
+/// the development CA is refused: a dev PKI left in place would let anyone holding its
+/// (unprotected) key pose as any agency.
+fn refuse_dev_ca(config: &Config) -> Result<(), DaemonError> {
+    if config.tls.dev_pki {
+        return Ok(());
+    }
+    for path in [&config.tls.client_ca, &config.audit.signing_cert] {
+        let certs = tls::load_certs(path).unwrap_or_default();
+        if certs.iter().any(|c| pki::is_development(c)) {
+            return Err(DaemonError::DevelopmentCa(path.display().to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the dev PKI when the TLS files or the signature trust store are missing at their
@@ -221,6 +241,7 @@ pub async fn run(
     let metrics = install_metrics();
     let dir = load_directory(&config)?;
     ensure_dev_pki(&config, &dir)?;
+    refuse_dev_ca(&config)?;
     let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
 
     let data = &config.server.data;
