@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
@@ -12,29 +10,8 @@ fn a_production_config_refuses_the_development_ca() {
     let hub = TestHub::start(SMALL_DIRECTORY, "");
     let config = hub.path("production.toml");
     std::fs::write(&config, "[tls]\ndev_pki = false\n").unwrap();
-    let certs = hub.path("certs");
-    let out = Command::new(BIN)
-        .current_dir(hub.path(""))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--ops-listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(hub.path("data-production"))
-        .arg("--agencies")
-        .arg(hub.path("agencies.toml"))
-        .arg("--tls-cert")
-        .arg(certs.join("server.pem"))
-        .arg("--tls-key")
-        .arg(certs.join("server.key"))
-        .arg("--client-ca")
-        .arg(certs.join("ca.pem"))
-        .arg("--trust")
-        .arg(certs.join("trust"))
+    let out = hub
+        .serve_command(&config, &hub.path("data-production"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -106,12 +106,8 @@ enum Command {
     Verify {
         /// The packet, or - for standard input.
         file: PathBuf,
-        /// Signature trust store: a directory of CA certificates (PEM or DER).
-        #[arg(long, default_value = "certs/trust")]
-        trust: PathBuf,
-        /// CRL files to check (repeatable).
-        #[arg(long = "crl")]
-        crls: Vec<PathBuf>,
+        #[command(flatten)]
+        store: TrustArgs,
         /// Directory file, for signing-certificate pins (default: config/agencies.toml, else
         /// the embedded one).
         #[arg(long)]
@@ -165,6 +161,17 @@ enum Command {
         #[command(subcommand)]
         command: pdf::PdfCommand,
     },
+}
+
+/// A signature trust store and CRLs, for the offline verify commands.
+#[derive(Args)]
+pub(super) struct TrustArgs {
+    /// Signature trust store: a directory of CA certificates (PEM or DER).
+    #[arg(long, default_value = "certs/trust")]
+    pub trust: PathBuf,
+    /// CRL files to check (repeatable).
+    #[arg(long = "crl")]
+    pub crls: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -355,11 +362,10 @@ async fn run(command: Command) -> ExitCode {
         } => packet::sign(&file, &cert, &key, algorithm, output.as_deref()),
         Command::Verify {
             file,
-            trust,
-            crls,
+            store,
             agencies,
             json,
-        } => packet::verify(&file, &trust, &crls, agencies.as_deref(), json),
+        } => packet::verify(&file, &store.trust, &store.crls, agencies.as_deref(), json),
         Command::Receipt {
             command:
                 ReceiptCommand::Verify {

@@ -16,12 +16,8 @@ pub enum PdfCommand {
     Verify {
         /// The PDF, or - for standard input.
         file: PathBuf,
-        /// PDF signature trust store: a directory of CA certificates (PEM or DER).
-        #[arg(long, default_value = "certs/trust")]
-        trust: PathBuf,
-        /// CRL files to check (repeatable).
-        #[arg(long = "crl")]
-        crls: Vec<PathBuf>,
+        #[command(flatten)]
+        store: super::TrustArgs,
         /// A name (certificate O or CN) the issuing agency signs under (repeatable).
         #[arg(long = "organisation")]
         organisations: Vec<String>,
@@ -34,11 +30,10 @@ pub fn run(command: PdfCommand) -> ExitCode {
     match command {
         PdfCommand::Verify {
             file,
-            trust,
-            crls,
+            store,
             organisations,
             json,
-        } => verify(&file, &trust, &crls, &organisations, json),
+        } => verify(&file, &store.trust, &store.crls, &organisations, json),
     }
 }
 

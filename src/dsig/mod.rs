@@ -15,7 +15,7 @@ mod verify;
 
 pub use sign::{SignAlgorithm, SignError, Signer};
 pub use trust::{TrustError, TrustStore};
-pub use verify::{Verified, verify, verify_for_sender};
+pub use verify::{Verified, key_curve, verify, verify_for_sender};
 
 /// The XML-DSig namespace. Real packets also carry the Signature element without it.
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";

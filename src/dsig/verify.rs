@@ -184,17 +184,21 @@ fn parse_cert(der: &[u8]) -> Result<Certificate, SigFailure> {
     })
 }
 
+/// The named curve of an EC public key (its OID, dotted), `None` for other keys.
+pub fn key_curve(spki: &x509_cert::spki::SubjectPublicKeyInfoOwned) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+        .map(|o| o.to_string())
+}
+
 /// Parses the signer certificate's public key for `method` (once per certificate: cached).
 fn signer_key(method: SigMethod, cert: &Certificate, der: &[u8]) -> Result<SignerKey, SigFailure> {
     let spki = cert.tbs_certificate().subject_public_key_info();
     let key_oid = spki.algorithm.oid.to_string();
     let key = spki.subject_public_key.raw_bytes();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
-        .map(|o| o.to_string());
+    let curve = key_curve(spki);
     let (algorithm, kind): (&'static dyn signature::VerificationAlgorithm, &'static str) =
         match (method, key_oid.as_str()) {
             (SigMethod::RsaSha1 | SigMethod::RsaSha256, OID_RSA) => {

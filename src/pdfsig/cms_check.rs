@@ -32,22 +32,9 @@ pub(super) fn unsupported(msg: impl Into<String>) -> Problem {
     Problem::new(Verdict::Unsupported, msg)
 }
 
-/// Checks the signature and fills in what `report` says of its signer.
-pub fn verify(
-    pdf: &[u8],
-    ranges: &Ranges,
-    contents: &[u8],
-    trust: &TrustStore,
-    layers: &[layer::LayerOverride],
-    now: SystemTime,
-    report: &mut SignatureReport,
-) {
-    if let Err(p) = check(pdf, ranges, contents, trust, layers, now, report) {
-        report.problem = Some(p);
-    }
-}
-
-fn check(
+/// Checks the signature and fills in what `report` says of its signer (and, on failure,
+/// its problem).
+pub fn check(
     pdf: &[u8],
     ranges: &Ranges,
     contents: &[u8],
@@ -294,12 +281,7 @@ fn verify_signature(
     let spki = cert.tbs_certificate().subject_public_key_info();
     let key = spki.subject_public_key.raw_bytes();
     let sig_oid = si.signature_algorithm.oid.to_string();
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
-        .map(|o| o.to_string());
+    let curve = crate::dsig::key_curve(spki);
     let algorithm = verification_algorithm(&sig_oid, curve.as_deref(), digest_alg)?;
     signature::UnparsedPublicKey::new(algorithm, key)
         .verify(message, si.signature.as_bytes())

@@ -278,7 +278,9 @@ fn check_one(
         report.problem = Some(Problem::new(Verdict::Unsupported, msg));
         return report;
     }
-    cms_check::verify(pdf, &ranges, &f.contents, trust, layers, now, &mut report);
+    if let Err(p) = cms_check::check(pdf, &ranges, &f.contents, trust, layers, now, &mut report) {
+        report.problem = Some(p);
+    }
     report
 }
 

@@ -95,26 +95,19 @@ impl TestHub {
         self.dir.path().join(rel)
     }
 
-    /// Starts (or restarts) the daemon on fresh ports and waits for bound.json.
-    pub fn spawn(&mut self) {
-        let bound = self.path("data/bound.json");
-        let _ = std::fs::remove_file(&bound);
+    /// `lienthong serve` with `config` and `data`, on free ports, with this hub's directory and
+    /// dev PKI. Run in the temp dir, so the defaults for everything not given
+    /// (certs/hub-signing.pem, …) are the dev PKI's files there.
+    pub fn serve_command(&self, config: &std::path::Path, data: &std::path::Path) -> Command {
         let certs = self.path("certs");
-        // In the temp dir, so the defaults for everything not given (certs/hub-signing.pem,
-        // …) are the dev PKI's files there.
-        let child = Command::new(BIN)
-            .current_dir(self.dir.path())
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.dir.path())
             .arg("serve")
             .arg("--config")
-            .arg(&self.config)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--ops-listen",
-                "127.0.0.1:0",
-                "--data",
-            ])
-            .arg(self.path("data"))
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(data)
             .arg("--agencies")
             .arg(&self.agencies)
             .arg("--tls-cert")
@@ -124,7 +117,16 @@ impl TestHub {
             .arg("--client-ca")
             .arg(certs.join("ca.pem"))
             .arg("--trust")
-            .arg(certs.join("trust"))
+            .arg(certs.join("trust"));
+        cmd
+    }
+
+    /// Starts (or restarts) the daemon on fresh ports and waits for bound.json.
+    pub fn spawn(&mut self) {
+        let bound = self.path("data/bound.json");
+        let _ = std::fs::remove_file(&bound);
+        let child = self
+            .serve_command(&self.config, &self.path("data"))
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
