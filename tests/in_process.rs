@@ -27,9 +27,11 @@ async fn the_hub_runs_in_process_on_listeners_it_is_given() {
     )
     .unwrap();
     let c = |p: &str| d.join("certs").join(p).display().to_string();
+    // The dev PKI made above: `dev_pki = true` allows it (and, its files present, makes
+    // nothing); a production config refuses it (tests/production.rs).
     let toml = format!(
         "[server]\ndata = \"{data}\"\nagencies = \"{agencies}\"\n\
-         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\ndev_pki = false\n\
+         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nclient_ca = \"{ca}\"\ndev_pki = true\n\
          [signature]\ntrust_dir = \"{trust}\"\n\
          [audit]\nsigning_cert = \"{hc}\"\nsigning_key = \"{hk}\"\n",
         data = d.join("data").display(),
