@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::*;
 use http::StatusCode;
@@ -19,9 +19,10 @@ async fn a_backup_under_load_restores_everything_accepted_before_it() {
     let a = Arc::new(hub.client(A, HttpVersion::Auto));
     // Submissions keep coming while the backup is taken.
     let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (a, stop) = (a.clone(), stop.clone());
-        let packets: Vec<Vec<u8>> = (0..400)
+        let (a, stop, done) = (a.clone(), stop.clone(), done.clone());
+        let packets: Vec<Vec<u8>> = (0..1500)
             .map(|n| hub.packet(A, &[B, C], &format!("{A},2026/11/30,{n}/BK"), b"noi dung"))
             .collect();
         tokio::spawn(async move {
@@ -37,11 +38,14 @@ async fn a_backup_under_load_restores_everything_accepted_before_it() {
                     r.json()["id"].as_str().unwrap().to_owned(),
                     std::time::Instant::now(),
                 ));
+                done.fetch_add(1, Ordering::Relaxed);
             }
             accepted
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    while done.load(Ordering::Relaxed) < 20 && !load.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let backup_dir = hub.path("backup-1");
     let began = std::time::Instant::now();
     let out = Command::new(BIN)
@@ -55,7 +59,10 @@ async fn a_backup_under_load_restores_everything_accepted_before_it() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let at_backup = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < at_backup + 10 && !load.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let accepted = load.await.unwrap();
     let before: Vec<&String> = accepted
