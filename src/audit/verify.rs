@@ -40,7 +40,13 @@ pub fn verify_export(
         why: "no certificate".into(),
     })?;
     let head_text = String::from_utf8_lossy(&read(tree_head)?).into_owned();
-    let head = crate::jws::verify(&head_text, cert).map_err(|e| AuditError::Head(e.to_string()))?;
+    verify_log(&read(export)?, &head_text, cert)
+}
+
+/// [`verify_export`] on bytes already in memory: `export` (JSON lines), the signed head
+/// (JWS) and the hub's certificate (DER).
+pub fn verify_log(export: &[u8], head_text: &str, cert: &[u8]) -> Result<String, AuditError> {
+    let head = crate::jws::verify(head_text, cert).map_err(|e| AuditError::Head(e.to_string()))?;
     let size = head["tree_size"]
         .as_u64()
         .ok_or_else(|| AuditError::Head("no tree_size".into()))?;
@@ -49,10 +55,9 @@ pub fn verify_export(
         .ok_or_else(|| AuditError::Head("no root_hash".into()))?
         .to_owned();
 
-    let data = read(export)?;
     let mut leaves: Vec<Hash> = Vec::new();
     let mut problems = Vec::new();
-    for (n, line) in data.split(|&b| b == b'\n').enumerate() {
+    for (n, line) in export.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }

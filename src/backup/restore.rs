@@ -2,7 +2,7 @@
 //! the target must hold no database yet, and the restored audit log must verify against the
 //! manifest's signed tree head before the data directory is left in place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{DB_DIR, MANIFEST, Manifest, manifest::files_of};
 use crate::audit::merkle::NodeSource;
@@ -111,13 +111,7 @@ fn check_log(
             manifest.root_hash
         )));
     }
-    let work = tempfile::tempdir().map_err(io("a temporary directory"))?;
-    let (export, head, cert) = (
-        work.path().join("export.jsonl"),
-        work.path().join("head.jws"),
-        work.path().join("hub-signing.pem"),
-    );
-    let mut lines = Vec::new();
+    let mut export = Vec::new();
     let mut next = 0;
     while next < size {
         let batch = store
@@ -126,20 +120,23 @@ fn check_log(
         let Some((last, _)) = batch.last() else { break };
         next = last + 1;
         for (_, entry) in batch {
-            lines.extend_from_slice(&entry);
-            lines.push(b'\n');
+            export.extend_from_slice(&entry);
+            export.push(b'\n');
         }
     }
-    std::fs::write(&export, lines).map_err(io("writing the export"))?;
-    std::fs::write(&head, &manifest.tree_head).map_err(io("writing the head"))?;
-    let cert: PathBuf = match hub_cert {
-        Some(c) => c.to_owned(),
+    let cert = match hub_cert {
+        Some(path) => crate::tls::load_certs(path).map_err(|e| audit(e.to_string()))?,
         None => {
-            std::fs::write(&cert, &manifest.hub_signing_cert).map_err(io("writing the cert"))?;
-            cert
+            use rustls_pki_types::pem::PemObject;
+            rustls_pki_types::CertificateDer::pem_slice_iter(manifest.hub_signing_cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| audit(format!("the manifest's certificate: {e}")))?
         }
     };
-    let summary = crate::audit::verify::verify_export(&export, &head, &cert)
+    let cert = cert
+        .first()
+        .ok_or_else(|| audit("no hub certificate".into()))?;
+    let summary = crate::audit::verify::verify_log(&export, &manifest.tree_head, cert)
         .map_err(|e| audit(e.to_string()))?;
     store.flush().map_err(|e| audit(e.to_string()))?;
     Ok(summary)

@@ -309,11 +309,8 @@ impl Hub {
             gauge!("lienthong_queue_oldest_age_seconds", "agency" => agency).set(age as f64);
         }
         let (sst, pending) = self.store.size_figures();
-        gauge!("lienthong_storage_ok").set(if self.storage_problem().is_none() {
-            1.0
-        } else {
-            0.0
-        });
+        let storage_ok = self.store.health().is_ok();
+        gauge!("lienthong_storage_ok").set(if storage_ok { 1.0 } else { 0.0 });
         gauge!("lienthong_rocksdb_live_sst_bytes").set(sst as f64);
         gauge!("lienthong_rocksdb_pending_compaction_bytes").set(pending as f64);
         Ok(())

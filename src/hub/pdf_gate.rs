@@ -13,6 +13,9 @@ use crate::edxml::{self, Kind, Packet};
 use crate::pdfsig::{self, Verdict};
 use crate::store::PdfCheck;
 
+/// How long a signer chain's verdict is cached.
+const CHAIN_CACHE: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub struct PdfGate {
     policy: PdfPolicy,
     trust_dir: PathBuf,
@@ -43,8 +46,7 @@ impl PdfGate {
         } else {
             cfg.trust_dir.clone()
         };
-        let ttl = std::time::Duration::from_secs(300);
-        let trust = match TrustStore::load(&trust_dir, &cfg.crl_files, ttl) {
+        let trust = match TrustStore::load(&trust_dir, &cfg.crl_files, CHAIN_CACHE) {
             Ok(t) => t,
             Err(e) if cfg.policy != PdfPolicy::Require => {
                 if cfg.policy == PdfPolicy::Record {
@@ -72,8 +74,7 @@ impl PdfGate {
         if self.policy == PdfPolicy::Off {
             return Ok(());
         }
-        let ttl = std::time::Duration::from_secs(300);
-        let fresh = TrustStore::load(&self.trust_dir, &self.crl_files, ttl)?;
+        let fresh = TrustStore::load(&self.trust_dir, &self.crl_files, CHAIN_CACHE)?;
         *self.trust.write().expect("pdf trust lock") = Arc::new(fresh);
         Ok(())
     }
@@ -96,6 +97,7 @@ impl PdfGate {
             layers: &self.layers,
         };
         let mut out = Vec::new();
+        let mut main_verdict = None;
         for a in edxml::attachments(body).into_iter().filter(|a| a.is_pdf()) {
             let report = match a.decode() {
                 Ok(pdf) => pdfsig::verify(&pdf, &trust, &self.limits, &expect, SystemTime::now()),
@@ -107,17 +109,20 @@ impl PdfGate {
             };
             metrics::counter!("lienthong_pdf_verdicts_total", "verdict" => report.verdict.as_str())
                 .increment(1);
+            main_verdict.get_or_insert(report.verdict);
             out.push(PdfCheck {
                 name: a.name,
                 verdict: report.verdict.as_str().to_owned(),
                 message: report.message,
             });
         }
-        match out.first() {
-            Some(main) if self.policy == PdfPolicy::Require && main.verdict != "two_layer" => {
+        match (out.first(), main_verdict) {
+            (Some(main), Some(v))
+                if self.policy == PdfPolicy::Require && v != Verdict::TwoLayer =>
+            {
                 Err(NotTwoLayer {
                     name: main.name.clone(),
-                    verdict: Verdict::named(&main.verdict).as_str(),
+                    verdict: v.as_str(),
                     message: main.message.clone(),
                 })
             }

@@ -43,32 +43,6 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Every verdict, for parsing and listing.
-    pub const ALL: [Verdict; 14] = [
-        Verdict::TwoLayer,
-        Verdict::NoSignature,
-        Verdict::OnlyPersonal,
-        Verdict::OnlyOrganisation,
-        Verdict::OrderReversed,
-        Verdict::ByterangeMalformed,
-        Verdict::DigestMismatch,
-        Verdict::SignatureInvalid,
-        Verdict::ChainUntrusted,
-        Verdict::Revoked,
-        Verdict::DisallowedChange,
-        Verdict::OrganisationMismatch,
-        Verdict::Unsupported,
-        Verdict::ParseError,
-    ];
-
-    /// The verdict named `s` (`parse_error` for a name it does not know).
-    pub fn named(s: &str) -> Verdict {
-        Verdict::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .unwrap_or(Verdict::ParseError)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::TwoLayer => "two_layer",
