@@ -24,6 +24,7 @@ pub struct Config {
     pub signature: Signature,
     pub pdf_signature: PdfSignature,
     pub audit: Audit,
+    pub outbound: Outbound,
     pub retention: Retention,
     pub storage: Storage,
     pub overload: Overload,
@@ -37,6 +38,15 @@ pub struct Audit {
     pub signing_key: PathBuf,
     pub head_interval_secs: u64,
     pub head_every_entries: u64,
+}
+
+/// The hub's one outbound identity: the client certificate it presents when it connects to an
+/// agency's push endpoint or to another hub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// What the hub does with packet signatures (see `dsig`).

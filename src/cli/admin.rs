@@ -1,12 +1,11 @@
-//! The hub's own commands: `serve`, `pki init`, `bench`.
+//! The hub's own commands: `serve`, `bench`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{ServeArgs, fail, load_directory};
+use super::{ServeArgs, fail};
 use crate::client::HttpVersion;
 use crate::config::{Config, Overrides};
-use crate::pki::{self, PkiPaths};
 
 /// `serve`: runs the hub until SIGTERM.
 pub async fn serve(a: ServeArgs) -> ExitCode {
@@ -26,35 +25,6 @@ pub async fn serve(a: ServeArgs) -> ExitCode {
     };
     match crate::daemon::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
-}
-
-/// `pki init`: the development PKI for a directory.
-pub fn pki_init(dir: &Path, agencies: Option<&Path>, roles: Vec<String>) -> ExitCode {
-    let roles = if roles.is_empty() {
-        Config::load(None, &Overrides::default())
-            .map(|c| c.roles.all())
-            .unwrap_or_default()
-    } else {
-        roles
-    };
-    let directory = match load_directory(agencies) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    match pki::init(&PkiPaths::new(dir), &directory, &roles) {
-        Ok(r) => {
-            println!(
-                "{}: CA {}, server certificate {}, {} client and {} signing certificates created",
-                dir.display(),
-                if r.created_ca { "created" } else { "kept" },
-                if r.created_server { "created" } else { "kept" },
-                r.created_clients,
-                r.created_signing
-            );
-            ExitCode::SUCCESS
-        }
         Err(e) => fail(e),
     }
 }

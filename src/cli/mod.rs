@@ -6,6 +6,7 @@ mod agency;
 mod backup;
 mod packet;
 mod pdf;
+mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,10 +50,10 @@ enum LogFormat {
 enum Command {
     /// Run the hub (mutual-TLS API and ops listener) until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
-    /// Development PKI.
+    /// Certificates: the development PKI, production requests, and checking a configuration's.
     Pki {
         #[command(subcommand)]
-        command: PkiCommand,
+        command: pki::PkiCommand,
     },
     /// Submit an edXML packet.
     Send {
@@ -214,22 +215,6 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
-enum PkiCommand {
-    /// Create what is missing of a dev CA, server certificate and per-agency client certificates.
-    Init {
-        #[arg(long, default_value = "certs")]
-        dir: PathBuf,
-        /// Directory file (default: config/agencies.toml, else the embedded sample).
-        #[arg(long)]
-        agencies: Option<PathBuf>,
-        /// Role CNs to issue client certificates for (default: the [roles] of the
-        /// compiled-in configuration).
-        #[arg(long = "role")]
-        roles: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
 enum ReceiptCommand {
     /// Verify a receipt (a JWS, as GET /v1/documents/{id}/receipts lists them) offline.
     Verify {
@@ -362,14 +347,7 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve(a) => admin::serve(a).await,
-        Command::Pki {
-            command:
-                PkiCommand::Init {
-                    dir,
-                    agencies,
-                    roles,
-                },
-        } => admin::pki_init(&dir, agencies.as_deref(), roles),
+        Command::Pki { command } => pki::run(command),
         Command::Sign {
             file,
             cert,

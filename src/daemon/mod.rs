@@ -87,7 +87,12 @@ fn refuse_dev_ca(config: &Config) -> Result<(), DaemonError> {
     if config.tls.dev_pki {
         return Ok(());
     }
-    for path in [&config.tls.client_ca, &config.audit.signing_cert] {
+    for path in [
+        &config.tls.client_ca,
+        &config.tls.cert,
+        &config.audit.signing_cert,
+        &config.outbound.client_cert,
+    ] {
         let certs = tls::load_certs(path).unwrap_or_default();
         if certs.iter().any(|c| pki::is_development(c)) {
             return Err(DaemonError::DevelopmentCa(path.display().to_string()));
@@ -102,7 +107,10 @@ fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     let t = &config.tls;
     let trust = &config.signature.trust_dir;
     let a = &config.audit;
+    let o = &config.outbound;
     if t.cert.exists()
+        && o.client_cert.exists()
+        && o.client_key.exists()
         && t.key.exists()
         && t.client_ca.exists()
         && trust.exists()
@@ -117,7 +125,9 @@ fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
         && t.client_ca == paths.ca_cert()
         && *trust == paths.trust_dir()
         && a.signing_cert == paths.hub_signing_cert()
-        && a.signing_key == paths.hub_signing_key();
+        && a.signing_key == paths.hub_signing_key()
+        && o.client_cert == paths.hub_client_cert()
+        && o.client_key == paths.hub_client_key();
     if !t.dev_pki || !at_dev_paths {
         return Ok(()); // Loading will fail below with the missing path named.
     }

@@ -14,6 +14,7 @@ mod trust;
 mod verify;
 
 pub use sign::{SignAlgorithm, SignError, Signer};
+pub(crate) use trust::read_crls;
 pub use trust::{TrustError, TrustStore};
 pub use verify::{Verified, key_curve, verify, verify_for_sender};
 

@@ -169,6 +169,11 @@ impl Signer {
         &self.chain[0]
     }
 
+    /// The certificate file's chain, signer first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
     /// Signs arbitrary bytes with RSA PKCS#1 v1.5 SHA-256 or ECDSA P-256 SHA-256 (`r‖s`).
     pub fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, SignError> {
         let fail = |_| SignError::Other("the key refused to sign".into());

@@ -82,7 +82,7 @@ fn is_pem_or_der(path: &Path, exts: &[&str]) -> bool {
 }
 
 /// Reads every CRL in a PEM or DER file.
-fn read_crls(path: &Path) -> Result<Vec<OwnedCertRevocationList>, String> {
+pub(crate) fn read_crls(path: &Path) -> Result<Vec<OwnedCertRevocationList>, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let ders: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
         CertificateRevocationListDer::pem_slice_iter(&bytes)

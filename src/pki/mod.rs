@@ -20,6 +20,12 @@ use crate::directory::Directory;
 
 const CA_CN: &str = "lienthong development root CA";
 
+/// Subject CN of the dev PKI's outbound client certificate (`[outbound] client_cert`).
+pub const HUB_CLIENT_CN: &str = "lienthong-hub";
+
+pub mod check;
+pub mod csr;
+
 /// Whether `cert` (DER) is the development CA or issued by it.
 pub fn is_development(cert: &[u8]) -> bool {
     use der::Decode;
@@ -90,6 +96,13 @@ impl PkiPaths {
     }
     pub fn hub_signing_key(&self) -> PathBuf {
         self.dir.join("hub-signing.key")
+    }
+    /// The hub's outbound client certificate (`[outbound] client_cert`: push, federation).
+    pub fn hub_client_cert(&self) -> PathBuf {
+        self.dir.join("hub-client.pem")
+    }
+    pub fn hub_client_key(&self) -> PathBuf {
+        self.dir.join("hub-client.key")
     }
     /// The signature trust store directory (`[signature] trust_dir`).
     pub fn trust_dir(&self) -> PathBuf {
@@ -362,7 +375,12 @@ pub fn init(
             roles
                 .iter()
                 .map(|r| (r.as_str(), paths.role_cert(r), paths.role_key(r))),
-        );
+        )
+        .chain(std::iter::once((
+            HUB_CLIENT_CN,
+            paths.hub_client_cert(),
+            paths.hub_client_key(),
+        )));
     for (cn, cert_path, key_path) in clients {
         if cert_path.exists() && key_path.exists() {
             continue;
