@@ -4,7 +4,7 @@
 //! down) → [`http`] (mutual-TLS transport, one adapter) → [`hub`] (the rules and every state
 //! change) → [`store`] (RocksDB). [`edxml`], [`directory`], [`config`], [`tls`] and [`pki`] are
 //! the pieces they share; [`client`] is the agency side. Leaves ([`ids`], [`digest`],
-//! [`signature_model`], [`cancel`], [`stats`]) depend on no module above them: the module
+//! [`signature_model`], [`cancel`], [`stats`], [`files`]) depend on no module above them: the module
 //! graph has no circle.
 
 pub mod audit;
@@ -18,6 +18,7 @@ pub mod digest;
 pub mod directory;
 pub mod dsig;
 pub mod edxml;
+pub mod files;
 pub mod http;
 pub mod hub;
 pub mod ids;

@@ -4,6 +4,7 @@
 mod admin;
 mod agency;
 mod backup;
+mod directory_cmd;
 mod packet;
 mod pdf;
 mod pki;
@@ -171,6 +172,11 @@ enum Command {
         /// copy in the manifest).
         #[arg(long)]
         hub_cert: Option<PathBuf>,
+    },
+    /// The agency directory from and to a spreadsheet (CSV, XLSX).
+    Directory {
+        #[command(subcommand)]
+        command: directory_cmd::DirectoryCommand,
     },
     /// The legal signatures on a PDF (Decree 30/2020: personal, then organisation).
     Pdf {
@@ -388,6 +394,7 @@ async fn run(command: Command) -> ExitCode {
             conn,
         } => agency::stats(&window, agency.as_deref(), &conn).await,
         Command::Pdf { command } => pdf::run(command),
+        Command::Directory { command } => directory_cmd::run(command),
         Command::Backup { to, ops, token } => backup::backup(&to, ops, token.as_deref()).await,
         Command::Restore {
             from,

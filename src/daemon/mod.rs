@@ -148,9 +148,7 @@ fn write_bound(data: &Path, https: SocketAddr, ops: SocketAddr) -> Result<(), Da
         source,
     };
     let json = serde_json::json!({"https": https.to_string(), "ops": ops.to_string()});
-    let tmp = data.join("bound.json.tmp");
-    std::fs::write(&tmp, json.to_string()).map_err(io)?;
-    std::fs::rename(&tmp, data.join("bound.json")).map_err(io)
+    crate::files::write_atomic(&data.join("bound.json"), json.to_string().as_bytes()).map_err(io)
 }
 
 /// Large request bodies get their own memory mappings, returned to the system when freed.
