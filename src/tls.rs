@@ -101,17 +101,24 @@ pub struct PeerCert {
     pub common_name: Option<String>,
     /// Lower-case hex SHA-256 of the certificate's DER, for pinning.
     pub sha256: String,
+    /// When the certificate expires (for the agency certificate expiry gauge).
+    pub not_after: Option<std::time::SystemTime>,
 }
 
 /// Reads the subject CN and fingerprint of a DER certificate.
 pub fn peer_cert(der: &[u8]) -> PeerCert {
-    let common_name = x509_cert::Certificate::from_der(der)
-        .ok()
+    let cert = x509_cert::Certificate::from_der(der).ok();
+    let common_name = cert
+        .as_ref()
         .and_then(|c| c.tbs_certificate().subject().common_name().ok().flatten())
         .map(String::from);
+    let not_after = cert
+        .as_ref()
+        .map(|c| c.tbs_certificate().validity().not_after.to_system_time());
     let sha256 = crate::digest::sha256_hex(der);
     PeerCert {
         common_name,
         sha256,
+        not_after,
     }
 }

@@ -59,7 +59,7 @@ async fn a_running_hub_exports_certificate_expiry_and_storage_health() {
     hub.wait_for_metric("lienthong_certificate_expiry_seconds{certificate=\"hub_signing\"}")
         .await;
     let text = hub.metrics_text();
-    for label in ["tls_server", "client_ca", "hub_signing"] {
+    for label in ["tls_server", "client_ca", "hub_signing", "hub_client"] {
         let line = text
             .lines()
             .find(|l| {
@@ -75,5 +75,20 @@ async fn a_running_hub_exports_certificate_expiry_and_storage_health() {
     assert!(
         text.contains("lienthong_certificate_expiry_seconds{certificate=\"trust:"),
         "the trust store's certificates are watched too"
+    );
+    // An agency's certificate is watched once the agency connects with it.
+    let gauge = format!("lienthong_agency_certificate_expiry_seconds{{agency=\"{A}\"}}");
+    assert!(!text.contains(&gauge), "before A connected: {text}");
+    let a = hub.client(A, lienthong::client::HttpVersion::Auto);
+    a.call(http::Method::GET, "/v1/inbox", bytes::Bytes::new())
+        .await
+        .unwrap();
+    hub.wait_for_metric(&gauge).await;
+    let text = hub.metrics_text();
+    let line = text.lines().find(|l| l.starts_with(&gauge)).unwrap();
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        secs > 30.0 * 86400.0 && secs < 3.0 * 365.0 * 86400.0,
+        "{line}"
     );
 }

@@ -9,13 +9,14 @@ use der::Decode;
 
 use crate::config::Config;
 
-/// The certificates to watch: the TLS server certificate, the client CA, the hub signing
-/// certificate, and every certificate of the XML and PDF signature trust stores.
+/// The certificates to watch: the TLS server certificate, the client CA, the hub signing and
+/// outbound client certificates, and every certificate of the XML and PDF signature trust stores.
 pub(super) fn watched(config: &Config) -> Vec<(String, PathBuf)> {
     let mut out = vec![
         ("tls_server".to_owned(), config.tls.cert.clone()),
         ("client_ca".to_owned(), config.tls.client_ca.clone()),
         ("hub_signing".to_owned(), config.audit.signing_cert.clone()),
+        ("hub_client".to_owned(), config.outbound.client_cert.clone()),
     ];
     let mut trust = |prefix: &str, dir: &Path| {
         if let Ok(entries) = std::fs::read_dir(dir) {

@@ -166,6 +166,12 @@ const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
     ),
     (
         Gauge,
+        "lienthong_agency_certificate_expiry_seconds",
+        Some(Unit::Seconds),
+        "Seconds until the client certificate an agency last connected with expires (negative: expired), by agency",
+    ),
+    (
+        Gauge,
         "lienthong_storage_ok",
         None,
         "1 while storage takes writes; 0 after a failed write or sync, a full disk or a hung sync (/readyz fails)",

@@ -87,7 +87,7 @@ impl Api {
     fn caller(&self, peer: &PeerCert) -> Result<Principal, ApiError> {
         Ok(self
             .hub
-            .identify(peer.common_name.as_deref(), &peer.sha256)?)
+            .identify(peer.common_name.as_deref(), &peer.sha256, peer.not_after)?)
     }
 
     async fn route<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Result<Resp, ApiError> {

@@ -62,8 +62,15 @@ impl Principal {
 
 impl Hub {
     /// The principal a client certificate stands for: a role by its CN (`[roles]`), else an
-    /// agency of the directory whose pin, if it has one, is this certificate's SHA-256.
-    pub fn identify(&self, cn: Option<&str>, cert_sha256: &str) -> Result<Principal, HubError> {
+    /// agency of the directory whose pin, if it has one, is this certificate's SHA-256. An
+    /// agency's `not_after` is remembered for the certificate expiry gauge: the directory holds
+    /// only fingerprints, so the certificates an agency actually presents are what is watched.
+    pub fn identify(
+        &self,
+        cn: Option<&str>,
+        cert_sha256: &str,
+        not_after: Option<std::time::SystemTime>,
+    ) -> Result<Principal, HubError> {
         let cn = cn.ok_or(HubError::NoIdentity)?;
         let roles = &self.settings.roles;
         if roles.auditors.iter().any(|r| r == cn) {
@@ -84,8 +91,19 @@ impl Hub {
                 });
             }
         }
+        if let Some(t) = not_after {
+            self.saw_agency_certificate(&agency.id, t);
+        }
         Ok(Principal::Agency(AgencyId {
             organ_id: agency.id.clone(),
         }))
+    }
+
+    /// Records the expiry of the certificate an agency presented (the latest one seen).
+    fn saw_agency_certificate(&self, agency: &str, not_after: std::time::SystemTime) {
+        let mut seen = self.agency_certificates.lock().expect("certificate map");
+        if seen.get(agency) != Some(&not_after) {
+            seen.insert(agency.to_owned(), not_after);
+        }
     }
 }

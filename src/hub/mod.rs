@@ -267,6 +267,8 @@ pub struct Hub {
     admission: admission::Admission,
     /// Memory and per-agency shares for uploads, one for every transport.
     uploads: uploads::BodyBudget,
+    /// When the client certificate each agency last presented expires (see `identity.rs`).
+    agency_certificates: Mutex<HashMap<String, std::time::SystemTime>>,
     /// Refusals per (agency, reason) this minute, logged in one entry (see `observe.rs`).
     refusals: Mutex<std::collections::BTreeMap<(String, String), observe::RefusalTally>>,
 }
@@ -303,6 +305,7 @@ impl Hub {
             depth: Mutex::new(depth),
             agency_metrics: Mutex::new(HashMap::new()),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
+            agency_certificates: Mutex::new(HashMap::new()),
             admission: admission::Admission::new(settings.admission.clone()),
             uploads: uploads::BodyBudget::new(settings.uploads.clone()),
             store: Box::new(store),

@@ -313,7 +313,25 @@ impl Hub {
         gauge!("lienthong_storage_ok").set(if storage_ok { 1.0 } else { 0.0 });
         gauge!("lienthong_rocksdb_live_sst_bytes").set(sst as f64);
         gauge!("lienthong_rocksdb_pending_compaction_bytes").set(pending as f64);
+        self.publish_agency_certificates();
         Ok(())
+    }
+
+    /// `lienthong_agency_certificate_expiry_seconds{agency}`: seconds until the client
+    /// certificate each agency last connected with expires (negative once it has).
+    fn publish_agency_certificates(&self) {
+        let now = std::time::SystemTime::now();
+        let seen: Vec<(String, std::time::SystemTime)> = {
+            let m = self.agency_certificates.lock().expect("certificate map");
+            m.iter().map(|(a, t)| (a.clone(), *t)).collect()
+        };
+        for (agency, not_after) in seen {
+            let secs = match not_after.duration_since(now) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            gauge!("lienthong_agency_certificate_expiry_seconds", "agency" => agency).set(secs);
+        }
     }
 }
 
