@@ -1,7 +1,7 @@
 //! The agency side of the API, used by the CLI (and by tests and the load tool).
 //!
 //! One connection per [`Client`], opened lazily and reused; HTTP/2 or HTTP/1.1 by ALPN, or
-//! forced. Errors carry the hub's machine-readable code when the hub answered.
+//! forced, or HTTP/3 over QUIC ([`crate::client_h3`]). Errors carry the hub's machine-readable code when the hub answered.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,14 +26,17 @@ pub enum HttpVersion {
     Auto,
     Http1,
     Http2,
+    /// HTTP/3 over QUIC (UDP, the same port number); never falls back to TCP.
+    Http3,
 }
 
 impl HttpVersion {
-    /// From the CLI's `--http1` / `--http2` flags (neither: ALPN decides).
-    pub fn from_flags(http1: bool, http2: bool) -> HttpVersion {
-        match (http1, http2) {
-            (true, _) => HttpVersion::Http1,
-            (_, true) => HttpVersion::Http2,
+    /// From the CLI's `--http1` / `--http2` / `--http3` flags (none: ALPN decides).
+    pub fn from_flags(http1: bool, http2: bool, http3: bool) -> HttpVersion {
+        match (http1, http2, http3) {
+            (true, _, _) => HttpVersion::Http1,
+            (_, true, _) => HttpVersion::Http2,
+            (_, _, true) => HttpVersion::Http3,
             _ => HttpVersion::Auto,
         }
     }
@@ -63,6 +66,7 @@ pub enum ClientError {
 enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    H3(crate::client_h3::H3Sender),
 }
 
 /// A response from the hub.
@@ -110,6 +114,7 @@ impl Client {
             HttpVersion::Auto => &[b"h2", b"http/1.1"],
             HttpVersion::Http1 => &[b"http/1.1"],
             HttpVersion::Http2 => &[b"h2"],
+            HttpVersion::Http3 => &[b"h3"],
         };
         Ok(Client {
             host,
@@ -121,6 +126,10 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Sender, ClientError> {
+        if self.version == HttpVersion::Http3 {
+            let s = crate::client_h3::H3Sender::connect(&self.host, self.port, &self.tls).await?;
+            return Ok(Sender::H3(s));
+        }
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -137,7 +146,7 @@ impl Client {
             .map_err(|source| ClientError::Connect { addr, source })?;
         let h2 = match self.version {
             HttpVersion::Http2 => true,
-            HttpVersion::Http1 => false,
+            HttpVersion::Http1 | HttpVersion::Http3 => false,
             HttpVersion::Auto => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
         };
         let io = TokioIo::new(tls);
@@ -168,6 +177,7 @@ impl Client {
         let reusable = match guard.as_ref() {
             Some(Sender::H1(s)) => !s.is_closed(),
             Some(Sender::H2(s)) => !s.is_closed(),
+            Some(Sender::H3(s)) => s.is_open(),
             None => false,
         };
         if !reusable {
@@ -199,6 +209,17 @@ impl Client {
                     .map_err(|e| ClientError::Http(e.to_string()))?;
                 s.ready().await.map_err(http)?;
                 s.send_request(req).await.map_err(http)?
+            }
+            Sender::H3(s) => {
+                // QUIC multiplexes too: one stream per request.
+                let s = s.clone();
+                drop(guard);
+                let uri = format!("https://{authority}{path}");
+                let head = req
+                    .uri(uri)
+                    .body(())
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                return s.send(head, body).await;
             }
         };
         let (parts, body) = resp.into_parts();

@@ -18,6 +18,7 @@ pub const DEFAULTS: &str = include_str!("../config/lienthong.toml");
 pub struct Config {
     pub server: Server,
     pub tls: Tls,
+    pub quic: Quic,
     pub queue: Queue,
     pub stats: Stats,
     pub roles: Roles,
@@ -38,6 +39,23 @@ pub struct Audit {
     pub signing_key: PathBuf,
     pub head_interval_secs: u64,
     pub head_every_entries: u64,
+}
+
+/// HTTP/3 over QUIC: the same API and identity as HTTPS, over UDP (see `http::h3`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quic {
+    pub enabled: bool,
+    /// The UDP address; absent: `[server] listen`'s address and the port TCP got.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    pub max_concurrent_streams: u32,
+    pub max_field_section_bytes: u64,
+    pub udp_recv_buffer_bytes: usize,
+    pub udp_send_buffer_bytes: usize,
+    pub max_incoming: usize,
+    pub segmentation_offload: bool,
+    pub alt_svc_max_age_secs: u64,
 }
 
 /// The hub's one outbound identity: the client certificate it presents when it connects to an
@@ -213,6 +231,7 @@ pub struct Overrides {
     pub client_ca: Option<PathBuf>,
     pub agencies: Option<PathBuf>,
     pub trust: Option<PathBuf>,
+    pub listen_quic: Option<SocketAddr>,
 }
 
 /// Recursively lays `over` on top of `base`.
@@ -258,6 +277,9 @@ impl Config {
         if let Some(v) = o.agencies {
             config.server.agencies = v;
         }
+        if let Some(v) = o.listen_quic {
+            config.quic.listen = Some(v);
+        }
         if let Some(v) = o.trust {
             config.signature.trust_dir = v;
         }
@@ -299,6 +321,13 @@ impl Config {
         if self.queue.max_wait_secs >= s.request_timeout_secs {
             return Err(ConfigError::Invalid(
                 "queue.max_wait_secs must be smaller than server.request_timeout_secs".into(),
+            ));
+        }
+        if self.quic.enabled
+            && (self.quic.max_concurrent_streams == 0 || self.quic.max_field_section_bytes < 1024)
+        {
+            return Err(ConfigError::Invalid(
+                "quic.max_concurrent_streams must be positive and quic.max_field_section_bytes at least 1024".into(),
             ));
         }
         if self.stats.flush_secs == 0 {

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod cancel;
 pub mod cli;
 pub mod client;
+pub mod client_h3;
 pub mod config;
 pub mod daemon;
 pub mod digest;

@@ -60,22 +60,42 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
-/// The hub's TLS configuration: mandatory client certificates, ALPN h2 then http/1.1.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// The hub's TLS configurations: one for HTTPS (ALPN h2 then http/1.1, TLS 1.2 and 1.3) and
+/// one for QUIC (TLS 1.3 only, ALPN h3), sharing one client-certificate verifier and one
+/// certificate, so that the two transports cannot disagree on who may connect. Neither
+/// accepts early data (0-RTT): a replayed POST or ack must never reach the hub. Session
+/// resumption is rustls' default for both: an in-memory session cache, no tickets.
+pub struct ServerTls {
+    pub tcp: Arc<ServerConfig>,
+    pub quic: Arc<ServerConfig>,
+}
+
+pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<ServerTls, TlsError> {
     install_provider();
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots(client_ca)?))
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut cfg = ServerConfig::builder()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .ok_or_else(|| TlsError::Config("no crypto provider".into()))?;
+    let certified = Arc::new(
+        rustls::sign::CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider)
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+    );
+    let build = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
+        let mut cfg = ServerConfig::builder_with_protocol_versions(versions)
+            .with_client_cert_verifier(verifier.clone())
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                certified.clone(),
+            )));
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg.max_early_data_size = 0;
+        Arc::new(cfg)
+    };
+    Ok(ServerTls {
+        tcp: build(rustls::DEFAULT_VERSIONS, &[b"h2", b"http/1.1"]),
+        quic: build(&[&rustls::version::TLS13], &[b"h3"]),
+    })
 }
 
 /// An agency's TLS configuration: trusts `ca`, presents `cert`/`key`, offers the given ALPN.

@@ -8,11 +8,12 @@ use http::{Method, StatusCode};
 use lienthong::client::HttpVersion;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_pull_ack_over_http1_and_http2() {
+async fn send_pull_ack_over_http1_http2_and_http3() {
     let mut hub = TestHub::start(SMALL_DIRECTORY, "");
     for (n, version, expect) in [
         (1, HttpVersion::Http1, http::Version::HTTP_11),
         (2, HttpVersion::Http2, http::Version::HTTP_2),
+        (3, HttpVersion::Http3, http::Version::HTTP_3),
     ] {
         let (a, b, c) = (
             hub.client(A, version),

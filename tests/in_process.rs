@@ -50,7 +50,15 @@ async fn the_hub_runs_in_process_on_listeners_it_is_given() {
     let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", https.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let hub = tokio::spawn(run(Listeners { https, ops }, config, shutdown.clone()));
+    let hub = tokio::spawn(run(
+        Listeners {
+            https,
+            ops,
+            quic: None,
+        },
+        config,
+        shutdown.clone(),
+    ));
 
     let client = |agency: &str| {
         Client::new(

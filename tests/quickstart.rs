@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, run_ok};
+use common::{BIN, matrix_version, run_ok};
+use lienthong::client::HttpVersion;
 
 const A: &str = "000.00.01.H13";
 const B: &str = "000.00.02.H13";
@@ -148,6 +149,11 @@ fn quick_start_with_curl_and_the_cli() {
                 .env("LIENTHONG_CA", "certs/ca.pem")
                 .env("LIENTHONG_SIGN_CERT", format!("certs/signing/{agency}.pem"))
                 .env("LIENTHONG_SIGN_KEY", format!("certs/signing/{agency}.key"))
+                // The test matrix's protocol (LIENTHONG_TEST_HTTP=3: the CLI over HTTP/3).
+                .env(
+                    "LIENTHONG_HTTP3",
+                    (matrix_version(HttpVersion::Auto) == HttpVersion::Http3).to_string(),
+                )
                 .args(args),
         )
     };
@@ -166,6 +172,11 @@ fn quick_start_with_curl_and_the_cli() {
     cli(A, &["sign", "q.edxml", "-o", "q.signed.edxml"]);
     let sent = cli(A, &["send", "q.signed.edxml", "--json"]);
     let sent: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    let want = match matrix_version(HttpVersion::Auto) {
+        HttpVersion::Http3 => "HTTP/3.0",
+        _ => "HTTP/2.0", // ALPN's choice
+    };
+    assert_eq!(sent["http_version"], want, "{sent}");
     let id2 = sent["id"].as_str().unwrap().to_owned();
     let listing = cli(B, &["inbox"]);
     assert!(

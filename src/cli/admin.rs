@@ -18,6 +18,7 @@ pub async fn serve(a: ServeArgs) -> ExitCode {
         client_ca: a.client_ca,
         agencies: a.agencies,
         trust: a.trust,
+        listen_quic: a.listen_quic,
     };
     let config = match Config::load(a.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -50,10 +51,13 @@ pub struct BenchArgs {
     /// With --hub: the hub's pid, to report its CPU and peak RSS.
     #[arg(long, requires = "hub")]
     pub hub_pid: Option<u32>,
-    #[arg(long, conflicts_with = "http2")]
+    #[arg(long, conflicts_with_all = ["http2", "http3"])]
     pub http1: bool,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http3")]
     pub http2: bool,
+    /// HTTP/3 over QUIC.
+    #[arg(long)]
+    pub http3: bool,
     #[arg(long)]
     pub json: bool,
     /// Send unsigned packets (measures the hub without signature work; a hub given by
@@ -76,7 +80,7 @@ pub async fn bench(b: BenchArgs) -> ExitCode {
         clients: b.clients,
         size: b.size as usize,
         duration: std::time::Duration::from_secs(b.duration),
-        version: HttpVersion::from_flags(b.http1, b.http2),
+        version: HttpVersion::from_flags(b.http1, b.http2, b.http3),
         hub: b
             .hub
             .map(|h| (h, b.certs.unwrap_or_else(|| PathBuf::from("certs")))),

@@ -142,8 +142,12 @@ async fn agency_call(
     };
     match client.call(method, path, body).await {
         Ok(reply) => {
-            let v = reply.json();
+            let mut v = reply.json();
             if conn.json {
+                // Which protocol carried it: the CLI never falls back silently.
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("http_version".into(), format!("{:?}", reply.version).into());
+                }
                 println!("{v}");
             } else {
                 println!("{}", render(&v));

@@ -205,6 +205,9 @@ struct ServeArgs {
     listen: Option<std::net::SocketAddr>,
     #[arg(long)]
     ops_listen: Option<std::net::SocketAddr>,
+    /// UDP address for HTTP/3 (default: --listen's address and port).
+    #[arg(long)]
+    listen_quic: Option<std::net::SocketAddr>,
     #[arg(long)]
     data: Option<PathBuf>,
     #[arg(long)]
@@ -291,15 +294,18 @@ struct ConnArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     json: bool,
-    #[arg(long, conflicts_with = "http2")]
+    #[arg(long, conflicts_with_all = ["http2", "http3"])]
     http1: bool,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http3")]
     http2: bool,
+    /// HTTP/3 over QUIC (UDP, the hub's port); never falls back to TCP.
+    #[arg(long, env = "LIENTHONG_HTTP3")]
+    http3: bool,
 }
 
 impl ConnArgs {
     fn client(&self) -> Result<Client, ClientError> {
-        let v = HttpVersion::from_flags(self.http1, self.http2);
+        let v = HttpVersion::from_flags(self.http1, self.http2, self.http3);
         Client::new(&self.hub, &self.ca, &self.cert, &self.key, v)
     }
 }

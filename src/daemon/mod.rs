@@ -141,13 +141,21 @@ fn ensure_dev_pki(config: &Config, dir: &Directory) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn write_bound(data: &Path, https: SocketAddr, ops: SocketAddr) -> Result<(), DaemonError> {
+fn write_bound(
+    data: &Path,
+    https: SocketAddr,
+    ops: SocketAddr,
+    quic: Option<SocketAddr>,
+) -> Result<(), DaemonError> {
     let io = |source| DaemonError::Io {
         what: "cannot write bound.json in",
         addr: data.display().to_string(),
         source,
     };
-    let json = serde_json::json!({"https": https.to_string(), "ops": ops.to_string()});
+    let mut json = serde_json::json!({"https": https.to_string(), "ops": ops.to_string()});
+    if let Some(q) = quic {
+        json["quic"] = q.to_string().into();
+    }
     crate::files::write_atomic(&data.join("bound.json"), json.to_string().as_bytes()).map_err(io)
 }
 
@@ -210,10 +218,12 @@ fn raise_nofile_limit(max_connections: usize) -> usize {
     max_connections
 }
 
-/// The daemon's two listening sockets, bound by the caller.
+/// The daemon's listening sockets, bound by the caller.
 pub struct Listeners {
     pub https: TcpListener,
     pub ops: TcpListener,
+    /// HTTP/3's UDP socket; `None` when `[quic] enabled = false`.
+    pub quic: Option<std::net::UdpSocket>,
 }
 
 /// Binds the configured addresses and runs the hub until SIGTERM or Ctrl-C.
@@ -227,11 +237,46 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 source,
             })
     };
-    let https = bind(config.server.listen, "cannot listen for HTTPS on").await?;
+    let (https, quic) = bind_api(&config).await?;
     let ops = bind(config.server.ops_listen, "cannot listen for ops on").await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    run(Listeners { https, ops }, config, shutdown).await
+    run(Listeners { https, ops, quic }, config, shutdown).await
+}
+
+/// The HTTPS listener and, with `[quic]` on, the UDP socket for HTTP/3 on the same port
+/// number. With port 0, the UDP port is the one TCP got; should another program hold it,
+/// both are bound again on a fresh port (a few tries).
+async fn bind_api(
+    config: &Config,
+) -> Result<(TcpListener, Option<std::net::UdpSocket>), DaemonError> {
+    let addr = config.server.listen;
+    let err = |what: &'static str, addr: SocketAddr| {
+        move |source| DaemonError::Io {
+            what,
+            addr: addr.to_string(),
+            source,
+        }
+    };
+    let q = &config.quic;
+    for attempt in 0.. {
+        let https = TcpListener::bind(addr)
+            .await
+            .map_err(err("cannot listen for HTTPS on", addr))?;
+        if !q.enabled {
+            return Ok((https, None));
+        }
+        let udp_addr = q.listen.unwrap_or_else(|| {
+            let port = https.local_addr().map_or(addr.port(), |a| a.port());
+            SocketAddr::new(addr.ip(), port)
+        });
+        match crate::http::h3::bind_udp(udp_addr, q) {
+            Ok(udp) => return Ok((https, Some(udp))),
+            Err(_) if addr.port() == 0 && q.listen.is_none() && attempt < 8 => continue,
+            Err(e) => return Err(err("cannot listen for HTTP/3 (UDP) on", udp_addr)(e)),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Runs the hub on listeners bound by the caller until `shutdown` fires, then drains and
@@ -242,7 +287,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let Listeners { https, ops } = listeners;
+    let Listeners { https, ops, quic } = listeners;
     tls::install_provider();
     fixed_mmap_threshold();
     // First, so that start-up events (a CRL that cannot be read) are counted too.
@@ -251,14 +296,35 @@ pub async fn run(
     ensure_dev_pki(&config, &dir)?;
     refuse_dev_ca(&config)?;
     let tls_config = tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+    let mut limits = server_limits(&config);
+    let quic = match quic {
+        Some(socket) => {
+            let endpoint =
+                crate::http::h3::endpoint(socket, tls_config.quic.clone(), &config.quic, &limits)
+                    .map_err(|source| DaemonError::Io {
+                    what: "cannot start HTTP/3 on",
+                    addr: https
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    source,
+                })?;
+            Some(endpoint)
+        }
+        None => None,
+    };
+    let quic_addr = quic.as_ref().and_then(|e| e.local_addr().ok());
+    limits.alt_svc =
+        quic_addr.map(|a| crate::http::h3::alt_svc(a.port(), config.quic.alt_svc_max_age_secs));
 
     let data = &config.server.data;
     let directory = SharedDirectory::new(dir);
     let hub = open_hub(&config, directory.clone(), shutdown.clone())?;
     let https_addr = https.local_addr().expect("bound socket has an address");
     let ops_addr = ops.local_addr().expect("bound socket has an address");
-    write_bound(data, https_addr, ops_addr)?;
-    println!("lienthong: HTTPS (mutual TLS) on https://{https_addr}  ops on http://{ops_addr}");
+    write_bound(data, https_addr, ops_addr, quic_addr)?;
+    let h3 = quic_addr.map_or(String::new(), |a| format!("  HTTP/3 on udp://{a}"));
+    println!("lienthong: HTTPS (mutual TLS) on https://{https_addr}{h3}  ops on http://{ops_addr}");
     println!(
         "lienthong: {} agencies in the directory; data in {}",
         directory.snapshot().len(),
@@ -276,7 +342,6 @@ pub async fn run(
 
     let api = Arc::new(api_for(hub.clone(), &config));
     let workers = spawn_workers(&hub, &config, metrics.clone(), &shutdown).await;
-    let limits = server_limits(&config);
     if !config.server.ops_listen.ip().is_loopback() && config.server.ops_token.is_empty() {
         tracing::warn!(addr = %config.server.ops_listen, "the ops listener is not on loopback and has no ops_token: anyone who reaches it reads per-agency figures");
     }
@@ -289,15 +354,29 @@ pub async fn run(
     };
     let ops_task = tokio::spawn(run_ops(ops, ops_state, shutdown.clone()));
     ready.set(true);
+    let h3_task = quic.map(|endpoint| {
+        tokio::spawn(crate::http::h3::run_h3(
+            endpoint,
+            api.clone(),
+            limits.clone(),
+            config.quic.max_field_section_bytes,
+            connections.clone(),
+            shutdown.clone(),
+        ))
+    });
     let clean = run_https(
         https,
-        tls_config,
+        tls_config.tcp,
         api,
         limits,
         connections,
         shutdown.clone(),
     )
     .await;
+    let clean = match h3_task {
+        Some(t) => t.await.unwrap_or(false) && clean,
+        None => clean,
+    };
     ready.set(false);
     let _ = ops_task.await;
     workers.stop(config.shutdown_grace()).await;

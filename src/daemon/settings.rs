@@ -81,5 +81,6 @@ pub(super) fn server_limits(config: &Config) -> ServerLimits {
         keepalive: Duration::from_secs(config.server.keepalive_secs),
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         shutdown_grace: config.shutdown_grace(),
+        alt_svc: None,
     }
 }

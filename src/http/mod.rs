@@ -1,4 +1,5 @@
-//! The HTTPS transport (HTTP/1.1 and HTTP/2 over mutual TLS) and the plain ops listener.
+//! The API's transports — HTTPS (HTTP/1.1 and HTTP/2 over mutual TLS) and HTTP/3 over QUIC —
+//! and the plain ops listener.
 //!
 //! A thin adapter: it authenticates the peer, decodes the request, calls one [`crate::hub::Hub`]
 //! method and encodes the answer. Only this layer knows HTTP status codes.
@@ -6,6 +7,7 @@
 mod api;
 mod body;
 mod error;
+pub mod h3;
 mod ops;
 pub mod query;
 mod refuse;

@@ -36,6 +36,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// `Alt-Svc` for every answer while HTTP/3 listens (see `h3::alt_svc`).
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// The open connections by certificate CN, so that a directory reload can close the ones
@@ -50,7 +52,7 @@ struct ConnTable {
 }
 
 impl Connections {
-    fn register(&self, cn: Option<String>) -> (u64, CancellationToken) {
+    pub(super) fn register(&self, cn: Option<String>) -> (u64, CancellationToken) {
         let mut t = self.0.lock().expect("connections lock");
         t.next += 1;
         let id = t.next;
@@ -60,7 +62,7 @@ impl Connections {
         (id, token)
     }
 
-    fn remove(&self, id: u64) {
+    pub(super) fn remove(&self, id: u64) {
         let mut t = self.0.lock().expect("connections lock");
         t.by_id.remove(&id);
         metrics::gauge!("lienthong_connections_open").set(t.by_id.len() as f64);
@@ -91,7 +93,7 @@ impl Connections {
 
 /// Requests in flight on one connection and when the last one ended.
 #[derive(Default)]
-struct Activity {
+pub(super) struct Activity {
     inflight: std::sync::atomic::AtomicUsize,
     /// Milliseconds since `EPOCH` when the connection last became idle.
     idle_since_ms: std::sync::atomic::AtomicU64,
@@ -108,7 +110,7 @@ fn now_ms() -> u64 {
 
 impl Activity {
     /// Resolves once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    pub(super) async fn idle_for(&self, limit: Duration) {
         use std::sync::atomic::Ordering::SeqCst;
         self.idle_since_ms.fetch_max(now_ms(), SeqCst);
         loop {
@@ -125,10 +127,10 @@ impl Activity {
 }
 
 /// One request in flight on a connection; its end restarts the idle clock.
-struct Busy(Arc<Activity>);
+pub(super) struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn start(a: &Arc<Activity>) -> Busy {
+    pub(super) fn start(a: &Arc<Activity>) -> Busy {
         a.inflight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Busy(a.clone())
     }
@@ -326,12 +328,17 @@ impl ConnContext {
         let activity = Arc::new(Activity::default());
         let seen = activity.clone();
         let api = self.api.clone();
+        let alt_svc = self.limits.alt_svc.clone();
         let svc = service_fn(move |req| {
             let api = api.clone();
             let peer = peer.clone();
+            let alt_svc = alt_svc.clone();
             let busy = Busy::start(&seen);
             async move {
-                let reply = api.handle(&peer, req).await;
+                let mut reply = api.handle(&peer, req).await;
+                if let Some(v) = alt_svc {
+                    reply.headers_mut().insert(http::header::ALT_SVC, v);
+                }
                 drop(busy);
                 Ok::<_, std::convert::Infallible>(reply)
             }

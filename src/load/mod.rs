@@ -207,6 +207,7 @@ fn report(spec: &LoadSpec, shared: &Shared, elapsed: f64, lat: &[u32], usage: Us
         http: match spec.version {
             HttpVersion::Http1 => "http/1.1",
             HttpVersion::Http2 => "h2",
+            HttpVersion::Http3 => "h3",
             HttpVersion::Auto => "auto",
         },
         duration_secs: round(elapsed),

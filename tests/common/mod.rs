@@ -36,6 +36,8 @@ pub struct TestHub {
     pub config: PathBuf,
     pub https: String,
     pub ops: String,
+    /// The HTTP/3 (UDP) address, when QUIC is on.
+    pub quic: Option<String>,
     /// Extra environment for the daemon (e.g. LD_PRELOAD of the fault shim).
     pub env: Vec<(String, String)>,
     child: Option<Child>,
@@ -80,6 +82,7 @@ impl TestHub {
             config,
             https: String::new(),
             ops: String::new(),
+            quic: None,
             env: Vec::new(),
             child: None,
         };
@@ -140,6 +143,7 @@ impl TestHub {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                     self.https = v["https"].as_str().unwrap().to_owned();
                     self.ops = v["ops"].as_str().unwrap().to_owned();
+                    self.quic = v["quic"].as_str().map(str::to_owned);
                     return;
                 }
             }
@@ -224,7 +228,7 @@ impl TestHub {
             &self.path("certs/ca.pem"),
             &self.path(&format!("certs/roles/{role}.pem")),
             &self.path(&format!("certs/roles/{role}.key")),
-            HttpVersion::Auto,
+            matrix_version(HttpVersion::Auto),
         )
         .unwrap()
     }
@@ -251,6 +255,9 @@ impl TestHub {
         self.sign(from, &packet(from, to, document_id, attachment))
     }
 
+    /// An agency client. `HttpVersion::Auto` is the protocol of the test matrix run
+    /// (`LIENTHONG_TEST_HTTP` = 1, 2 or 3; unset: ALPN decides, i.e. HTTP/2); a test that
+    /// asks for a version gets it.
     pub fn client(&self, agency: &str, version: HttpVersion) -> Client {
         let (cert, key) = self.cert(agency);
         Client::new(
@@ -258,9 +265,22 @@ impl TestHub {
             &self.path("certs/ca.pem"),
             &cert,
             &key,
-            version,
+            matrix_version(version),
         )
         .unwrap()
+    }
+}
+
+/// The matrix's protocol for clients that leave it to the run (see [`TestHub::client`]).
+pub fn matrix_version(version: HttpVersion) -> HttpVersion {
+    if version != HttpVersion::Auto {
+        return version;
+    }
+    match std::env::var("LIENTHONG_TEST_HTTP").as_deref() {
+        Ok("1") => HttpVersion::Http1,
+        Ok("2") => HttpVersion::Http2,
+        Ok("3") => HttpVersion::Http3,
+        _ => HttpVersion::Auto,
     }
 }
 
