@@ -229,6 +229,8 @@ impl Ctx {
         if let Ok(h3) = h3 {
             self.requests(h3, peer, &closing).await;
         }
+        // H3_NO_ERROR: everything asked before the GOAWAY was answered.
+        conn.close(quinn::VarInt::from_u32(0x100), b"");
         self.connections.remove(conn_id);
         tracing::debug!(%remote, "QUIC connection ended");
     }
@@ -254,9 +256,13 @@ impl Ctx {
                 r = h3.accept() => r,
                 _ = stop, if !going_away => {
                     going_away = true;
+                    requests.close();
                     let _ = h3.shutdown(0).await;
                     continue;
                 }
+                // After the GOAWAY, the connection closes once its last answer is out (a
+                // client keeping it open must not hold the drain up).
+                _ = requests.wait(), if going_away => break,
             };
             match next {
                 Ok(Some(resolver)) => {
