@@ -51,8 +51,15 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
                     .agency(agency)
                     .document(*seq),
             ),
-            Change::Ack { agency, seq, .. } => out.push(
-                AuditEvent::new("delivered", at_ms)
+            // The ack's own time: the delivery receipt answered at once carries it, and one
+            // signed later from this entry must say the same.
+            Change::Ack {
+                agency,
+                seq,
+                at_ms: acked_at,
+                ..
+            } => out.push(
+                AuditEvent::new("delivered", *acked_at)
                     .agency(agency)
                     .document(*seq),
             ),
