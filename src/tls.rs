@@ -60,6 +60,64 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// The hub's certificate and key, replaceable while it runs: both TLS configurations resolve
+/// through it, so a renewed certificate takes effect on SIGHUP for new handshakes over TCP and
+/// QUIC alike, without a restart. A pair that does not load or does not match is refused and
+/// the old one kept.
+#[derive(Debug)]
+pub struct ServerCert {
+    cert: PathBuf,
+    key: PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServerCert {
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerCert, TlsError> {
+        Ok(ServerCert {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: std::sync::RwLock::new(Arc::new(certified_key(cert, key)?)),
+        })
+    }
+
+    /// Reads the files again; returns whether the certificate changed.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let new = certified_key(&self.cert, &self.key)?;
+        let mut current = self.current.write().expect("certificate lock");
+        let changed = current.cert != new.cert;
+        *current = Arc::new(new);
+        Ok(changed)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().expect("certificate lock").clone())
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    install_provider();
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .ok_or_else(|| TlsError::Config("no crypto provider".into()))?;
+    let certified =
+        rustls::sign::CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider)
+            .map_err(|e| TlsError::File {
+                path: key.to_owned(),
+                why: e.to_string(),
+            })?;
+    certified.keys_match().map_err(|_| TlsError::File {
+        path: key.to_owned(),
+        why: format!("not the key of {}", cert.display()),
+    })?;
+    Ok(certified)
+}
+
 /// The hub's TLS configurations: one for HTTPS (ALPN h2 then http/1.1, TLS 1.2 and 1.3) and
 /// one for QUIC (TLS 1.3 only, ALPN h3), sharing one client-certificate verifier and one
 /// certificate, so that the two transports cannot disagree on who may connect. Neither
@@ -68,6 +126,8 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
 pub struct ServerTls {
     pub tcp: Arc<ServerConfig>,
     pub quic: Arc<ServerConfig>,
+    /// The certificate both resolve (reloaded on SIGHUP).
+    pub cert: Arc<ServerCert>,
 }
 
 pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<ServerTls, TlsError> {
@@ -75,19 +135,11 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Server
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots(client_ca)?))
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let provider = rustls::crypto::CryptoProvider::get_default()
-        .cloned()
-        .ok_or_else(|| TlsError::Config("no crypto provider".into()))?;
-    let certified = Arc::new(
-        rustls::sign::CertifiedKey::from_der(load_certs(cert)?, load_key(key)?, &provider)
-            .map_err(|e| TlsError::Config(e.to_string()))?,
-    );
+    let resolver = Arc::new(ServerCert::load(cert, key)?);
     let build = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
         let mut cfg = ServerConfig::builder_with_protocol_versions(versions)
             .with_client_cert_verifier(verifier.clone())
-            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                certified.clone(),
-            )));
+            .with_cert_resolver(resolver.clone());
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         cfg.max_early_data_size = 0;
         Arc::new(cfg)
@@ -95,6 +147,7 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Server
     Ok(ServerTls {
         tcp: build(rustls::DEFAULT_VERSIONS, &[b"h2", b"http/1.1"]),
         quic: build(&[&rustls::version::TLS13], &[b"h3"]),
+        cert: resolver,
     })
 }
 

@@ -198,6 +198,59 @@ trust_dir = "{d}/certs/trust"
         path
     }
 
+    /// `lienthong serve --config` on this layout: the process, its HTTPS and ops addresses.
+    fn serve(&self, config: &Path) -> (std::process::Child, String, String) {
+        let mut hub = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let bound = self.path("data/bound.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&bound)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                let addr = |k: &str| v[k].as_str().unwrap().to_owned();
+                return (hub, addr("https"), addr("ops"));
+            }
+            assert!(hub.try_wait().unwrap().is_none(), "the hub exited");
+            assert!(Instant::now() < deadline, "the hub did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SHA-256 fingerprint of the certificate the hub presents now (openssl s_client).
+    fn served_fingerprint(&self, https: &str) -> String {
+        let certs = self.path("certs");
+        let hello = Command::new("openssl")
+            .current_dir(&certs)
+            .args([
+                "s_client",
+                "-connect",
+                https,
+                "-servername",
+                "hub.example.vn",
+            ])
+            .args(["-cert", "agency.pem", "-key", "agency.key"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let mut x509 = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        x509.stdin.take().unwrap().write_all(&hello.stdout).unwrap();
+        let out = x509.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// `pki check --config`: (success, stdout).
     fn check(&self, config: &Path, extra: &[&str]) -> (bool, String) {
         let out = Command::new(BIN)
@@ -233,26 +286,7 @@ fn csr_signed_by_an_independent_ca_checks_and_serves_curl() {
         "{text}"
     );
 
-    let mut hub = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .current_dir(p.dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let bound = p.path("data/bound.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let https = loop {
-        if let Ok(text) = std::fs::read_to_string(&bound)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            break v["https"].as_str().unwrap().to_owned();
-        }
-        assert!(hub.try_wait().unwrap().is_none(), "the hub exited");
-        assert!(Instant::now() < deadline, "the hub did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut hub, https, _) = p.serve(&config);
     let port = https.rsplit(':').next().unwrap();
     let certs = p.path("certs");
     let out = Command::new("curl")
@@ -382,4 +416,57 @@ fn check_refuses_the_development_ca_in_production() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("dev_pki: true"), "{text}");
+}
+
+/// A renewed server certificate is served after SIGHUP, without a restart; a key that does not
+/// match is refused and the old certificate kept.
+#[test]
+fn a_renewed_server_certificate_is_served_after_sighup() {
+    let p = Production::new();
+    let (mut hub, https, ops) = p.serve(&p.path("lienthong.toml"));
+    let before = p.served_fingerprint(&https);
+    assert!(before.contains("Fingerprint"), "{before}");
+    let certs = p.path("certs");
+    let hup = |hub: &std::process::Child| {
+        run_ok(Command::new("kill").args(["-HUP", &hub.id().to_string()]));
+    };
+    // A mismatched pair (another role's key) is refused: the old certificate stays.
+    std::fs::copy(certs.join("server.key"), certs.join("server.key.good")).unwrap();
+    std::fs::copy(certs.join("hub-client.key"), certs.join("server.key")).unwrap();
+    hup(&hub);
+    let refused = "lienthong_reloads_total{outcome=\"refused\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://{ops}/metrics")])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(refused) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bad pair was never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(p.served_fingerprint(&https), before);
+    // The CA issues the renewal for the same key; SIGHUP; new handshakes present it.
+    std::fs::copy(certs.join("server.key.good"), certs.join("server.key")).unwrap();
+    sign(
+        &certs,
+        "gov-ca",
+        "server.csr",
+        "server.pem",
+        Extensions::Requested,
+    );
+    hup(&hub);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = p.served_fingerprint(&https);
+        if now != before && now.contains("Fingerprint") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = hub.kill();
+    let _ = hub.wait();
 }

@@ -338,6 +338,7 @@ pub async fn run(
         hub.clone(),
         config.clone(),
         connections.clone(),
+        tls_config.cert.clone(),
     ));
 
     let api = Arc::new(api_for(hub.clone(), &config));

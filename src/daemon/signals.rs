@@ -1,5 +1,5 @@
-//! Signals: SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory and the signature
-//! trust store (anchors and CRLs).
+//! Signals: SIGTERM / Ctrl-C start the drain; SIGHUP reloads the directory, the signature
+//! trust store (anchors and CRLs) and the hub's TLS certificate.
 
 use std::sync::Arc;
 
@@ -29,13 +29,32 @@ pub(super) async fn reload_on_hangup(
     hub: Arc<Hub>,
     config: Config,
     connections: Connections,
+    server_cert: Arc<crate::tls::ServerCert>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = hup.recv() => reload(&hub, &config, &connections).await,
+            _ = hup.recv() => {
+                reload(&hub, &config, &connections).await;
+                reload_certificate(&server_cert);
+            }
+        }
+    }
+}
+
+/// A renewed server certificate: new handshakes (TCP and QUIC) present it; connections open
+/// keep theirs.
+fn reload_certificate(cert: &crate::tls::ServerCert) {
+    match cert.reload() {
+        Ok(true) => {
+            tracing::info!("server certificate reloaded: new handshakes present the new one")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            metrics::counter!("lienthong_reloads_total", "outcome" => "refused").increment(1);
+            tracing::error!(error = %e, "server certificate reload refused; keeping the old one")
         }
     }
 }

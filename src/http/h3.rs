@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, Reply};
-use super::server::{Activity, Busy, Connections, ServerLimits};
+use super::server::{Activity, Busy, Connections, PerIp, ServerLimits};
 use crate::config::Quic;
 use crate::tls::peer_cert;
 
@@ -87,6 +87,8 @@ struct Ctx {
     draining: CancellationToken,
     limits: ServerLimits,
     max_field_section_bytes: u64,
+    /// Handshakes in progress per source address (as over TCP).
+    per_ip: PerIp,
 }
 
 /// Serves HTTP/3 on `endpoint` until `shutdown`, then lets connections drain for at most
@@ -107,6 +109,7 @@ pub async fn run_h3(
         draining: shutdown.clone(),
         limits: limits.clone(),
         max_field_section_bytes,
+        per_ip: PerIp::default(),
     });
     loop {
         let incoming = tokio::select! {
@@ -136,7 +139,16 @@ pub async fn run_h3(
         let ctx = ctx.clone();
         tracker.spawn(async move {
             let remote = incoming.remote_address();
+            let Some(ip_slot) = ctx
+                .per_ip
+                .take(remote.ip(), ctx.limits.max_handshakes_per_ip)
+            else {
+                handshake_failed("per_ip_limit");
+                incoming.refuse();
+                return;
+            };
             let conn = handshake(incoming, ctx.limits.header_timeout).await;
+            drop(ip_slot);
             drop(permit);
             if let Some(conn) = conn {
                 ctx.serve(conn, remote).await;
@@ -268,8 +280,12 @@ impl Ctx {
                 Ok(Some(resolver)) => {
                     let (api, peer) = (self.api.clone(), peer.clone());
                     let busy = Busy::start(&activity);
+                    let deadline = self.limits.header_timeout;
                     requests.spawn(async move {
-                        if let Ok((req, stream)) = resolver.resolve_request().await {
+                        // A stream whose headers never come must not hold its slot (and keep
+                        // the connection busy) forever: the same deadline as over TCP.
+                        let head = tokio::time::timeout(deadline, resolver.resolve_request());
+                        if let Ok(Ok((req, stream))) = head.await {
                             answer(&api, &peer, req, stream).await;
                         }
                         drop(busy);

@@ -146,16 +146,16 @@ impl Drop for Busy {
 
 /// Handshakes in progress per source address.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+pub(super) struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 /// One handshake slot of an address; released on drop.
-struct IpSlot<'a> {
+pub(super) struct IpSlot<'a> {
     table: &'a PerIp,
     ip: IpAddr,
 }
 
 impl PerIp {
-    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot<'_>> {
+    pub(super) fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot<'_>> {
         let mut m = self.0.lock().expect("per-ip lock");
         let n = m.entry(ip).or_insert(0);
         if *n >= max {
