@@ -21,7 +21,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated
+from aioquic.quic.events import ConnectionTerminated, StopSendingReceived
 
 
 class Client(QuicConnectionProtocol):
@@ -29,6 +29,7 @@ class Client(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.http = H3Connection(self._quic)
         self.pending = {}
+        self.stop_sending = []  # error codes of STOP_SENDING frames received
 
     def quic_event_received(self, event):
         if isinstance(event, ConnectionTerminated):
@@ -39,6 +40,8 @@ class Client(QuicConnectionProtocol):
                     fut.set_exception(ConnectionError(
                         f"connection closed: error {event.error_code:#x}: {event.reason_phrase}"))
             return
+        if isinstance(event, StopSendingReceived):
+            self.stop_sending.append(event.error_code)
         for ev in self.http.handle_event(event):
             if isinstance(ev, (HeadersReceived, DataReceived)) and ev.stream_id in self.pending:
                 fut, answer = self.pending[ev.stream_id]
@@ -103,6 +106,8 @@ async def run(args):
     async with connect(args.host, args.port, configuration=config, create_protocol=Client,
                        wait_connected=not args.zero_rtt) as c:
         answers = [result(await c.request(m, authority, p, b)) for m, p, b in requests]
+        await asyncio.sleep(0.1)  # a late STOP_SENDING would arrive now
+        report["stop_sending"] = c.stop_sending
         report["early_data_accepted"] = bool(getattr(c._quic.tls, "early_data_accepted", False))
         report["resumed"] = bool(getattr(c._quic.tls, "session_resumed", False))
     report["answers"] = answers

@@ -84,11 +84,20 @@ impl H3Sender {
     ) -> Result<Reply, ClientError> {
         let h3 = |e: &dyn std::fmt::Display| ClientError::Http(format!("HTTP/3: {e}"));
         let mut stream = self.send.send_request(head).await.map_err(|e| h3(&e))?;
+        // A server that answers without reading the rest (a refusal, or RFC 9114 §4.1) may
+        // stop this side early: its answer is what counts, so it is read whatever the upload
+        // did, and the upload's error reported only when there is no answer.
+        let mut sent = Ok(());
         if !body.is_empty() {
-            stream.send_data(body).await.map_err(|e| h3(&e))?;
+            sent = stream.send_data(body).await;
         }
-        stream.finish().await.map_err(|e| h3(&e))?;
-        let resp = stream.recv_response().await.map_err(|e| h3(&e))?;
+        if sent.is_ok() {
+            sent = stream.finish().await;
+        }
+        let resp = match stream.recv_response().await {
+            Ok(r) => r,
+            Err(e) => return Err(h3(&sent.err().map_or(e.to_string(), |f| f.to_string()))),
+        };
         let mut out = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await.map_err(|e| h3(&e))? {
             while chunk.has_remaining() {

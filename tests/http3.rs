@@ -95,6 +95,11 @@ fn aioquic_submits_pulls_fetches_and_acks() {
     assert_eq!(acked["removed"], true, "{got}");
     let after = aioquic(&hub, Some(hub.cert(B)), &["GET /v1/inbox"]);
     assert_eq!(body_json(answer(&after, 0))["items"], serde_json::json!([]));
+    // The hub ends every request stream cleanly: it reads a GET's end instead of stopping the
+    // client's side with a bare STOP_SENDING(0), which clients report as an error.
+    for report in [&sent, &got, &after] {
+        assert_eq!(report["stop_sending"], serde_json::json!([]), "{report}");
+    }
 }
 
 #[test]

@@ -301,13 +301,46 @@ impl Ctx {
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+/// The receive half of a request stream.
+type RecvHalf = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
+
 /// One request: the API's answer, written head then body frames.
 async fn answer(api: &Api, peer: &crate::tls::PeerCert, req: http::Request<()>, stream: Stream) {
     let (mut send, recv) = stream.split();
-    let req = req.map(|()| H3Body { recv, done: false });
-    let reply = api.handle(peer, req).await;
+    let parked = Arc::new(std::sync::Mutex::new(None));
+    let body = H3Body {
+        recv: Some(recv),
+        done: false,
+        parked: parked.clone(),
+    };
+    let reply = api.handle(peer, req.map(|()| body)).await;
     if let Err(e) = write(&mut send, reply).await {
         tracing::debug!(error = %e, "HTTP/3 answer not delivered");
+    }
+    let unread = parked.lock().expect("parked stream").take();
+    if let Some(recv) = unread {
+        finish_reading(recv).await;
+    }
+}
+
+/// After the answer: the end of a request the API did not read (a GET's FIN, usually already
+/// here) is read, so the client's stream ends cleanly; what is still unread after that is
+/// declined with H3_NO_ERROR (RFC 9114 §4.1), never with the bare STOP_SENDING(0) a dropped
+/// quinn stream sends, which a client sees as an error.
+async fn finish_reading(mut recv: RecvHalf) {
+    let mut budget = 1usize << 20;
+    let drained = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(Some(chunk)) = recv.recv_data().await {
+            budget = budget.saturating_sub(chunk.remaining());
+            if budget == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if drained != Ok(true) {
+        recv.stop_sending(h3::error::Code::H3_NO_ERROR);
     }
 }
 
@@ -335,10 +368,23 @@ async fn write(
 }
 
 /// A request body read from the h3 stream as the API asks for it (backpressure: QUIC flow
-/// control holds the client back while the body budget holds the API back).
+/// control holds the client back while the body budget holds the API back). Dropped before
+/// its end, it parks the stream for [`answer`] to end properly once the answer is out.
 pub struct H3Body {
-    recv: h3::server::RequestStream<h3_quinn::RecvStream, Bytes>,
+    recv: Option<RecvHalf>,
     done: bool,
+    parked: Arc<std::sync::Mutex<Option<RecvHalf>>>,
+}
+
+impl Drop for H3Body {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(recv) = self.recv.take()
+            && let Ok(mut slot) = self.parked.lock()
+        {
+            *slot = Some(recv);
+        }
+    }
 }
 
 impl Body for H3Body {
@@ -352,7 +398,10 @@ impl Body for H3Body {
         if self.done {
             return Poll::Ready(None);
         }
-        match std::task::ready!(self.recv.poll_recv_data(cx)) {
+        let Some(recv) = self.recv.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(recv.poll_recv_data(cx)) {
             Ok(Some(mut buf)) => {
                 Poll::Ready(Some(Ok(Frame::data(buf.copy_to_bytes(buf.remaining())))))
             }
