@@ -31,3 +31,4 @@ pub mod signature_model;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod webhook;
