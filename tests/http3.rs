@@ -14,19 +14,6 @@ use common::*;
 use http::Method;
 use lienthong::client::HttpVersion;
 
-fn python() -> String {
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pyenv.sh"))
-        .output()
-        .expect("scripts/pyenv.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Runs scripts/h3_client.py against the hub's QUIC port with a certificate (or none).
 fn aioquic(hub: &TestHub, cert: Option<(PathBuf, PathBuf)>, args: &[&str]) -> serde_json::Value {
     let port = hub

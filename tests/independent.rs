@@ -5,20 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 use lienthong::client::HttpVersion;
-
-/// A python3 with `cryptography` (scripts/pyenv.sh makes it on first use).
-fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = run_ok(&mut Command::new(root.join("scripts/pyenv.sh")));
-    PathBuf::from(out.trim())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_rfc6962_and_jws_verifier_accepts_the_log_and_refuses_a_changed_one() {

@@ -5,17 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, run_ok};
-
-/// A python3 with pyHanko and fpdf2 (scripts/pyenv.sh makes it on first use).
-fn python() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = run_ok(&mut Command::new(root.join("scripts/pyenv.sh")));
-    PathBuf::from(out.trim())
-}
+use common::{BIN, python, run_ok};
 
 /// Makes the fixtures in a new temporary directory, with `trust/` holding the test root, and
 /// three damaged copies of the two-layer PDF: one byte flipped inside the signed range,

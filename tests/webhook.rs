@@ -2,24 +2,15 @@
 //! `cryptography` verifies what `lienthong::webhook::sign` makes with an ECDSA P-256 and an
 //! RSA hub key, and refuses it for another body.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::SystemTime;
 
-use lienthong::pki::{Ca, SigningKey};
+use common::python;
 
-fn python() -> String {
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pyenv.sh"))
-        .output()
-        .expect("scripts/pyenv.sh runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use lienthong::pki::{Ca, SigningKey};
 
 #[test]
 fn python_cryptography_verifies_push_signatures() {

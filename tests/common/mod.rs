@@ -43,6 +43,14 @@ pub struct TestHub {
     child: Option<Child>,
 }
 
+/// The python3 of the PyPI venv the tests use (cryptography, pyHanko, fpdf2, aioquic, …):
+/// scripts/pyenv.sh makes it on first use.
+pub fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run_ok(&mut Command::new(root.join("scripts/pyenv.sh")));
+    PathBuf::from(out.trim())
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("command runs");
     assert!(
