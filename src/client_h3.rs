@@ -39,10 +39,9 @@ impl H3Sender {
             .map_err(|e| connect_error(&addr, e))?
             .next()
             .ok_or_else(|| connect_error(&addr, "no address"))?;
-        let mut tls = (**tls).clone();
-        tls.enable_early_data = false;
+        // `tls` comes from `tls::client_config`, which leaves early data off (rustls' default).
         let crypto =
-            QuicClientConfig::try_from(Arc::new(tls)).map_err(|e| connect_error(&addr, e))?;
+            QuicClientConfig::try_from(tls.clone()).map_err(|e| connect_error(&addr, e))?;
         let local: std::net::SocketAddr = if remote.is_ipv6() {
             "[::]:0".parse().expect("address")
         } else {

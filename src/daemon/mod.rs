@@ -87,18 +87,10 @@ fn refuse_dev_ca(config: &Config) -> Result<(), DaemonError> {
     if config.tls.dev_pki {
         return Ok(());
     }
-    for path in [
-        &config.tls.client_ca,
-        &config.tls.cert,
-        &config.audit.signing_cert,
-        &config.outbound.client_cert,
-    ] {
-        let certs = tls::load_certs(path).unwrap_or_default();
-        if certs.iter().any(|c| pki::is_development(c)) {
-            return Err(DaemonError::DevelopmentCa(path.display().to_string()));
-        }
+    match pki::development_files(config).first() {
+        Some(path) => Err(DaemonError::DevelopmentCa(path.display().to_string())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Creates the dev PKI when the TLS files or the signature trust store are missing at their

@@ -92,20 +92,29 @@ fn read_workbook(path: &Path, sheet: Option<&str>) -> Result<Table, String> {
     use calamine::Reader;
     let mut book = calamine::open_workbook_auto(path).map_err(|e| e.to_string())?;
     let names = book.sheet_names();
-    let Some(name) = sheet else {
-        for name in &names {
-            let table = read_workbook(path, Some(name))?;
-            if super::sheet::has_organ_id_header(&table) {
-                return Ok(table);
-            }
-        }
-        return Err(format!(
-            "no sheet has an OrganId column in its first row (the sheets are {names:?}; --sheet picks one)"
-        ));
+    let mut table_of = |name: &str| {
+        let range = book
+            .worksheet_range(name)
+            .map_err(|e| format!("sheet {name:?}: {e} (the sheets are {names:?})"))?;
+        table_of_range(&range)
     };
-    let range = book
-        .worksheet_range(name)
-        .map_err(|e| format!("sheet {name:?}: {e} (the sheets are {names:?})"))?;
+    if let Some(name) = sheet {
+        return table_of(name);
+    }
+    // The workbook is opened once; its sheets are read in order until one is the list.
+    for name in &names {
+        let table = table_of(name)?;
+        if super::sheet::has_organ_id_header(&table) {
+            return Ok(table);
+        }
+    }
+    Err(format!(
+        "no sheet has an OrganId column in its first row (the sheets are {names:?}; --sheet picks one)"
+    ))
+}
+
+/// A sheet's cells as text, with spreadsheet row numbers; a cell holding an error is refused.
+fn table_of_range(range: &calamine::Range<calamine::Data>) -> Result<Table, String> {
     let (first_row, first_col) = range.start().unwrap_or((0, 0));
     let mut table = Table::default();
     for (i, cells) in range.rows().enumerate() {

@@ -53,6 +53,12 @@ impl Api {
         }
     }
 
+    /// A connection was opened with `peer`'s certificate (each transport calls this once).
+    pub fn connection_opened(&self, peer: &PeerCert) {
+        self.hub
+            .client_certificate_seen(peer.common_name.as_deref(), &peer.sha256, peer.not_after);
+    }
+
     /// Handles one request within the request timeout (for a streamed answer: until it
     /// starts); never fails at the HTTP level.
     pub async fn handle<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Reply {
@@ -87,7 +93,7 @@ impl Api {
     fn caller(&self, peer: &PeerCert) -> Result<Principal, ApiError> {
         Ok(self
             .hub
-            .identify(peer.common_name.as_deref(), &peer.sha256, peer.not_after)?)
+            .identify(peer.common_name.as_deref(), &peer.sha256)?)
     }
 
     async fn route<B: ApiBody>(&self, peer: &PeerCert, req: Request<B>) -> Result<Resp, ApiError> {

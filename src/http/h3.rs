@@ -234,6 +234,7 @@ impl Ctx {
             return;
         };
         let peer = Arc::new(peer);
+        self.api.connection_opened(&peer);
         let (conn_id, closing) = self.connections.register(peer.common_name.clone());
         let mut builder = h3::server::builder();
         builder.max_field_section_size(self.max_field_section_bytes);

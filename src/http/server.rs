@@ -324,6 +324,7 @@ impl ConnContext {
             return;
         };
         let peer = Arc::new(peer_cert(peer.as_ref()));
+        self.api.connection_opened(&peer);
         let (conn_id, closing) = self.connections.register(peer.common_name.clone());
         let activity = Arc::new(Activity::default());
         let seen = activity.clone();

@@ -62,15 +62,8 @@ impl Principal {
 
 impl Hub {
     /// The principal a client certificate stands for: a role by its CN (`[roles]`), else an
-    /// agency of the directory whose pin, if it has one, is this certificate's SHA-256. An
-    /// agency's `not_after` is remembered for the certificate expiry gauge: the directory holds
-    /// only fingerprints, so the certificates an agency actually presents are what is watched.
-    pub fn identify(
-        &self,
-        cn: Option<&str>,
-        cert_sha256: &str,
-        not_after: Option<std::time::SystemTime>,
-    ) -> Result<Principal, HubError> {
+    /// agency of the directory whose pin, if it has one, is this certificate's SHA-256.
+    pub fn identify(&self, cn: Option<&str>, cert_sha256: &str) -> Result<Principal, HubError> {
         let cn = cn.ok_or(HubError::NoIdentity)?;
         let roles = &self.settings.roles;
         if roles.auditors.iter().any(|r| r == cn) {
@@ -91,19 +84,27 @@ impl Hub {
                 });
             }
         }
-        if let Some(t) = not_after {
-            self.saw_agency_certificate(&agency.id, t);
-        }
         Ok(Principal::Agency(AgencyId {
             organ_id: agency.id.clone(),
         }))
     }
 
-    /// Records the expiry of the certificate an agency presented (the latest one seen).
-    fn saw_agency_certificate(&self, agency: &str, not_after: std::time::SystemTime) {
+    /// A connection opened with this client certificate: when it identifies an agency, its
+    /// expiry is remembered for the agency certificate gauge (the directory holds only
+    /// fingerprints, so the certificates agencies actually present are what is watched). Once
+    /// per connection, off the per-request path; the latest connection's certificate counts.
+    pub fn client_certificate_seen(
+        &self,
+        cn: Option<&str>,
+        cert_sha256: &str,
+        not_after: Option<std::time::SystemTime>,
+    ) {
+        let (Some(not_after), Ok(Principal::Agency(a))) =
+            (not_after, self.identify(cn, cert_sha256))
+        else {
+            return;
+        };
         let mut seen = self.agency_certificates.lock().expect("certificate map");
-        if seen.get(agency) != Some(&not_after) {
-            seen.insert(agency.to_owned(), not_after);
-        }
+        seen.insert(a.organ_id, not_after);
     }
 }

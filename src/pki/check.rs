@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use der::Decode;
 use der::oid::ObjectIdentifier;
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::name::GeneralName;
@@ -452,7 +453,9 @@ fn trust_dir(out: &mut Vec<Finding>, what: &'static str, dir: &Path, opts: &Opti
     for f in files.iter().filter(|f| f.is_file()) {
         let bytes = std::fs::read(f).unwrap_or_default();
         let certs: Vec<CertificateDer<'static>> = if bytes.starts_with(b"-----") {
-            crate::tls::load_certs(f).unwrap_or_default()
+            CertificateDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .unwrap_or_default()
         } else {
             vec![CertificateDer::from(bytes)]
         };
@@ -477,19 +480,9 @@ fn development(out: &mut Vec<Finding>, config: &Config) {
         );
         return;
     }
-    let files = [
-        &t.cert,
-        &t.client_ca,
-        &config.audit.signing_cert,
-        &config.outbound.client_cert,
-    ];
-    for path in files {
-        let certs = crate::tls::load_certs(path).unwrap_or_default();
-        if certs.iter().any(|c| super::is_development(c)) {
-            item(out, "development CA", path).error(
-                "issued by the development CA: the hub refuses it with [tls] dev_pki = false",
-            );
-        }
+    for path in super::development_files(config) {
+        item(out, "development CA", path)
+            .error("issued by the development CA: the hub refuses it with [tls] dev_pki = false");
     }
 }
 

@@ -42,6 +42,27 @@ pub fn is_development(cert: &[u8]) -> bool {
     cn(c.tbs_certificate().subject()) == CA_CN || cn(c.tbs_certificate().issuer()) == CA_CN
 }
 
+/// The certificate files of `config` that are the development CA or issued by it: what a
+/// production configuration (`[tls] dev_pki = false`) must not use (the daemon refuses to
+/// start on one; `pki check` names each).
+pub fn development_files(config: &crate::config::Config) -> Vec<&Path> {
+    [
+        &config.tls.client_ca,
+        &config.tls.cert,
+        &config.audit.signing_cert,
+        &config.outbound.client_cert,
+    ]
+    .into_iter()
+    .filter(|path| {
+        crate::tls::load_certs(path)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| is_development(c))
+    })
+    .map(|p| p.as_path())
+    .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]
