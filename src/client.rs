@@ -53,6 +53,11 @@ pub enum ClientError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("HTTP: {0}")]
     Http(String),
     #[error("{status} {code}: {message}")]
@@ -63,7 +68,8 @@ pub enum ClientError {
     },
 }
 
-enum Sender {
+/// One connection's request sender.
+pub(crate) enum Sender {
     H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
     H3(crate::client_h3::H3Sender),
@@ -130,40 +136,7 @@ impl Client {
             let s = crate::client_h3::H3Sender::connect(&self.host, self.port, &self.tls).await?;
             return Ok(Sender::H3(s));
         }
-        let addr = format!("{}:{}", self.host, self.port);
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let name =
-            ServerName::try_from(self.host.clone()).map_err(|_| ClientError::Url(addr.clone()))?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
-        let h2 = match self.version {
-            HttpVersion::Http2 => true,
-            HttpVersion::Http1 | HttpVersion::Http3 => false,
-            HttpVersion::Auto => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
-        };
-        let io = TokioIo::new(tls);
-        let http = |e: hyper::Error| ClientError::Http(e.to_string());
-        if h2 {
-            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(http)?;
-            tokio::spawn(conn);
-            Ok(Sender::H2(send))
-        } else {
-            let (send, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(http)?;
-            tokio::spawn(conn);
-            Ok(Sender::H1(send))
-        }
+        connect_tcp(&self.host, self.port, &self.tls, self.version).await
     }
 
     /// Sends one request; returns the reply whatever its status.
@@ -255,5 +228,48 @@ impl Client {
                 .map(str::to_owned)
                 .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned()),
         })
+    }
+}
+
+/// Opens a TLS connection over TCP to `host:port` and starts HTTP/2 or HTTP/1.1 on it
+/// (`Auto`: as ALPN chose). Shared by the CLI client and the hub's push connections.
+pub(crate) async fn connect_tcp(
+    host: &str,
+    port: u16,
+    tls: &Arc<ClientConfig>,
+    version: HttpVersion,
+) -> Result<Sender, ClientError> {
+    let addr = format!("{host}:{port}");
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| ClientError::Url(addr.clone()))?;
+    let tls = TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ClientError::Handshake { addr, source })?;
+    let h2 = match version {
+        HttpVersion::Http2 => true,
+        HttpVersion::Http1 | HttpVersion::Http3 => false,
+        HttpVersion::Auto => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+    };
+    let io = TokioIo::new(tls);
+    let http = |e: hyper::Error| ClientError::Http(e.to_string());
+    if h2 {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(http)?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(send))
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(http)?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(send))
     }
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub pdf_signature: PdfSignature,
     pub audit: Audit,
     pub outbound: Outbound,
+    pub push: Push,
     pub retention: Retention,
     pub storage: Storage,
     pub overload: Overload,
@@ -65,6 +66,50 @@ pub struct Quic {
 pub struct Outbound {
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+}
+
+/// Push delivery to agencies' endpoints (see `crate::push` and docs/push.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    pub enabled: bool,
+    /// Waits between attempts ("5s", "2m", "1h", "500ms"); the last repeats until the item
+    /// expires (`[queue] expiry_secs`).
+    #[serde(deserialize_with = "durations")]
+    pub retry: Vec<Duration>,
+    pub jitter: f64,
+    pub connect_timeout_ms: u64,
+    pub timeout_secs: u64,
+    pub concurrency_per_agency: usize,
+    pub max_in_flight: usize,
+}
+
+/// Parses "500ms", "5s", "2m", "1h", "1d".
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let n: u64 = s[..split].parse().ok()?;
+    Some(match &s[split..] {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return None,
+    })
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| {
+            parse_duration(s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration (e.g. \"500ms\", \"5s\", \"2m\", \"1h\")"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// What the hub does with packet signatures (see `dsig`).
@@ -330,6 +375,17 @@ impl Config {
                 "quic.max_concurrent_streams must be positive and quic.max_field_section_bytes at least 1024".into(),
             ));
         }
+        let p = &self.push;
+        if p.retry.is_empty()
+            || p.timeout_secs == 0
+            || p.concurrency_per_agency == 0
+            || p.max_in_flight == 0
+            || !(0.0..=1.0).contains(&p.jitter)
+        {
+            return Err(ConfigError::Invalid(
+                "push.retry must list at least one wait, push.timeout_secs, concurrency_per_agency and max_in_flight must be positive, push.jitter within 0..1".into(),
+            ));
+        }
         if self.stats.flush_secs == 0 {
             return Err(ConfigError::Invalid(
                 "stats.flush_secs must be positive".into(),
@@ -379,6 +435,16 @@ mod tests {
         assert_eq!(c.server.data, PathBuf::from("/y"));
         assert_eq!(c.queue.lease_secs, 60);
         std::fs::write(&f, "[server]\nlistn = \"127.0.0.1:1\"\n").unwrap();
+        assert!(Config::load(Some(&f), &Overrides::default()).is_err());
+        assert_eq!(d.push.retry[0], Duration::from_secs(5));
+        assert_eq!(d.push.retry[4], Duration::from_secs(3600));
+        std::fs::write(&f, "[push]\nretry = [\"250ms\", \"1s\"]\n").unwrap();
+        let c = Config::load(Some(&f), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.push.retry,
+            [Duration::from_millis(250), Duration::from_secs(1)]
+        );
+        std::fs::write(&f, "[push]\nretry = [\"5 minutes\"]\n").unwrap();
         assert!(Config::load(Some(&f), &Overrides::default()).is_err());
     }
 }

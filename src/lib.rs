@@ -3,7 +3,8 @@
 //! Layers, outermost first: [`cli`] (the binary's commands) → [`daemon`] (binds, runs, shuts
 //! down) → [`http`] (mutual-TLS transport, one adapter) → [`hub`] (the rules and every state
 //! change) → [`store`] (RocksDB). [`edxml`], [`directory`], [`config`], [`tls`] and [`pki`] are
-//! the pieces they share; [`client`] is the agency side. Leaves ([`ids`], [`digest`],
+//! the pieces they share; [`client`] and [`receive`] are the agency side; [`push`] drives the
+//! hub's own outbound deliveries. Leaves ([`ids`], [`digest`],
 //! [`signature_model`], [`cancel`], [`stats`], [`files`]) depend on no module above them: the module
 //! graph has no circle.
 
@@ -27,6 +28,8 @@ pub mod jws;
 pub mod load;
 pub mod pdfsig;
 pub mod pki;
+pub mod push;
+pub mod receive;
 pub mod signature_model;
 pub mod stats;
 pub mod store;

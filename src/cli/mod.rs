@@ -8,6 +8,7 @@ mod directory_cmd;
 mod packet;
 mod pdf;
 mod pki;
+mod receive_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -178,6 +179,9 @@ enum Command {
         #[command(subcommand)]
         command: directory_cmd::DirectoryCommand,
     },
+    /// An agency's push endpoint: takes the hub's pushes (checking its client certificate
+    /// and push signature), verifies each packet and writes it atomically to --out.
+    Receive(receive_cmd::ReceiveArgs),
     /// The legal signatures on a PDF (Decree 30/2020: personal, then organisation).
     Pdf {
         #[command(subcommand)]
@@ -400,6 +404,7 @@ async fn run(command: Command) -> ExitCode {
             conn,
         } => agency::stats(&window, agency.as_deref(), &conn).await,
         Command::Pdf { command } => pdf::run(command),
+        Command::Receive(a) => receive_cmd::run(a).await,
         Command::Directory { command } => directory_cmd::run(command),
         Command::Backup { to, ops, token } => backup::backup(&to, ops, token.as_deref()).await,
         Command::Restore {

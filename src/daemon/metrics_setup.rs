@@ -242,6 +242,24 @@ const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
         Some(Unit::Seconds),
         "From acceptance to the recipient's ack",
     ),
+    (
+        Counter,
+        "lienthong_push_attempts_total",
+        None,
+        "Push attempts per agency, by result (delivered, gone, or the failure reason)",
+    ),
+    (
+        Histogram,
+        "lienthong_push_duration_seconds",
+        Some(Unit::Seconds),
+        "One push attempt per agency, from its lease to the endpoint's answer",
+    ),
+    (
+        Gauge,
+        "lienthong_push_pull_only",
+        None,
+        "1 for each agency whose push endpoint answered 410 Gone (pull-only since)",
+    ),
 ];
 
 fn describe_metrics() {

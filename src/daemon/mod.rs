@@ -412,6 +412,12 @@ async fn spawn_workers(
         certificates: expiry::watched(config),
         certificates_checked: None,
     });
+    if config.push.enabled {
+        workers.spawn(crate::push::PushWorker::new(
+            hub.clone(),
+            settings::push_settings(config),
+        ));
+    }
     workers
 }
 
@@ -458,5 +464,6 @@ fn open_hub(
         notary,
         shutdown,
     )?);
+    hub.load_push_state()?;
     Ok(hub)
 }

@@ -23,6 +23,11 @@ pub(super) fn hub_settings(config: &Config) -> HubSettings {
         admission: admission_limits(config),
         uploads: upload_limits(config),
         roles: config.roles.clone(),
+        push: crate::hub::push::PushPolicy {
+            enabled: config.push.enabled,
+            retry: config.push.retry.clone(),
+            jitter: config.push.jitter,
+        },
     }
 }
 
@@ -82,5 +87,21 @@ pub(super) fn server_limits(config: &Config) -> ServerLimits {
         idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
         shutdown_grace: config.shutdown_grace(),
         alt_svc: None,
+    }
+}
+
+/// The push worker's settings (`[push]`, `[outbound]`, `[tls] client_ca`).
+pub(super) fn push_settings(config: &Config) -> crate::push::PushSettings {
+    let p = &config.push;
+    crate::push::PushSettings {
+        timeouts: crate::push::endpoint::Timeouts {
+            connect: Duration::from_millis(p.connect_timeout_ms.max(1)),
+            total: Duration::from_secs(p.timeout_secs.max(1)),
+        },
+        concurrency_per_agency: p.concurrency_per_agency,
+        max_in_flight: p.max_in_flight,
+        client_cert: config.outbound.client_cert.clone(),
+        client_key: config.outbound.client_key.clone(),
+        default_ca: config.tls.client_ca.clone(),
     }
 }

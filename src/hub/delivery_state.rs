@@ -39,7 +39,17 @@ fn transitions(e: &Entry) -> Vec<(String, String)> {
         "revoked" => vec![(agency, "revoked".into())],
         "recipient_removed" => vec![(agency, "removed".into())],
         "expired" => vec![(agency, "expired".into())],
+        // A push attempt that failed: the item stays queued (and pullable) until the next.
+        "push_failed" | "push_gone" => vec![(agency, "push_failed".into())],
         _ => vec![],
+    }
+}
+
+/// What a step shows beyond its state: how a push went (attempt, reason, next attempt).
+fn step_detail(e: &Entry) -> Option<Value> {
+    match e.event.as_str() {
+        "push_failed" | "push_gone" | "pushed" => e.detail.clone(),
+        _ => None,
     }
 }
 
@@ -50,6 +60,10 @@ pub struct Step {
     /// RFC 3339, from the audit entry.
     pub at: String,
     pub audit_index: u64,
+    /// For push attempts: the attempt, its result, the next attempt's time (`delivered` by a
+    /// push carries the push's `attempt`, `status` and `ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<Value>,
 }
 
 /// A recipient's current state and how it got there.
@@ -126,6 +140,14 @@ impl Hub {
             out.entry(r.clone()).or_default();
         }
         for e in self.document_entries(doc.seq, usize::MAX)? {
+            if e.event == "pushed" {
+                // Logged with the delivery it made: it annotates that step.
+                let agency = e.agency.clone().unwrap_or_default();
+                if let Some(step) = out.get_mut(&agency).and_then(|h| h.last_mut()) {
+                    step.push = step_detail(&e);
+                }
+                continue;
+            }
             for (agency, state) in transitions(&e) {
                 let history = out.entry(agency).or_default();
                 let last = history.last().map(|h| h.state.as_str());
@@ -136,6 +158,7 @@ impl Hub {
                     state,
                     at: e.at.clone(),
                     audit_index: e.index,
+                    push: step_detail(&e),
                 });
             }
         }

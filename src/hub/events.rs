@@ -67,7 +67,10 @@ pub fn for_changes(changes: &[Change<'_>], at_ms: u64) -> Vec<AuditEvent> {
             Change::Dequeue { .. }
             | Change::Rewrite { .. }
             | Change::Purge { .. }
-            | Change::Reschedule { .. } => {}
+            | Change::Reschedule { .. }
+            | Change::Push { .. }
+            | Change::Release { .. }
+            | Change::PullOnly { .. } => {}
         }
     }
     for (seq, recipients) in enqueued {

@@ -29,6 +29,8 @@ mod identity;
 pub mod jobs;
 mod observe;
 mod pdf_gate;
+pub mod push;
+mod push_lanes;
 mod receipts_and_proofs;
 mod report;
 mod service;
@@ -234,6 +236,8 @@ pub struct HubSettings {
     pub uploads: BodyLimits,
     /// Certificate CNs that act in a role instead of as an agency (`[roles]`).
     pub roles: crate::config::Roles,
+    /// Push delivery's schedule (`[push]`).
+    pub push: push::PushPolicy,
 }
 
 const STRIPES: usize = 64;
@@ -271,6 +275,10 @@ pub struct Hub {
     agency_certificates: Mutex<HashMap<String, std::time::SystemTime>>,
     /// Refusals per (agency, reason) this minute, logged in one entry (see `observe.rs`).
     refusals: Mutex<std::collections::BTreeMap<(String, String), observe::RefusalTally>>,
+    /// Each agency's push endpoint state (see `push_lanes.rs`).
+    push_lanes: Mutex<push_lanes::PushLanes>,
+    /// Wakes the push worker when a commit scheduled pushes.
+    push_wake: Notify,
 }
 
 /// How often a change whose guards found the state moved is read and tried again before
@@ -306,6 +314,8 @@ impl Hub {
             agency_metrics: Mutex::new(HashMap::new()),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
             agency_certificates: Mutex::new(HashMap::new()),
+            push_lanes: Mutex::new(push_lanes::PushLanes::default()),
+            push_wake: Notify::new(),
             admission: admission::Admission::new(settings.admission.clone()),
             uploads: uploads::BodyBudget::new(settings.uploads.clone()),
             store: Box::new(store),
@@ -361,10 +371,15 @@ impl Hub {
         extra: Vec<crate::audit::AuditEvent>,
         durable: bool,
     ) -> Result<Vec<u64>, HubError> {
-        let mut events = events::for_changes(changes, now_ms());
+        let now = now_ms();
+        // Items queued for agencies with a push endpoint get their first push in the same
+        // batch (see `push.rs`).
+        let changes = &*self.with_pushes(changes, now);
+        let mut events = events::for_changes(changes, now);
         events.extend(extra);
         let indexes = self.store.apply(changes, events, durable)?;
         self.observe(changes);
+        self.pushes_scheduled(changes);
         Ok(indexes)
     }
 

@@ -52,7 +52,10 @@ impl Hub {
                 | Change::Fetch { .. }
                 | Change::Rewrite { .. }
                 | Change::Purge { .. }
-                | Change::Reschedule { .. } => {}
+                | Change::Reschedule { .. }
+                | Change::Push { .. }
+                | Change::Release { .. }
+                | Change::PullOnly { .. } => {}
             }
         }
     }
@@ -240,6 +243,23 @@ impl Hub {
     pub(super) fn observe_fetch(&self, agency: &str, bytes: u64) {
         self.counters.add(now_ms(), "bytes_out", agency, bytes);
         counter!("lienthong_bytes_sent_total").increment(bytes);
+    }
+
+    /// Counts a push attempt: per agency in `/metrics` (result, duration) and in the
+    /// `/v1/stats` counters (`push_attempts`, `pushed`, `push_failed:{reason}`).
+    pub(super) fn observe_push(&self, agency: &str, outcome: &super::push::PushOutcome, ms: u64) {
+        let now = now_ms();
+        let c = &self.counters;
+        c.add(now, "push_attempts", agency, 1);
+        match outcome {
+            super::push::PushOutcome::Delivered { .. } => c.add(now, "pushed", agency, 1),
+            failed => c.add(now, &format!("push_failed:{}", failed.reason()), agency, 1),
+        }
+        let agency = agency.to_owned();
+        counter!("lienthong_push_attempts_total", "agency" => agency.clone(), "result" => outcome.reason())
+            .increment(1);
+        histogram!("lienthong_push_duration_seconds", "agency" => agency)
+            .record(ms as f64 / 1000.0);
     }
 
     pub(super) fn observe_delivery_latency(&self, ms: u64) {

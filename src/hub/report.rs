@@ -78,6 +78,10 @@ pub struct Figures {
     pub acked_per_min: f64,
     pub refused: u64,
     pub refused_by_reason: BTreeMap<String, u64>,
+    /// Push delivery: attempts, those delivered, and failures by reason.
+    pub push_attempts: u64,
+    pub pushed: u64,
+    pub push_failed_by_reason: BTreeMap<String, u64>,
     pub status_notices: BTreeMap<String, u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -155,6 +159,8 @@ pub struct Report {
     pub agencies: Vec<AgencyFigures>,
     pub backlog: Vec<Backlog>,
     pub not_pulling: Vec<NotPulling>,
+    /// Agencies with a push endpoint and its state (`pull_only` after 410 Gone).
+    pub push: Vec<super::push::LaneStatus>,
     pub series: Vec<Point>,
 }
 
@@ -178,6 +184,7 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
     };
     let mut refused_by_reason = BTreeMap::new();
     let mut status_notices = BTreeMap::new();
+    let mut push_failed_by_reason = BTreeMap::new();
     for ((metric, agency), n) in sums {
         if agency != who {
             continue;
@@ -186,6 +193,8 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
             refused_by_reason.insert(code.to_owned(), *n);
         } else if let Some(code) = metric.strip_prefix("status:") {
             status_notices.insert(code.to_owned(), *n);
+        } else if let Some(reason) = metric.strip_prefix("push_failed:") {
+            push_failed_by_reason.insert(reason.to_owned(), *n);
         }
     }
     let accepted = get("accepted");
@@ -200,6 +209,9 @@ fn figures(sums: &HashMap<(String, String), u64>, who: &str, covered_secs: u64) 
         acked_per_min: per_min(get("acked")),
         refused: get("refused"),
         refused_by_reason,
+        push_attempts: get("push_attempts"),
+        pushed: get("pushed"),
+        push_failed_by_reason,
         status_notices,
         bytes_in: get("bytes_in"),
         bytes_out: get("bytes_out"),
@@ -291,6 +303,11 @@ impl Hub {
             agencies,
             backlog,
             not_pulling,
+            push: self
+                .push_status()
+                .into_iter()
+                .filter(|l| scope.sees(&l.agency))
+                .collect(),
             series,
         })
     }

@@ -11,11 +11,12 @@
 //! - `next_seq` never hands out a number twice, across crashes too;
 //! - `barrier` returns once everything written before it is durable;
 //! - the due index changes with the state it schedules: an enqueue adds the item's expiry,
-//!   an ack or dequeue removes it, an accept adds the body's retention, a purge removes it.
+//!   an ack or dequeue removes it, an accept adds the body's retention, a purge removes it;
+//! - a push entry moves only from the time it is at (`Change::Push` is guarded by it).
 
 use std::collections::HashMap;
 
-use super::{Change, DocRecord, Due, DueKind, QueueEntry, Store, StoreError};
+use super::{Change, DocRecord, Due, DueKind, PushDue, QueueEntry, Store, StoreError};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::NodeSource;
 
@@ -78,6 +79,10 @@ pub trait Storage: NodeSource<Error = StoreError> + Send + Sync {
     fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError>;
     /// Due-index entries of `kind` whose period started before `before_ms`, oldest first.
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
+    /// `agency`'s scheduled pushes, earliest first (due or not), at most `limit`.
+    fn pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, StoreError>;
+    /// Agencies whose push endpoint answered 410 Gone, with that URL.
+    fn pull_only(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Writes a consistent copy of the database, as it is now, into the new directory
     /// `dir` (online backup: writes go on meanwhile).
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError>;
@@ -193,6 +198,12 @@ impl Storage for Store {
     }
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         Store::due(self, kind, before_ms, limit)
+    }
+    fn pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, StoreError> {
+        Store::pushes(self, agency, limit)
+    }
+    fn pull_only(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Store::pull_only(self)
     }
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
         Store::checkpoint(self, dir)

@@ -4,6 +4,7 @@
 use rocksdb::WriteBatch;
 
 use super::due::{Due, DueKind, due_key};
+use super::push_index::{gone_key, push_key};
 use super::writer::{Expect, Guard};
 use super::{
     CF_BODIES, CF_DEDUP, CF_DELIVERY, CF_DOCS, CF_DUE, CF_QUEUE, CF_SENT, DocRecord, Store,
@@ -39,7 +40,7 @@ impl QueueEntry {
 }
 
 /// One state change; a list of them is applied atomically by [`Store::apply`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Change<'a> {
     /// A new packet: its record, its body and its duplicate-index key.
     Accept {
@@ -95,6 +96,30 @@ pub enum Change<'a> {
     /// A due-index entry moves to a new start time (`Some`) or goes (`None`): a check found
     /// it not due yet, or found nothing left to do.
     Reschedule { due: &'a Due, to_ms: Option<u64> },
+    /// `agency`'s push of `seq` (see [`push_index`](super::push_index)): the entry due at
+    /// `was` (which must still be there) goes, and one due at `next` = (time, attempts made)
+    /// is written. `was: None, next: Some` schedules a first push; `Some, None` ends it.
+    Push {
+        agency: &'a str,
+        seq: u64,
+        was: Option<u64>,
+        next: Option<(u64, u32)>,
+    },
+    /// A push attempt that failed gives its lease back (so a pull lists the item at once);
+    /// like [`Change::Lease`], written only if the entry still holds `was`, but no delivery
+    /// attempt of its own.
+    Release {
+        agency: &'a str,
+        seq: u64,
+        was: QueueEntry,
+        entry: QueueEntry,
+    },
+    /// `agency`'s endpoint `url` answered 410 Gone (`Some`): pushes to it stop; `None` lifts
+    /// the mark.
+    PullOnly {
+        agency: &'a str,
+        url: Option<&'a str>,
+    },
 }
 
 /// A batch being built: the writes, the guards they rely on, and the queue entries put
@@ -171,6 +196,12 @@ impl Store {
                 st.batch.put_cf(due, key, []);
             }
             Change::Lease {
+                agency,
+                seq,
+                was,
+                entry,
+            }
+            | Change::Release {
                 agency,
                 seq,
                 was,
@@ -257,6 +288,26 @@ impl Store {
                     st.batch.put_cf(due, moved, []);
                 }
             }
+            Change::Push {
+                agency,
+                seq,
+                was,
+                next,
+            } => {
+                if let Some(at) = was {
+                    let key = push_key(agency, at, seq);
+                    st.guard(CF_DUE, key.clone(), Expect::Present);
+                    st.batch.delete_cf(due, key);
+                }
+                if let Some((at, attempts)) = next {
+                    let key = push_key(agency, at, seq);
+                    st.batch.put_cf(due, key, attempts.to_be_bytes());
+                }
+            }
+            Change::PullOnly { agency, url } => match url {
+                Some(url) => st.batch.put_cf(due, gone_key(agency), url.as_bytes()),
+                None => st.batch.delete_cf(due, gone_key(agency)),
+            },
             _ => unreachable!("queue changes are staged by stage_queue"),
         }
     }

@@ -16,7 +16,8 @@
 //! - `receipts` `seq recipient`          → a signed receipt (JWS; recipient empty: submission)
 //! - `sent`   `sender 0x00 seq`          → "" : a sender's documents, oldest first
 //! - `meta`   `seq_reserved`             → the sequence numbers handed out stay below it
-//! - `due`    `kind at seq agency`       → "" : what upkeep must do when (see [`due`])
+//! - `due`    `kind at seq agency`       → "" : what upkeep must do when (see [`due`]); and
+//!   `3 agency 0x00 at seq` → attempts: pushes still to make (see [`push_index`])
 //!
 //! Every change goes through [`Store::apply`] as one atomic `WriteBatch` together with the
 //! audit entries it causes, written by the single writer thread ([`writer`]) that groups
@@ -29,6 +30,7 @@ pub mod conformance;
 mod counters;
 mod due;
 mod log;
+mod push_index;
 mod queue_starts;
 mod record;
 #[cfg(test)]
@@ -38,6 +40,7 @@ mod writer;
 pub use api::Storage;
 pub use changes::{Change, QueueEntry};
 pub use due::{Due, DueKind};
+pub use push_index::PushDue;
 pub use record::{DocRecord, PdfCheck};
 
 pub use writer::WriterOptions;
