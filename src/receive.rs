@@ -76,13 +76,30 @@ pub async fn serve(
         settings,
         stripes: (0..16).map(|_| Mutex::new(())).collect(),
     });
+    let handler = move |req, cn| receiver.clone().handle(req, cn);
+    Ok(serve_tls(listener, acceptor, handler, stop).await?)
+}
+
+/// Accepts TLS connections on `listener` until `stop` resolves and answers each request
+/// with `handler(request, client certificate CN)`, over HTTP/2 or HTTP/1.1 (also the load
+/// tool's push sink).
+pub(crate) async fn serve_tls<H, F>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handler: H,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    H: Fn(Request<Incoming>, Option<String>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let mut stop = std::pin::pin!(stop);
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => r?,
             _ = &mut stop => return Ok(()),
         };
-        let (acceptor, receiver) = (acceptor.clone(), receiver.clone());
+        let (acceptor, handler) = (acceptor.clone(), handler.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
@@ -94,8 +111,8 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| crate::tls::peer_cert(c).common_name);
             let svc = hyper::service::service_fn(move |req| {
-                let (receiver, cn) = (receiver.clone(), cn.clone());
-                async move { Ok::<_, Infallible>(receiver.handle(req, cn).await) }
+                let answer = handler(req, cn.clone());
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)

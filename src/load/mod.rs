@@ -5,6 +5,7 @@
 //! measuring tool, not a test: it never decides pass or fail.
 
 mod own_hub;
+mod push_sink;
 mod workload;
 
 use std::path::PathBuf;
@@ -27,6 +28,9 @@ pub enum Mode {
     Pull,
     /// Each client submits packets addressed to every agency.
     Fanout,
+    /// As submit, with every agency's push endpoint in the load tool: measures pushes
+    /// (items/s arriving, acceptance → the endpoint's 2xx). Only with a hub started here.
+    Push,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +94,8 @@ pub(super) struct Shared {
     bytes: AtomicU64,
     stop: AtomicBool,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Push mode: when items were accepted and when their pushes arrived.
+    pushes: Option<Arc<push_sink::Times>>,
 }
 
 impl Shared {
@@ -112,6 +118,19 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         }
     };
     let pid = own.as_ref().map(|h| h.child.id()).or(spec.hub_pid);
+    let pushes = match (&own, spec.mode) {
+        (Some(h), Mode::Push) => {
+            let times = Arc::new(push_sink::Times::default());
+            let url = push_sink::start(&certs, times.clone()).await?;
+            let h = h.clone_handle();
+            tokio::task::spawn_blocking(move || h.enable_push(&url))
+                .await
+                .map_err(|e| e.to_string())??;
+            Some(times)
+        }
+        (None, Mode::Push) => return Err("--mode push runs on a hub it starts (no --hub)".into()),
+        _ => None,
+    };
     let ids = agencies(&certs)?;
     let (conns, signers) = connect(&spec, &url, &certs, &ids)?;
     if spec.mode == Mode::Pull {
@@ -123,6 +142,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         bytes: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         first_error: std::sync::Mutex::new(None),
+        pushes: pushes.clone(),
     });
     let (cpu0, tool0) = (pid.and_then(cpu_secs), cpu_secs(std::process::id()));
     let started = Instant::now();
@@ -137,7 +157,18 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     for t in tasks {
         lat.extend(t.await.map_err(|e| e.to_string())?);
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let mut elapsed = started.elapsed().as_secs_f64();
+    if let Some(times) = &pushes {
+        // What counts is what arrived: wait for the backlog, then measure to the last one.
+        push_sink::drain(times, Duration::from_secs(120)).await;
+        let (push_lat, last) = times.latencies();
+        let arrived = times.counts().1 as u64;
+        let missing = times.counts().0 as u64 - arrived.min(times.counts().0 as u64);
+        shared.ok.store(arrived, Ordering::Relaxed);
+        shared.errors.fetch_add(missing, Ordering::Relaxed);
+        lat = push_lat;
+        elapsed = last.map_or(elapsed, |l| l.duration_since(started).as_secs_f64());
+    }
     if spec.progress {
         eprintln!();
     }

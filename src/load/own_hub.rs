@@ -65,6 +65,69 @@ pub(super) fn start_hub(record_only: bool) -> Result<(OwnHub, String, PathBuf), 
     }
 }
 
+/// What [`OwnHub::enable_push`] needs, movable to a blocking thread.
+pub(super) struct HubHandle {
+    pid: u32,
+    dir: PathBuf,
+}
+
+impl OwnHub {
+    pub(super) fn clone_handle(&self) -> HubHandle {
+        HubHandle {
+            pid: self.child.id(),
+            dir: self._dir.path().to_owned(),
+        }
+    }
+}
+
+impl HubHandle {
+    /// Gives every agency of the hub's (embedded) directory the push endpoint `url`,
+    /// reloads it (SIGHUP) and waits until the hub applied it.
+    pub(super) fn enable_push(&self, url: &str) -> Result<(), String> {
+        let mut agencies = crate::directory::Directory::parse(crate::directory::EMBEDDED)
+            .map_err(|e| e.to_string())?
+            .agencies()
+            .to_vec();
+        for a in &mut agencies {
+            a.push_url = Some(url.to_owned());
+        }
+        let dir =
+            crate::directory::Directory::from_agencies(agencies).map_err(|e| e.to_string())?;
+        let file = self.dir.join(crate::directory::DEFAULT_PATH);
+        std::fs::create_dir_all(file.parent().expect("a parent")).map_err(|e| e.to_string())?;
+        std::fs::write(&file, dir.to_toml("# bench --mode push\n")).map_err(|e| e.to_string())?;
+        let bound =
+            std::fs::read_to_string(self.dir.join("data/bound.json")).map_err(|e| e.to_string())?;
+        let ops: serde_json::Value = serde_json::from_str(&bound).map_err(|e| e.to_string())?;
+        let ops = ops["ops"].as_str().unwrap_or_default().to_owned();
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid.to_string())
+            .status()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !metrics_text(&ops).contains("lienthong_reloads_total{outcome=\"applied\"} 1") {
+            if Instant::now() > deadline {
+                return Err("the hub did not reload its directory within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// The ops listener's /metrics (plain HTTP/1.0, empty on any error).
+fn metrics_text(ops: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(ops) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 /// The agency's document-signing key from `certs/signing` (the dev PKI layout).
 pub(super) fn signer(certs: &Path, id: &str) -> Result<Signer, String> {
     let cert = certs.join(format!("signing/{id}.pem"));

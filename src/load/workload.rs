@@ -112,12 +112,14 @@ pub(super) async fn client(
     // Pull mode submits nothing here: no probe packet to sign.
     let data = match spec.mode {
         Mode::Pull => 0,
-        Mode::Submit | Mode::Fanout => data_for(spec.size, &me, &to, signer.as_deref()),
+        Mode::Submit | Mode::Fanout | Mode::Push => {
+            data_for(spec.size, &me, &to, signer.as_deref())
+        }
     };
     while !shared.stop.load(Ordering::Relaxed) {
         n += 1;
         match spec.mode {
-            Mode::Submit | Mode::Fanout => {
+            Mode::Submit | Mode::Fanout | Mode::Push => {
                 // Signing is client work, as at a real agency: it runs on the
                 // same cores as the hub here, so it lowers the measured rate.
                 let body = match sign(signer.as_deref(), packet(&me, &to, n, data)) {
@@ -135,6 +137,9 @@ pub(super) async fn client(
                 {
                     Ok(r) if r.status == StatusCode::CREATED => {
                         lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        if let (Some(times), Some(id)) = (&shared.pushes, r.json()["id"].as_str()) {
+                            times.accepted(id.to_owned());
+                        }
                         shared.ok.fetch_add(1, Ordering::Relaxed);
                         shared.bytes.fetch_add(len, Ordering::Relaxed);
                     }

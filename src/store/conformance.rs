@@ -21,6 +21,7 @@ pub fn run_all(open: Opener<'_>) {
     the_log_is_dense_synced_and_hashes_to_its_entries(open);
     counters_heads_and_receipts_round_trip(open);
     the_due_index_follows_the_queues(open);
+    pushes_are_per_agency_by_time_and_move_only_from_where_they_are(open);
 }
 
 /// A document record for the suite.
@@ -315,6 +316,84 @@ pub fn the_due_index_follows_the_queues(open: Opener<'_>) {
     let s = open();
     assert!(mine(s.as_ref(), DueKind::Retention, u64::MAX, seq).is_empty());
     assert!(!s.has_body(seq).unwrap());
+}
+
+/// Push entries are listed per agency, earliest first with their attempts, not mixed with
+/// the expiry and retention kinds; a move names the time it moves from (a stale move is a
+/// conflict and writes nothing); pull-only marks round-trip; all survive a reopen.
+pub fn pushes_are_per_agency_by_time_and_move_only_from_where_they_are(open: Opener<'_>) {
+    let push = |agency, seq, was, next| Change::Push {
+        agency,
+        seq,
+        was,
+        next,
+    };
+    {
+        let s = open();
+        let expiries = s.due(DueKind::Expiry, u64::MAX, usize::MAX).unwrap().len();
+        s.apply(
+            &[
+                push("PB", 7, None, Some((3_000, 0))),
+                push("PB", 5, None, Some((4_000, 2))),
+                push("PBX", 9, None, Some((1_000, 0))),
+                Change::PullOnly {
+                    agency: "PC",
+                    url: Some("https://c.example/push"),
+                },
+            ],
+            vec![],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            s.due(DueKind::Expiry, u64::MAX, usize::MAX).unwrap().len(),
+            expiries,
+            "push entries are not expiry entries"
+        );
+    }
+    let s = open();
+    let at = |s: &dyn Storage, agency| -> Vec<(u64, u64, u32)> {
+        let p = s.pushes(agency, usize::MAX).unwrap();
+        p.iter().map(|p| (p.at_ms, p.seq, p.attempts)).collect()
+    };
+    assert_eq!(at(s.as_ref(), "PB"), [(3_000, 7, 0), (4_000, 5, 2)]);
+    assert_eq!(
+        at(s.as_ref(), "PBX"),
+        [(1_000, 9, 0)],
+        "no prefix confusion"
+    );
+    assert_eq!(s.pushes("PB", 1).unwrap().len(), 1);
+    // Moved from where it is: fine; from where it was before: a conflict.
+    s.apply(
+        &[push("PB", 7, Some(3_000), Some((9_000, 1)))],
+        vec![],
+        true,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.apply(&[push("PB", 7, Some(3_000), None)], vec![], true),
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(at(s.as_ref(), "PB"), [(4_000, 5, 2), (9_000, 7, 1)]);
+    s.apply(&[push("PB", 5, Some(4_000), None)], vec![], true)
+        .unwrap();
+    assert_eq!(
+        s.pull_only().unwrap(),
+        [("PC".to_owned(), "https://c.example/push".to_owned())]
+    );
+    s.apply(
+        &[Change::PullOnly {
+            agency: "PC",
+            url: None,
+        }],
+        vec![],
+        true,
+    )
+    .unwrap();
+    drop(s);
+    let s = open();
+    assert_eq!(at(s.as_ref(), "PB"), [(9_000, 7, 1)]);
+    assert!(s.pull_only().unwrap().is_empty());
 }
 
 /// RFC 6962 Merkle tree hash of `leaves`, computed directly (no stored nodes).
