@@ -70,6 +70,7 @@ fn record(seq: u64, recipients: &[String], body: &[u8]) -> DocRecord {
         signer_sha256: Some("0".repeat(64)),
         paper: false,
         pdf: vec![],
+        route: vec![],
     }
 }
 

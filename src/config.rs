@@ -27,6 +27,10 @@ pub struct Config {
     pub audit: Audit,
     pub outbound: Outbound,
     pub push: Push,
+    pub federation: crate::federation::FederationConfig,
+    /// Peer hubs (`[[peer]]`, see docs/federation.md).
+    #[serde(default)]
+    pub peer: Vec<crate::federation::Peer>,
     pub retention: Retention,
     pub storage: Storage,
     pub overload: Overload,
@@ -374,6 +378,10 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "quic.max_concurrent_streams must be positive and quic.max_field_section_bytes at least 1024".into(),
             ));
+        }
+        let router = crate::federation::Router::new(&self.federation, &self.peer);
+        if let Some(why) = router.problems().into_iter().next() {
+            return Err(ConfigError::Invalid(format!("[[peer]]: {why}")));
         }
         let p = &self.push;
         if p.retry.is_empty()

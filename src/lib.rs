@@ -20,6 +20,7 @@ pub mod digest;
 pub mod directory;
 pub mod dsig;
 pub mod edxml;
+pub mod federation;
 pub mod files;
 pub mod http;
 pub mod hub;

@@ -28,6 +28,7 @@ pub(super) fn hub_settings(config: &Config) -> HubSettings {
             retry: config.push.retry.clone(),
             jitter: config.push.jitter,
         },
+        federation: crate::federation::Router::new(&config.federation, &config.peer),
     }
 }
 

@@ -101,9 +101,16 @@ impl Api {
             Ok(c) => c,
             Err(e) => return Err(refuse_draining(req, e)),
         };
-        // Posting endpoints are for agencies: refuse roles before the body is read, cleanly.
+        // Posting endpoints are for agencies (the federation one for peer hubs): refuse
+        // others before the body is read, cleanly.
         if req.method() == Method::POST {
-            if let Err(e) = caller.agency() {
+            let federation = req.uri().path() == "/v1/federation/packets";
+            let allowed = match (&caller, federation) {
+                (Principal::PeerHub(_), true) => Ok(()),
+                (_, true) => Err(crate::hub::HubError::NotAPeer),
+                (c, false) => c.agency().map(|_| ()),
+            };
+            if let Err(e) = allowed {
                 return Err(refuse_draining(req, e.into()));
             }
         }
@@ -133,6 +140,7 @@ impl Api {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (req.method(), segments.as_slice()) {
             (&Method::POST, ["v1", "documents"]) => self.submit(&caller, req).await,
+            (&Method::POST, ["v1", "federation", "packets"]) => self.forwarded(&caller, req).await,
             (&Method::GET, ["v1", "inbox"]) => self.inbox(&caller, req.uri().query()).await,
             (&Method::GET, ["v1", "documents", id]) => self.fetch(&caller, id).await,
             (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(&caller, id).await,
@@ -238,6 +246,44 @@ impl Api {
         let result = self
             .service
             .submit(who, declared, &mut Frames(&mut body))
+            .await;
+        if result.is_err() {
+            linger(body);
+        }
+        self.accepted(result?)
+    }
+
+    /// `POST /v1/federation/packets`: a peer hub forwards a packet, with its route and the
+    /// recipients it is for in headers. The answer is the submission's (its `receipt`, signed
+    /// by this hub, is the hop receipt).
+    async fn forwarded<B: ApiBody>(
+        &self,
+        who: &Principal,
+        req: Request<B>,
+    ) -> Result<Resp, ApiError> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", why);
+        let route = crate::federation::parse_route(&header("lienthong-route")).map_err(bad)?;
+        let recipients: Vec<String> = header("lienthong-recipients")
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
+        let result = self
+            .service
+            .forwarded(who, route, recipients, declared, &mut Frames(&mut body))
             .await;
         if result.is_err() {
             linger(body);

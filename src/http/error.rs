@@ -56,12 +56,15 @@ impl From<HubError> for ApiError {
             | HubError::UnknownRecipients(_)
             | HubError::Signature(_)
             | HubError::UnknownDocument(_)
+            | HubError::RoutingLoop { .. }
             | HubError::PdfNotTwoLayer { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HubError::SenderMismatch { .. }
             | HubError::NoIdentity
             | HubError::UnknownAgency(_)
             | HubError::CertificateNotPinned { .. }
             | HubError::NotAnAgency
+            | HubError::NotAPeer
+            | HubError::SenderNotBehindPeer { .. }
             | HubError::NotAnAuditor => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,

@@ -63,6 +63,7 @@ impl Hub {
                 pdf_signatures: d.pdf,
                 acts_on: d.acts_on.map(format_id),
                 replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
+                route: d.route,
                 lease_expires_at: rfc3339(lease_until),
             })
             .collect())

@@ -19,8 +19,8 @@ pub enum Principal {
     Ops,
     /// An auditor (`[roles] auditors`): hub-wide statistics and the whole audit log.
     Auditor,
-    /// Another hub of the federation, by its id (issued once federation exists; nothing
-    /// resolves to it yet).
+    /// Another hub of the federation, by its id (`[[peer]]` whose `cert_cn` the certificate
+    /// carries): it may only forward packets (`POST /v1/federation/packets`).
     PeerHub(String),
 }
 
@@ -71,6 +71,9 @@ impl Hub {
         }
         if roles.ops.iter().any(|r| r == cn) {
             return Ok(Principal::Ops);
+        }
+        if let Some(peer) = self.settings.federation.peer_by_cn(cn) {
+            return Ok(Principal::PeerHub(peer.id.clone()));
         }
         let dir = self.directory.snapshot();
         let agency = dir

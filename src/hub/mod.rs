@@ -35,7 +35,7 @@ mod receipts_and_proofs;
 mod report;
 mod service;
 mod signatures;
-mod submit;
+pub mod submit;
 mod upkeep;
 pub mod uploads;
 pub mod worker;
@@ -86,6 +86,14 @@ pub enum HubError {
     NotAnAgency,
     #[error("the audit log is for auditors (and agencies, for their own documents)")]
     NotAnAuditor,
+    #[error("this endpoint is for peer hubs ([[peer]] cert_cn)")]
+    NotAPeer,
+    #[error(
+        "From {from} is not an agency behind peer {peer}: a peer forwards only its side's mail"
+    )]
+    SenderNotBehindPeer { from: String, peer: String },
+    #[error("routing loop: the packet already passed {route} (at most {max_hops} hops)")]
+    RoutingLoop { route: String, max_hops: usize },
     #[error("the hub is busy: too many requests are waiting; retry shortly")]
     Busy,
     #[error("{why}")]
@@ -134,6 +142,9 @@ impl HubError {
             HubError::CertificateNotPinned { .. } => "certificate_not_pinned",
             HubError::NotAnAgency => "not_an_agency",
             HubError::NotAnAuditor => "not_an_auditor",
+            HubError::NotAPeer => "not_a_peer",
+            HubError::SenderNotBehindPeer { .. } => "sender_not_behind_peer",
+            HubError::RoutingLoop { .. } => "routing_loop",
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
             HubError::Cancelled => "request_cancelled",
@@ -211,6 +222,9 @@ pub struct InboxItem {
     pub acts_on: Option<String>,
     /// The hub ids of the documents a replacement replaces.
     pub replaces: Vec<String>,
+    /// The hubs a forwarded packet passed, its origin first (empty for local mail).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<crate::federation::Hop>,
     pub lease_expires_at: String,
     /// How many times this item has been listed (1 on first delivery).
     pub deliveries: u32,
@@ -238,6 +252,8 @@ pub struct HubSettings {
     pub roles: crate::config::Roles,
     /// Push delivery's schedule (`[push]`).
     pub push: push::PushPolicy,
+    /// Peer hubs and routes (`[federation]`, `[[peer]]`).
+    pub federation: crate::federation::Router,
 }
 
 const STRIPES: usize = 64;

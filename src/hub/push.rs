@@ -31,6 +31,8 @@ pub struct PushJob {
     pub body: Vec<u8>,
     /// The Standard Webhooks headers, signed for this attempt.
     pub signature: crate::webhook::Headers,
+    /// To a peer hub: the route so far and the recipients behind it.
+    pub forward: Option<Forward>,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// The push-index entry this attempt came from.
@@ -40,11 +42,21 @@ pub struct PushJob {
     started_ms: u64,
 }
 
+/// What a forward to a peer hub carries besides the packet.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub route: Vec<crate::federation::Hop>,
+    pub recipients: Vec<String>,
+}
+
 /// What the endpoint did with an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// A 2xx: delivered.
-    Delivered { status: u16 },
+    /// A 2xx: delivered (a peer hub answers with its signed receipt).
+    Delivered {
+        status: u16,
+        receipt: Option<String>,
+    },
     /// 410 Gone: the endpoint is retired; the agency becomes pull-only.
     Gone,
     /// Anything else: tried again on the schedule. `reason` is a metric label (`connect`,
@@ -86,8 +98,8 @@ impl Hub {
         let mut pushes = Vec::new();
         for c in changes {
             if let Change::Enqueue { agency, seq, .. } = *c
-                && let Some(url) = directory.get(agency).and_then(|a| a.push_url.as_deref())
-                && !lanes.pull_only(agency, url)
+                && let Some(url) = self.push_url(agency, &directory)
+                && !lanes.pull_only(agency, &url)
             {
                 pushes.push(Change::Push {
                     agency,
@@ -103,6 +115,19 @@ impl Hub {
         let mut all = changes.to_vec();
         all.extend(pushes);
         Cow::Owned(all)
+    }
+
+    /// Where a queue's items are pushed: an agency's `push_url`, or a peer hub's federation
+    /// endpoint for its queue (`@peer`).
+    pub fn push_url(&self, queue: &str, directory: &crate::directory::Directory) -> Option<String> {
+        match crate::federation::queue_peer(queue) {
+            Some(peer) => self
+                .settings
+                .federation
+                .peer(peer)
+                .map(|p| format!("{}/v1/federation/packets", p.url.trim_end_matches('/'))),
+            None => directory.get(queue).and_then(|a| a.push_url.clone()),
+        }
     }
 
     /// Wakes the push worker after a commit that scheduled pushes.
@@ -178,6 +203,7 @@ impl Hub {
             Err(HubError::Store(StoreError::Conflict)) => return Ok(None),
             r => r?,
         };
+        let forward = crate::federation::queue_peer(agency).map(|peer| self.forward_of(&doc, peer));
         let id = format_id(due.seq);
         let signature = crate::webhook::sign(&self.notary, &id, &body, SystemTime::now())
             .map_err(|e| HubError::Notary(e.to_string()))?;
@@ -188,6 +214,7 @@ impl Hub {
             doc,
             body,
             signature,
+            forward,
             attempt: due.attempts + 1,
             due_at: due.at_ms,
             lease: entry,
@@ -211,12 +238,20 @@ impl Hub {
             &self.settings.push,
         );
         match outcome {
-            PushOutcome::Delivered { status } => self.push_delivered(job, *status, ms),
+            PushOutcome::Delivered { status, receipt } => {
+                self.push_delivered(job, *status, receipt.as_deref(), ms)
+            }
             PushOutcome::Gone | PushOutcome::Failed { .. } => self.push_failed(job, outcome, now),
         }
     }
 
-    fn push_delivered(&self, job: &PushJob, status: u16, ms: u64) -> Result<(), HubError> {
+    fn push_delivered(
+        &self,
+        job: &PushJob,
+        status: u16,
+        receipt: Option<&str>,
+        ms: u64,
+    ) -> Result<(), HubError> {
         let at_ms = now_ms();
         let agency = job.agency.as_str();
         let changes = [
@@ -236,7 +271,8 @@ impl Hub {
         let pushed = AuditEvent::new("pushed", at_ms)
             .agency(agency)
             .document(job.seq)
-            .detail(json!({"attempt": job.attempt, "status": status, "ms": ms}));
+            .detail(json!({"attempt": job.attempt, "status": status, "ms": ms,
+                "hop_receipt": receipt}));
         match self.commit(&changes, vec![pushed], true) {
             Ok(indexes) => {
                 self.observe_delivery_latency(at_ms.saturating_sub(job.doc.received_at_ms));
@@ -319,6 +355,28 @@ impl Hub {
             }
         }
         Err(HubError::Store(StoreError::Conflict))
+    }
+
+    /// What a forward of `doc` to `peer` carries: the route (this hub first, for local
+    /// mail) and the recipients that route through that peer.
+    fn forward_of(&self, doc: &DocRecord, peer: &str) -> Forward {
+        let fed = &self.settings.federation;
+        let directory = self.directory.snapshot();
+        let recipients = doc
+            .recipients
+            .iter()
+            .filter(|r| !directory.contains(r) && fed.route(r).is_some_and(|p| p.id == peer))
+            .cloned()
+            .collect();
+        let route = if doc.route.is_empty() {
+            vec![crate::federation::Hop {
+                hub: fed.hub_id.clone(),
+                at: rfc3339(doc.received_at_ms),
+            }]
+        } else {
+            doc.route.clone()
+        };
+        Forward { route, recipients }
     }
 
     /// Commits bookkeeping of the push index; a conflict means another change already did

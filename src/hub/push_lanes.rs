@@ -62,6 +62,8 @@ impl PushPolicy {
 /// One agency's push state.
 #[derive(Debug, Default)]
 struct Lane {
+    /// The URL of the last attempt.
+    url: String,
     /// The URL that answered 410 Gone (the agency is pull-only while it is configured).
     gone_url: Option<String>,
     consecutive_failures: u32,
@@ -151,6 +153,7 @@ impl PushLanes {
         policy: &PushPolicy,
     ) {
         let lane = self.lanes.entry(agency.to_owned()).or_default();
+        lane.url = url.to_owned();
         lane.attempts += 1;
         lane.last_attempt_ms = Some(now);
         match outcome {
@@ -190,22 +193,32 @@ impl PushLanes {
     pub fn status(&self, directory: &Directory) -> Vec<LaneStatus> {
         let now = crate::ids::now_ms();
         let empty = Lane::default();
-        directory
+        let agencies = directory
             .agencies()
             .iter()
-            .filter_map(|a| {
-                let url = a.push_url.as_deref()?;
-                let lane = self.lanes.get(&a.id).unwrap_or(&empty);
-                let state = if lane.gone_url.as_deref() == Some(url) {
+            .filter_map(|a| Some((a.id.clone(), a.push_url.clone()?)));
+        // Peer hubs' queues (`@peer`), once they were pushed to.
+        let mut peers: Vec<(String, String)> = self
+            .lanes
+            .iter()
+            .filter(|(k, _)| k.starts_with('@'))
+            .map(|(k, l)| (k.clone(), l.url.clone()))
+            .collect();
+        peers.sort();
+        agencies
+            .chain(peers)
+            .map(|(id, url)| {
+                let lane = self.lanes.get(&id).unwrap_or(&empty);
+                let state = if lane.gone_url.as_deref() == Some(url.as_str()) {
                     "pull_only"
                 } else if lane.held_until_ms > now {
                     "backing_off"
                 } else {
                     "active"
                 };
-                Some(LaneStatus {
-                    agency: a.id.clone(),
-                    url: url.to_owned(),
+                LaneStatus {
+                    agency: id,
+                    url,
                     state,
                     consecutive_failures: lane.consecutive_failures,
                     held_until: (lane.held_until_ms > now).then(|| rfc3339(lane.held_until_ms)),
@@ -215,7 +228,7 @@ impl PushLanes {
                     attempts: lane.attempts,
                     delivered: lane.delivered,
                     failed: lane.failed,
-                })
+                }
             })
             .collect()
     }
@@ -262,7 +275,10 @@ mod tests {
         lanes.record(
             "A",
             "https://a",
-            &PushOutcome::Delivered { status: 200 },
+            &PushOutcome::Delivered {
+                status: 200,
+                receipt: None,
+            },
             2000,
             &p,
         );

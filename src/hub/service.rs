@@ -71,6 +71,34 @@ impl Service {
         result
     }
 
+    /// A packet a peer hub forwards (`POST /v1/federation/packets`): read within the same
+    /// upload budget as a submission (the peer's share), then checked and stored as one.
+    pub async fn forwarded<S: BodySource>(
+        &self,
+        who: &Principal,
+        route: Vec<crate::federation::Hop>,
+        recipients: Vec<String>,
+        declared: Option<u64>,
+        body: &mut S,
+    ) -> Result<Accepted, HubError> {
+        let Principal::PeerHub(peer) = who else {
+            return Err(HubError::NotAPeer);
+        };
+        let peer = peer.clone();
+        let (bytes, hold) = self.hub.uploads.read(&peer, body, declared).await?;
+        self.hub
+            .request(move |h| {
+                let _hold = hold;
+                let origin = super::submit::Origin::Peer {
+                    id: &peer,
+                    route: &route,
+                    recipients: &recipients,
+                };
+                h.submit_from(origin, &bytes)
+            })
+            .await
+    }
+
     /// Records a refusal of `who`'s request (aggregated per agency, reason and minute).
     async fn refused(&self, who: &Principal, code: &'static str) {
         if let Principal::Agency(a) = who {

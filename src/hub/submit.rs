@@ -4,15 +4,28 @@
 
 use super::amendments::Plan;
 use super::{
-    Accepted, AgencyId, CONFLICT_RETRIES, Gate, Hub, HubError, cancelled, format_id, now_ms, stripe,
+    Accepted, AgencyId, CONFLICT_RETRIES, Gate, Hub, HubError, cancelled, format_id, now_ms,
+    rfc3339, stripe,
 };
 use crate::digest::sha256_hex;
 use crate::directory::Directory;
 use crate::edxml::{self, Kind, Packet};
+use crate::federation::Hop;
 use crate::store::{Change, DocRecord, PdfCheck, StoreError, dedup_key};
 
 /// The signature gate's verdict as recorded: (verdict, signer CN, signer certificate hash).
 type Verdict = (String, Option<String>, Option<String>);
+
+/// Where a packet comes from: an agency of this hub, or a peer hub forwarding it (with the
+/// route it travelled and the recipients this hub is to deliver or forward it to).
+pub enum Origin<'a> {
+    Agency(&'a AgencyId),
+    Peer {
+        id: &'a str,
+        route: &'a [Hop],
+        recipients: &'a [String],
+    },
+}
 
 /// A checked packet on its way to the store.
 struct Checked<'a> {
@@ -24,11 +37,22 @@ struct Checked<'a> {
     dkey: Vec<u8>,
     /// The verdicts on its PDF attachments' legal signatures.
     pdf: Vec<PdfCheck>,
+    /// The route it travelled, this hub last (forwarded packets only).
+    route: Vec<Hop>,
+    /// The recipients this hub handles (forwarded packets: those the peer named).
+    only: Option<Vec<String>>,
 }
 
 impl Hub {
     /// Validates, routes and durably stores a packet; see the API docs for the rules.
     pub fn submit(&self, caller: &AgencyId, body: &[u8]) -> Result<Accepted, HubError> {
+        self.submit_from(Origin::Agency(caller), body)
+    }
+
+    /// A packet from `origin`: the same checks and storage for an agency's submission and a
+    /// peer hub's forward (whose sender must be behind that peer, and whose route must not
+    /// loop).
+    pub fn submit_from(&self, origin: Origin<'_>, body: &[u8]) -> Result<Accepted, HubError> {
         if crate::cancel::cancelled() {
             return Err(cancelled());
         }
@@ -36,14 +60,10 @@ impl Hub {
             Err(edxml::EdxmlError::Cancelled) => return Err(cancelled()),
             r => r?,
         };
-        if packet.from != caller.organ_id {
-            return Err(HubError::SenderMismatch {
-                from: packet.from,
-                caller: caller.organ_id.clone(),
-            });
-        }
         let directory = self.directory.snapshot();
-        known_recipients(&packet, &directory)?;
+        let (route, only) = self.check_origin(&origin, &packet, &directory)?;
+        let named = only.clone().unwrap_or_else(|| named_recipients(&packet));
+        self.known_recipients(&named, &directory)?;
         let verdict = self.verdict(body, &packet, &directory)?;
         let pdf = self.pdf_checks(body, &packet, &directory)?;
         let sha256 = sha256_hex(body);
@@ -55,6 +75,8 @@ impl Hub {
             verdict,
             dkey,
             pdf,
+            route,
+            only,
         };
         let _guard = self.submit_locks[stripe(&checked.dkey)]
             .lock()
@@ -73,6 +95,94 @@ impl Hub {
                 r => return r,
             }
         }
+    }
+
+    /// The sender matches the caller (an agency sends as itself; a peer forwards only
+    /// packets from agencies that route through it, along a route without a loop). Returns
+    /// the route to record and the recipients a peer named.
+    fn check_origin(
+        &self,
+        origin: &Origin<'_>,
+        packet: &Packet,
+        directory: &Directory,
+    ) -> Result<(Vec<Hop>, Option<Vec<String>>), HubError> {
+        let (peer, route, recipients) = match origin {
+            Origin::Agency(caller) if packet.from == caller.organ_id => return Ok((vec![], None)),
+            Origin::Agency(caller) => {
+                return Err(HubError::SenderMismatch {
+                    from: packet.from.clone(),
+                    caller: caller.organ_id.clone(),
+                });
+            }
+            Origin::Peer {
+                id,
+                route,
+                recipients,
+            } => (*id, *route, *recipients),
+        };
+        let fed = &self.settings.federation;
+        let behind = !directory.contains(&packet.from)
+            && fed.route(&packet.from).is_some_and(|p| p.id == peer);
+        if !behind {
+            return Err(HubError::SenderNotBehindPeer {
+                from: packet.from.clone(),
+                peer: peer.to_owned(),
+            });
+        }
+        if route.iter().any(|h| h.hub == fed.hub_id) || route.len() >= fed.max_hops {
+            let hubs: Vec<&str> = route.iter().map(|h| h.hub.as_str()).collect();
+            return Err(HubError::RoutingLoop {
+                route: hubs.join(" → "),
+                max_hops: fed.max_hops,
+            });
+        }
+        let named = named_recipients(packet);
+        if recipients.is_empty() || recipients.iter().any(|r| !named.contains(r)) {
+            return Err(HubError::Invalid(
+                "lienthong-recipients must name recipients of the packet".into(),
+            ));
+        }
+        let mut route = route.to_vec();
+        route.push(Hop {
+            hub: fed.hub_id.clone(),
+            at: rfc3339(now_ms()),
+        });
+        Ok((route, Some(recipients.to_vec())))
+    }
+
+    /// Refuses recipients neither in the directory nor behind a peer.
+    fn known_recipients(&self, named: &[String], directory: &Directory) -> Result<(), HubError> {
+        let fed = &self.settings.federation;
+        let unknown: Vec<String> = named
+            .iter()
+            .filter(|r| !directory.contains(r) && fed.route(r).is_none())
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(HubError::UnknownRecipients(unknown))
+        }
+    }
+
+    /// The queue each recipient's copy goes to: its own inbox, or its peer hub's queue (one
+    /// per peer, however many recipients are behind it).
+    fn queues_for(&self, recipients: &[String], directory: &Directory) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            let q = if directory.contains(r) {
+                r.clone()
+            } else {
+                match self.settings.federation.route(r) {
+                    Some(p) => crate::federation::peer_queue(&p.id),
+                    None => r.clone(),
+                }
+            };
+            if !out.contains(&q) {
+                out.push(q);
+            }
+        }
+        out
     }
 
     /// The signature gate: verified (with its signer), recorded with the reason it did not
@@ -166,10 +276,17 @@ impl Hub {
         } else {
             Vec::new()
         };
-        let plan = self.plan(&c.packet, &directory)?;
+        let mut plan = self.plan(&c.packet, &directory)?;
+        if let Some(only) = &c.only {
+            plan.recipients.retain(|r| only.contains(r));
+        }
         let record = record_for(self.store.next_seq()?, c, &plan);
         let completion = self.completion_time(&c.packet, &record)?;
-        let changes = changes_for(&record, c, &plan);
+        let queues = Queues {
+            new: self.queues_for(&record.recipients, &directory),
+            add: self.queues_for(&plan.add, &directory),
+        };
+        let changes = changes_for(&record, c, &plan, &queues);
         let mut extra = plan.events.clone();
         for old in &plan.replaces {
             extra.push(
@@ -222,22 +339,18 @@ impl Hub {
     }
 }
 
-/// Refuses a packet naming agencies the directory does not know: the To list, or the agency
-/// a status notice answers.
-fn known_recipients(packet: &Packet, directory: &Directory) -> Result<(), HubError> {
-    let named: Vec<String> = match packet.kind {
+/// The agencies a packet names: its To list, or the agency a status notice answers.
+fn named_recipients(packet: &Packet) -> Vec<String> {
+    match packet.kind {
         Kind::Edoc | Kind::Notice => packet.to.clone(),
         Kind::Status => vec![packet.response_for[0].organ_id.clone()],
-    };
-    let unknown: Vec<String> = named
-        .into_iter()
-        .filter(|r| !directory.contains(r))
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(HubError::UnknownRecipients(unknown))
     }
+}
+
+/// The queues a submission writes to (see [`Hub::queues_for`]).
+struct Queues {
+    new: Vec<String>,
+    add: Vec<String>,
 }
 
 /// Identity for duplicate detection: the DocumentId of a new document; the body's hash for
@@ -276,19 +389,25 @@ fn record_for(seq: u64, c: &Checked<'_>, plan: &Plan) -> DocRecord {
         signer_sha256,
         paper: packet.paper,
         pdf: c.pdf.clone(),
+        route: c.route.clone(),
     }
 }
 
 /// Everything one submission changes: the packet and its queue entries, and what it does to
 /// the document it acts on.
-fn changes_for<'a>(record: &'a DocRecord, c: &'a Checked<'_>, plan: &'a Plan) -> Vec<Change<'a>> {
+fn changes_for<'a>(
+    record: &'a DocRecord,
+    c: &'a Checked<'_>,
+    plan: &'a Plan,
+    queues: &'a Queues,
+) -> Vec<Change<'a>> {
     let mut changes = Vec::with_capacity(record.recipients.len() + 1);
     changes.push(Change::Accept {
         record,
         body: c.body,
         dedup_key: &c.dkey,
     });
-    for r in &record.recipients {
+    for r in &queues.new {
         changes.push(Change::Enqueue {
             agency: r,
             seq: record.seq,
@@ -296,7 +415,7 @@ fn changes_for<'a>(record: &'a DocRecord, c: &'a Checked<'_>, plan: &'a Plan) ->
         });
     }
     if let Some(orig) = &plan.original {
-        for r in &plan.add {
+        for r in &queues.add {
             changes.push(Change::Enqueue {
                 agency: r,
                 seq: orig.seq,

@@ -176,6 +176,7 @@ impl Hub {
             signer_sha256: None,
             paper: false,
             pdf: vec![],
+            route: vec![],
         };
         let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#expired:{seq}"));
         Ok(Some((record, jws, dkey)))

@@ -146,7 +146,8 @@ impl Endpoint {
                 self.h1_idle.lock().expect("h1 pool lock").push(s);
             }
         }
-        outcome(status, retry_after)
+        let answer = read.map(|b| b.to_bytes()).unwrap_or_default();
+        outcome(status, retry_after, &answer)
     }
 
     /// A connection for one attempt: the HTTP/2 one (opened if need be), an idle HTTP/1.1
@@ -206,11 +207,20 @@ fn connect_failure(e: ClientError) -> PushOutcome {
     failed(reason, None, e.to_string())
 }
 
-/// What an answer's status means for the push.
-fn outcome(status: StatusCode, retry_after: Option<Duration>) -> PushOutcome {
+/// What an answer's status means for the push. A peer hub's 2xx carries its signed
+/// receipt (`receipt` in its JSON answer), kept with the delivery.
+fn outcome(status: StatusCode, retry_after: Option<Duration>, answer: &[u8]) -> PushOutcome {
     let code = status.as_u16();
     let reason = match code {
-        200..=299 => return PushOutcome::Delivered { status: code },
+        200..=299 => {
+            let receipt = serde_json::from_slice::<serde_json::Value>(answer)
+                .ok()
+                .and_then(|v| v["receipt"].as_str().map(str::to_owned));
+            return PushOutcome::Delivered {
+                status: code,
+                receipt,
+            };
+        }
         410 => return PushOutcome::Gone,
         300..=399 => "redirect",
         400..=499 => "status_4xx",
@@ -243,19 +253,25 @@ mod tests {
     #[test]
     fn statuses_map_to_outcomes() {
         assert_eq!(
-            outcome(StatusCode::NO_CONTENT, None),
-            PushOutcome::Delivered { status: 204 }
+            outcome(StatusCode::NO_CONTENT, None, b""),
+            PushOutcome::Delivered {
+                status: 204,
+                receipt: None
+            }
         );
-        assert_eq!(outcome(StatusCode::GONE, None), PushOutcome::Gone);
-        assert_eq!(outcome(StatusCode::FOUND, None).reason(), "redirect");
         assert_eq!(
-            outcome(StatusCode::BAD_REQUEST, None).reason(),
-            "status_4xx"
+            outcome(StatusCode::CREATED, None, br#"{"receipt":"a.b.c"}"#),
+            PushOutcome::Delivered {
+                status: 201,
+                receipt: Some("a.b.c".into())
+            }
         );
-        let busy = outcome(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(Duration::from_secs(7)),
-        );
+        assert_eq!(outcome(StatusCode::GONE, None, b""), PushOutcome::Gone);
+        assert_eq!(outcome(StatusCode::FOUND, None, b"").reason(), "redirect");
+        let bad = outcome(StatusCode::BAD_REQUEST, None, b"");
+        assert_eq!(bad.reason(), "status_4xx");
+        let seven = Some(Duration::from_secs(7));
+        let busy = outcome(StatusCode::SERVICE_UNAVAILABLE, seven, b"");
         assert!(matches!(
             busy,
             PushOutcome::Failed {

@@ -93,28 +93,35 @@ impl PushWorker {
             return;
         }
         self.directory = Some(directory.clone());
-        let wanted: HashMap<&str, (&str, PathBuf)> = directory
+        let default_ca = &self.settings.default_ca;
+        let mut wanted: HashMap<String, (String, PathBuf)> = directory
             .agencies()
             .iter()
             .filter_map(|a| {
-                let url = a.push_url.as_deref()?;
-                let ca = a
-                    .push_ca
-                    .clone()
-                    .unwrap_or(self.settings.default_ca.clone());
-                Some((a.id.as_str(), (url, ca)))
+                let url = a.push_url.clone()?;
+                let ca = a.push_ca.clone().unwrap_or(default_ca.clone());
+                Some((a.id.clone(), (url, ca)))
             })
             .collect();
+        // Peer hubs: their queues (`@peer`) go to their federation endpoint.
+        for p in &self.hub.settings().federation.peers {
+            let queue = crate::federation::peer_queue(&p.id);
+            if let Some(url) = self.hub.push_url(&queue, &directory) {
+                let ca = p.ca.clone().unwrap_or(default_ca.clone());
+                wanted.insert(queue, (url, ca));
+            }
+        }
         self.lanes.retain(|id, lane| {
             wanted
                 .get(id.as_str())
                 .is_some_and(|(url, ca)| *url == lane.url && *ca == lane.ca)
         });
-        for (id, (url, ca)) in wanted {
+        for (id, (url, ca)) in &wanted {
+            let (id, url) = (id.as_str(), url.as_str());
             if self.lanes.contains_key(id) {
                 continue;
             }
-            match self.lane(url, &ca) {
+            match self.lane(url, ca) {
                 Ok(lane) => {
                     self.lanes.insert(id.to_owned(), lane);
                     let (agency, owned_url) = (id.to_owned(), url.to_owned());
@@ -380,6 +387,11 @@ fn headers(job: &PushJob) -> Vec<(&'static str, String)> {
     ];
     if let Some(d) = &job.doc.document_id {
         h.push(("lienthong-document-id", header_safe(d)));
+    }
+    if let Some(f) = &job.forward {
+        let route = serde_json::to_string(&f.route).expect("hops serialize");
+        h.push(("lienthong-route", header_safe(&route)));
+        h.push(("lienthong-recipients", f.recipients.join(",")));
     }
     h
 }

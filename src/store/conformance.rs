@@ -48,6 +48,7 @@ pub fn record(seq: u64, from: &str, recipients: &[&str]) -> DocRecord {
         signer_sha256: None,
         paper: false,
         pdf: vec![],
+        route: vec![],
     }
 }
 

@@ -58,6 +58,10 @@ pub struct DocRecord {
     /// the main document). Empty when the packet has no PDF or checks were off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pdf: Vec<PdfCheck>,
+    /// For a packet forwarded by another hub: the hubs it passed, its origin first, this hub
+    /// last (empty for local mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<crate::federation::Hop>,
 }
 
 /// The two-layer signature verdict on one PDF attachment (see `pdfsig`).

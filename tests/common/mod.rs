@@ -40,6 +40,8 @@ pub struct TestHub {
     pub quic: Option<String>,
     /// Extra environment for the daemon (e.g. LD_PRELOAD of the fault shim).
     pub env: Vec<(String, String)>,
+    /// The HTTPS address it listens on (port 0: a free one each start).
+    pub listen: String,
     child: Option<Child>,
 }
 
@@ -92,6 +94,7 @@ impl TestHub {
             ops: String::new(),
             quic: None,
             env: Vec::new(),
+            listen: "127.0.0.1:0".into(),
             child: None,
         };
         hub.env = env
@@ -116,7 +119,7 @@ impl TestHub {
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen, "--ops-listen", "127.0.0.1:0"])
             .arg("--data")
             .arg(data)
             .arg("--agencies")

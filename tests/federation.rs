@@ -1,0 +1,280 @@
+//! Federation (docs/federation.md) with three real hubs: separate processes, data dirs and
+//! CAs (each trusting the others' hub certificates), A ↔ B ↔ C. A's agency writes to C's
+//! agency through B; the answer comes back the same way.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use lienthong::client::HttpVersion;
+use serde_json::Value;
+
+const A1: &str = "000.00.01.H13";
+const B1: &str = "000.00.01.H22";
+const C1: &str = "000.00.01.H29";
+
+fn directory(id: &str) -> String {
+    format!("[[agency]]\nid = \"{id}\"\nname = \"Cơ quan {id}\"\n")
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+struct Net {
+    a: TestHub,
+    b: TestHub,
+    c: TestHub,
+}
+
+/// `[[peer]]` text for `hub` at `port`.
+fn peer(id: &str, port: u16, ca: &Path, routes: &[&str], default: bool) -> String {
+    let routes: Vec<String> = routes.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        "[[peer]]\nid = \"{id}\"\nurl = \"https://127.0.0.1:{port}\"\ncert_cn = \"{id}\"\n\
+         routes = [{}]\ndefault = {default}\nca = \"{}\"\n",
+        routes.join(", "),
+        ca.display()
+    )
+}
+
+/// Three hubs: A (agency A1, parent B), B (agency B1, routes H13 → A, H29 → C), C (agency
+/// C1, parent B). Each hub's client certificate is a role certificate of its own CA with
+/// its hub id as CN; client CAs and signature trust stores hold the neighbours'.
+fn network(max_hops: usize) -> Net {
+    let mut hubs: Vec<TestHub> = [A1, B1, C1]
+        .iter()
+        .map(|id| TestHub::start(&directory(id), ""))
+        .collect();
+    let ids = ["hub.a", "hub.b", "hub.c"];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for (h, id) in hubs.iter().zip(ids) {
+        run_ok(
+            Command::new(BIN)
+                .args(["pki", "init", "--dir"])
+                .arg(h.path("certs"))
+                .arg("--agencies")
+                .arg(&h.agencies)
+                .args(["--role", id]),
+        );
+        std::fs::copy(h.path("certs/ca.pem"), h.path("own-ca.pem")).unwrap();
+    }
+    let own = |i: usize| hubs[i].path("own-ca.pem");
+    let neighbours: [&[usize]; 3] = [&[1], &[0, 2], &[1]];
+    for (i, near) in neighbours.iter().enumerate() {
+        // Client CA: its own and its neighbours' (their hub certificates connect here).
+        let mut bundle = std::fs::read_to_string(own(i)).unwrap();
+        for &n in *near {
+            bundle += &std::fs::read_to_string(own(n)).unwrap();
+        }
+        std::fs::write(hubs[i].path("certs/ca.pem"), bundle).unwrap();
+        // Signatures from every hub's agencies verify everywhere.
+        for (j, other) in hubs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            for f in std::fs::read_dir(other.path("certs/trust")).unwrap() {
+                let f = f.unwrap().path();
+                let name = format!("hub{j}-{}", f.file_name().unwrap().to_string_lossy());
+                std::fs::copy(&f, hubs[i].path(&format!("certs/trust/{name}"))).unwrap();
+            }
+        }
+    }
+    let configs = [
+        peer("hub.b", ports[1], &own(1), &[], true),
+        peer("hub.a", ports[0], &own(0), &["*.*.*.H13"], false)
+            + &peer("hub.c", ports[2], &own(2), &["*.*.*.H29"], false),
+        peer("hub.b", ports[1], &own(1), &[], true),
+    ];
+    for (i, h) in hubs.iter_mut().enumerate() {
+        let config = format!(
+            "[federation]\nhub_id = \"{}\"\nmax_hops = {max_hops}\n\
+             [outbound]\nclient_cert = \"certs/roles/{0}.pem\"\nclient_key = \"certs/roles/{0}.key\"\n\
+             [push]\nretry = [\"300ms\", \"1s\"]\n{}",
+            ids[i], configs[i]
+        );
+        std::fs::write(&h.config, config).unwrap();
+        h.stop();
+        h.listen = format!("127.0.0.1:{}", ports[i]);
+        h.spawn();
+    }
+    let c = hubs.pop().unwrap();
+    let b = hubs.pop().unwrap();
+    let a = hubs.pop().unwrap();
+    Net { a, b, c }
+}
+
+async fn wait_inbox(hub: &TestHub, agency: &str) -> Vec<Value> {
+    let c = hub.client(agency, HttpVersion::Auto);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let items = inbox(&c, "limit=10&wait=5").await;
+        if !items.is_empty() {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived for {agency}");
+    }
+}
+
+async fn status(hub: &TestHub, agency: &str, id: &str) -> Value {
+    let c = hub.client(agency, HttpVersion::Auto);
+    get(&c, &format!("/v1/documents/{id}/status")).await.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_travels_a_to_c_through_b_and_its_status_comes_back() {
+    let net = network(4);
+    let body = net.a.packet(A1, &[C1], "F-1", b"qua ba truc");
+    let sent = submit(&net.a.client(A1, HttpVersion::Auto), body.clone()).await;
+    assert_eq!(sent.status, StatusCode::CREATED, "{:?}", sent.json());
+    let id = sent.json()["id"].as_str().unwrap().to_owned();
+
+    let items = wait_inbox(&net.c, C1).await;
+    assert_eq!(items.len(), 1, "one copy");
+    let hops: Vec<&str> = items[0]["route"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hub"].as_str().unwrap())
+        .collect();
+    assert_eq!(hops, ["hub.a", "hub.b", "hub.c"]);
+    let remote_id = items[0]["id"].as_str().unwrap().to_owned();
+    let c1 = net.c.client(C1, HttpVersion::Auto);
+    let fetched = get(&c1, &format!("/v1/documents/{remote_id}")).await;
+    assert_eq!(fetched.body.as_ref(), body.as_slice(), "byte-identical");
+    let file = net.c.path("fetched.edxml");
+    std::fs::write(&file, &fetched.body).unwrap();
+    run_ok(
+        Command::new(BIN)
+            .arg("verify")
+            .arg(&file)
+            .arg("--trust")
+            .arg(net.c.path("certs/trust")),
+    );
+    assert_eq!(
+        post(&c1, &format!("/v1/inbox/{remote_id}/ack"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // At A: forwarded to B (its queue `@hub.b` delivered, with B's signed receipt).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&net.a, A1, &id).await;
+        let fwd = s["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agency"] == "@hub.b")
+            .cloned();
+        if fwd.as_ref().is_some_and(|f| f["state"] == "delivered") {
+            let last = fwd.unwrap()["history"]
+                .as_array()
+                .unwrap()
+                .last()
+                .cloned()
+                .unwrap();
+            assert!(last["push"]["hop_receipt"].is_string(), "{last}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never saw the forward: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // C1 answers "accepted" (03); the notice goes back C → B → A.
+    let notice = lienthong::edxml::compose_status(
+        C1,
+        A1,
+        "F-1",
+        "03",
+        "Đã tiếp nhận",
+        "2026/11/30 10:00:00",
+    );
+    let r = submit(&c1, net.c.sign(C1, notice.as_bytes())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let notices = wait_inbox(&net.a, A1).await;
+    assert_eq!(notices[0]["kind"], "status");
+    assert_eq!(notices[0]["from"], C1);
+    let s = status(&net.a, A1, &id).await;
+    let c_state = s["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agency"] == C1)
+        .cloned()
+        .unwrap();
+    assert_eq!(c_state["state"], "accepted", "{s}");
+}
+
+/// curl to a hub's federation endpoint with `cert` (a path under the hub dir `from`).
+fn forward(
+    to: &TestHub,
+    from: &TestHub,
+    cert: &str,
+    route: &str,
+    recipients: &str,
+    body: &[u8],
+) -> (String, String) {
+    let file = from.path("forward.edxml");
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+        .arg(to.path("own-ca.pem"))
+        .arg("--cert")
+        .arg(from.path(&format!("certs/{cert}.pem")))
+        .arg("--key")
+        .arg(from.path(&format!("certs/{cert}.key")))
+        .args(["-H", &format!("lienthong-route: {route}")])
+        .args(["-H", &format!("lienthong-recipients: {recipients}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{}/v1/federation/packets", to.url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.to_owned(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_cannot_forge_senders_or_loop_and_agencies_cannot_forward() {
+    let net = network(3);
+    let route_a = r#"[{"hub":"hub.a","at":"2026-11-30T10:00:00Z"}]"#;
+    // B forwards a packet "from" A's own agency to A: A1 is not behind B.
+    let forged = net.a.packet(A1, &[A1], "F-2", b"");
+    let (code, body) = forward(&net.a, &net.b, "roles/hub.b", route_a, A1, &forged);
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("sender_not_behind_peer"), "{body}");
+    // An agency's certificate on the federation endpoint.
+    let (code, body) = forward(
+        &net.b,
+        &net.b,
+        &format!("agencies/{B1}"),
+        route_a,
+        C1,
+        &forged,
+    );
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("not_a_peer"), "{body}");
+    // A route that already passed B, and one as long as max_hops.
+    let from_a = net.a.packet(A1, &[C1], "F-3", b"");
+    let looped = r#"[{"hub":"hub.a","at":"2026-11-30T10:00:00Z"},{"hub":"hub.b","at":"2026-11-30T10:00:01Z"}]"#;
+    let (code, body) = forward(&net.b, &net.a, "roles/hub.a", looped, C1, &from_a);
+    assert_eq!(code, "422", "{body}");
+    assert!(body.contains("routing_loop"), "{body}");
+    let long = r#"[{"hub":"x1","at":"t"},{"hub":"x2","at":"t"},{"hub":"hub.a","at":"t"}]"#;
+    let (code, body) = forward(&net.b, &net.a, "roles/hub.a", long, C1, &from_a);
+    assert_eq!(code, "422", "{body}");
+    // The same packet on a clean route is taken (and a retry of it is a duplicate, 200).
+    let (code, body) = forward(&net.b, &net.a, "roles/hub.a", route_a, C1, &from_a);
+    assert_eq!(code, "201", "{body}");
+    let (code, _) = forward(&net.b, &net.a, "roles/hub.a", route_a, C1, &from_a);
+    assert_eq!(code, "200", "a retried forward is the same acceptance");
+    assert_eq!(wait_inbox(&net.c, C1).await.len(), 1);
+}
