@@ -141,17 +141,32 @@ impl Receiver {
         req: Request<Incoming>,
         cn: Option<String>,
     ) -> Response<Full<Bytes>> {
+        // The body is read before any answer: an HTTP/2 answer to a request whose upload
+        // is still running resets its stream, and clients report that instead of the
+        // answer. Only holders of a certificate from --hub-ca get this far (TLS).
+        let (parts, body) = req.into_parts();
+        let limit = self.settings.max_bytes;
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body exceeds {limit} bytes"),
+                );
+            }
+        };
         if cn.as_deref() != Some(self.settings.hub_cn.as_str()) {
             return refuse(
                 StatusCode::FORBIDDEN,
                 format!("the client certificate is not the hub's ({:?})", cn),
             );
         }
-        if req.method() != http::Method::POST {
+        if parts.method != http::Method::POST {
             return refuse(StatusCode::METHOD_NOT_ALLOWED, "POST a packet");
         }
         let header = |name: &str| {
-            req.headers()
+            parts
+                .headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
@@ -175,16 +190,6 @@ impl Receiver {
         }
         let Ok(ts) = ts.trim().parse::<u64>() else {
             return refuse(StatusCode::BAD_REQUEST, "webhook-timestamp is not a number");
-        };
-        let limit = self.settings.max_bytes;
-        let body = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body exceeds {limit} bytes"),
-                );
-            }
         };
         let cert = &self.settings.hub_signing_cert;
         if let Err(e) = crate::webhook::verify(cert, &id, ts, &sig, &body, SystemTime::now()) {

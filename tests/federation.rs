@@ -278,3 +278,104 @@ async fn peers_cannot_forge_senders_or_loop_and_agencies_cannot_forward() {
     assert_eq!(code, "200", "a retried forward is the same acceptance");
     assert_eq!(wait_inbox(&net.c, C1).await.len(), 1);
 }
+
+/// Items in `agency`'s inbox, after waiting for at least `n`.
+async fn wait_items(hub: &TestHub, agency: &str, n: usize) -> Vec<Value> {
+    let c = hub.client(agency, HttpVersion::Auto);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // limit above n: a duplicate would show up as an extra item.
+        let items = inbox(&c, "limit=50").await;
+        if items.len() >= n {
+            return items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} arrived for {agency}",
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn send_to_c(a: &TestHub, document_id: &str) {
+    let body = a.packet(A1, &[C1], document_id, b"");
+    let r = submit(&a.client(A1, HttpVersion::Auto), body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_b_down_a_queues_and_delivers_everything_once_b_returns() {
+    let mut net = network(4);
+    net.b.stop();
+    for n in 0..3 {
+        send_to_c(&net.a, &format!("D-{n}")).await;
+    }
+    // A holds them for hub.b.
+    let ops = net.a.role_client("ops");
+    let stats = ops
+        .call(
+            http::Method::GET,
+            "/v1/stats?window=1h",
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .json();
+    let queued = stats["backlog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["agency"] == "@hub.b")
+        .map(|b| b["pending"].as_u64().unwrap());
+    assert_eq!(queued, Some(3), "{stats}");
+    net.b.spawn();
+    let items = wait_items(&net.c, C1, 3).await;
+    // Nothing twice: with a lease of 60 s every copy would be listed in this one page.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = inbox(&net.c.client(C1, HttpVersion::Auto), "limit=50").await;
+    assert_eq!(items.len() + again.len(), 3, "each document arrived once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_killed_mid_transfer_still_deliver_exactly_one_copy() {
+    let mut net = network(4);
+    // A dies with a forward pending (B is down, so it cannot have been taken yet).
+    net.b.stop();
+    send_to_c(&net.a, "K-1").await;
+    net.a.crash();
+    net.b.spawn();
+    net.a.spawn();
+    wait_items(&net.c, C1, 1).await;
+    // B dies right after taking a forward (its 2xx): it resumes its own forward to C.
+    send_to_c(&net.a, "K-2").await;
+    let a1 = net.a.client(A1, HttpVersion::Auto);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = get(&a1, "/v1/sent?limit=10").await.json();
+        let forwarded = sent["items"].as_array().unwrap().iter().any(|d| {
+            d["document_id"] == "K-2"
+                && d["recipients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["agency"] == "@hub.b" && r["state"] == "delivered")
+        });
+        if forwarded {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never forwarded K-2: {sent}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    net.b.crash();
+    net.b.spawn();
+    // K-1 was listed (and leased) above: a listing now shows K-2, once.
+    let items = wait_items(&net.c, C1, 1).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["document_id"], "K-2");
+    let c1 = net.c.client(C1, HttpVersion::Auto);
+    assert!(
+        inbox(&c1, "limit=50&wait=2").await.is_empty(),
+        "a second copy of K-2"
+    );
+}

@@ -532,7 +532,11 @@ async fn lienthong_receive_stores_each_push_once() {
             .arg(&url)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let code = String::from_utf8_lossy(&out.stdout).into_owned();
+        if code == "000" {
+            eprintln!("curl: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        code
     };
     assert_eq!(
         curl("hub-client", &id, &body),
