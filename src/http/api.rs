@@ -237,11 +237,7 @@ impl Api {
     /// decides. A refused body is kept open a little (see [`linger`]) so the client hears
     /// the refusal.
     async fn submit<B: ApiBody>(&self, who: &Principal, req: Request<B>) -> Result<Resp, ApiError> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = declared_length(req.headers());
         let mut body = req.into_body();
         let result = self
             .service
@@ -275,11 +271,7 @@ impl Api {
             .map(|r| r.trim().to_owned())
             .filter(|r| !r.is_empty())
             .collect();
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = declared_length(req.headers());
         let mut body = req.into_body();
         let result = self
             .service
@@ -446,4 +438,12 @@ pub(crate) async fn stats_response(
     let window = window_of(query)?;
     let report = service.stats_of(Scope::Hub, window).await?;
     Ok(json(StatusCode::OK, &report))
+}
+
+/// The body length a request declares (`Content-Length`), if it declares one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
