@@ -47,6 +47,11 @@ fn peer(id: &str, port: u16, ca: &Path, routes: &[&str], default: bool) -> Strin
 /// C1, parent B). Each hub's client certificate is a role certificate of its own CA with
 /// its hub id as CN; client CAs and signature trust stores hold the neighbours'.
 fn network(max_hops: usize) -> Net {
+    network_with(max_hops, &[])
+}
+
+/// [`network`] where B also routes `extra_to_a` to A (a misconfiguration makes a loop).
+fn network_with(max_hops: usize, extra_to_a: &[&str]) -> Net {
     let mut hubs: Vec<TestHub> = [A1, B1, C1]
         .iter()
         .map(|id| TestHub::start(&directory(id), ""))
@@ -87,8 +92,13 @@ fn network(max_hops: usize) -> Net {
     }
     let configs = [
         peer("hub.b", ports[1], &own(1), &[], true),
-        peer("hub.a", ports[0], &own(0), &["*.*.*.H13"], false)
-            + &peer("hub.c", ports[2], &own(2), &["*.*.*.H29"], false),
+        peer(
+            "hub.a",
+            ports[0],
+            &own(0),
+            &[&["*.*.*.H13"], extra_to_a].concat(),
+            false,
+        ) + &peer("hub.c", ports[2], &own(2), &["*.*.*.H29"], false),
         peer("hub.b", ports[1], &own(1), &[], true),
     ];
     for (i, h) in hubs.iter_mut().enumerate() {
@@ -248,7 +258,8 @@ async fn peers_cannot_forge_senders_or_loop_and_agencies_cannot_forward() {
     let route_a = r#"[{"hub":"hub.a","at":"2026-11-30T10:00:00Z"}]"#;
     // B forwards a packet "from" A's own agency to A: A1 is not behind B.
     let forged = net.a.packet(A1, &[A1], "F-2", b"");
-    let (code, body) = forward(&net.a, &net.b, "roles/hub.b", route_a, A1, &forged);
+    let route_b = r#"[{"hub":"hub.b","at":"2026-11-30T10:00:00Z"}]"#;
+    let (code, body) = forward(&net.a, &net.b, "roles/hub.b", route_b, A1, &forged);
     assert_eq!(code, "403", "{body}");
     assert!(body.contains("sender_not_behind_peer"), "{body}");
     // An agency's certificate on the federation endpoint.
@@ -378,4 +389,64 @@ async fn hubs_killed_mid_transfer_still_deliver_exactly_one_copy() {
         inbox(&c1, "limit=50&wait=2").await.is_empty(),
         "a second copy of K-2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_loop_ends_in_a_refusal_and_a_notice_to_the_sender() {
+    // A sends H99 to its parent B; B (misconfigured) sends H99 back to A.
+    let net = network_with(4, &["*.*.*.H99"]);
+    let x = "000.00.01.H99";
+    let body = net.a.packet(A1, &[x], "L-1", b"");
+    let r = submit(&net.a.client(A1, HttpVersion::Auto), body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let items = wait_inbox(&net.a, A1).await;
+    assert_eq!(items[0]["kind"], "notice", "{items:?}");
+    assert_eq!(items[0]["from"], "lienthong");
+    assert!(
+        items[0]["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Không chuyển được"),
+        "{items:?}"
+    );
+    let a1 = net.a.client(A1, HttpVersion::Auto);
+    let notice = get(
+        &a1,
+        &format!("/v1/documents/{}", items[0]["id"].as_str().unwrap()),
+    )
+    .await;
+    let jws = String::from_utf8(notice.body.to_vec()).unwrap();
+    let payload = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jws.split('.').nth(1).unwrap(),
+    )
+    .unwrap();
+    let payload: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(payload["type"], "refused");
+    assert!(
+        payload["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("routing_loop"),
+        "{payload}"
+    );
+    // B gave up its copy too: nothing waits for A there.
+    let ops = net.b.role_client("ops");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = ops
+            .call(
+                http::Method::GET,
+                "/v1/stats?window=1h",
+                bytes::Bytes::new(),
+            )
+            .await
+            .unwrap()
+            .json();
+        if stats["pending"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still holds it: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -65,6 +65,8 @@ pub enum PushOutcome {
         reason: &'static str,
         status: Option<u16>,
         detail: String,
+        /// The error code a hub's answer carried (a peer hub's refusal).
+        code: Option<String>,
         /// The endpoint's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,
     },
@@ -241,6 +243,14 @@ impl Hub {
             PushOutcome::Delivered { status, receipt } => {
                 self.push_delivered(job, *status, receipt.as_deref(), ms)
             }
+            PushOutcome::Failed {
+                status: Some(s),
+                code,
+                ..
+            } if job.forward.is_some() && (400..500).contains(s) && !matches!(s, 408 | 429) => {
+                let code = code.clone().unwrap_or_else(|| format!("status {s}"));
+                self.forward_refused(job, &code, now)
+            }
             PushOutcome::Gone | PushOutcome::Failed { .. } => self.push_failed(job, outcome, now),
         }
     }
@@ -377,6 +387,126 @@ impl Hub {
             doc.route.clone()
         };
         Forward { route, recipients }
+    }
+
+    /// A peer hub refused a forward for good (a 4xx: a loop, a signature it does not
+    /// accept, a sender it does not route back): retrying cannot help. The item leaves the
+    /// peer's queue, the `forward_refused` entry says why, and a sender of this hub gets a
+    /// hub notice (a sender behind another hub learns it when its copy expires).
+    fn forward_refused(&self, job: &PushJob, code: &str, now: u64) -> Result<(), HubError> {
+        let agency = job.agency.as_str();
+        let peer = crate::federation::queue_peer(agency)
+            .unwrap_or(agency)
+            .to_owned();
+        let recipients = job
+            .forward
+            .as_ref()
+            .map(|f| f.recipients.clone())
+            .unwrap_or_default();
+        let local_sender = self.directory.snapshot().contains(&job.doc.from);
+        let why = super::upkeep::Undelivered::Refused {
+            by: peer.clone(),
+            code: code.to_owned(),
+        };
+        let notice = if local_sender {
+            self.undelivered_notice(&job.doc, &recipients, now, &why)?
+        } else {
+            None
+        };
+        let mut changes = vec![
+            Change::Dequeue {
+                agency,
+                seq: job.seq,
+                accepted_ms: job.doc.received_at_ms,
+            },
+            Change::Push {
+                agency,
+                seq: job.seq,
+                was: Some(job.due_at),
+                next: None,
+            },
+        ];
+        if let Some((record, body, dkey)) = &notice {
+            changes.push(Change::Accept {
+                record,
+                body: body.as_bytes(),
+                dedup_key: dkey,
+            });
+            changes.push(Change::Enqueue {
+                agency: &job.doc.from,
+                seq: record.seq,
+                accepted_ms: record.received_at_ms,
+            });
+        }
+        let event = AuditEvent::new("forward_refused", now)
+            .agency(agency)
+            .document(job.seq)
+            .detail(
+                json!({"peer": peer, "reason": code, "recipients": recipients,
+                "attempt": job.attempt}),
+            );
+        tracing::warn!(peer, id = %job.signature.id, reason = code, "a peer hub refused a forward");
+        match self.commit(&changes, vec![event], true) {
+            Ok(_) => {
+                if notice.is_some() {
+                    self.wake(&job.doc.from);
+                }
+                Ok(())
+            }
+            // Acked or withdrawn meanwhile: nothing left to refuse.
+            Err(HubError::Store(StoreError::Conflict)) => self.commit_quietly(&changes[1..2]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A hub's own packet came back to it (a routing loop): its local sender gets the
+    /// notice at once (the hub that sent it back learns of it from the refusal). Only for
+    /// the very bytes this hub accepted, so a peer cannot make up notices about an agency's
+    /// documents.
+    pub(super) fn loop_returned(
+        &self,
+        packet: &crate::edxml::Packet,
+        sha256: &str,
+        route: &str,
+    ) -> Result<(), HubError> {
+        let key = match (&packet.document_id, packet.business_type) {
+            (Some(id), 0) => crate::store::dedup_key(&packet.from, id),
+            _ => return Ok(()),
+        };
+        let Some(doc) = self
+            .store
+            .dedup(&key)?
+            .and_then(|s| self.store.doc(s).ok().flatten())
+        else {
+            return Ok(());
+        };
+        if doc.sha256 != sha256 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let why = super::upkeep::Undelivered::Refused {
+            by: self.settings.federation.hub_id.clone(),
+            code: format!("routing_loop ({route})"),
+        };
+        let to: Vec<String> = packet.to.clone();
+        let Some((record, body, dkey)) = self.undelivered_notice(&doc, &to, now, &why)? else {
+            return Ok(());
+        };
+        let changes = [
+            Change::Accept {
+                record: &record,
+                body: body.as_bytes(),
+                dedup_key: &dkey,
+            },
+            Change::Enqueue {
+                agency: &doc.from,
+                seq: record.seq,
+                accepted_ms: record.received_at_ms,
+            },
+        ];
+        self.commit(&changes, vec![], true)?;
+        self.wake(&doc.from);
+        Ok(())
     }
 
     /// Commits bookkeeping of the push index; a conflict means another change already did

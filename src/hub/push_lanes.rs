@@ -264,6 +264,7 @@ mod tests {
             reason: "x",
             status,
             detail: "x".into(),
+            code: None,
             retry_after: None,
         };
         lanes.record("A", "https://a", &fail(Some(400)), 1000, &p);

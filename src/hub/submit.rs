@@ -61,7 +61,7 @@ impl Hub {
             r => r?,
         };
         let directory = self.directory.snapshot();
-        let (route, only) = self.check_origin(&origin, &packet, &directory)?;
+        let (route, only) = self.check_origin(&origin, &packet, body, &directory)?;
         let named = only.clone().unwrap_or_else(|| named_recipients(&packet));
         self.known_recipients(&named, &directory)?;
         let verdict = self.verdict(body, &packet, &directory)?;
@@ -104,6 +104,7 @@ impl Hub {
         &self,
         origin: &Origin<'_>,
         packet: &Packet,
+        body: &[u8],
         directory: &Directory,
     ) -> Result<(Vec<Hop>, Option<Vec<String>>), HubError> {
         let (peer, route, recipients) = match origin {
@@ -121,19 +122,27 @@ impl Hub {
             } => (*id, *route, *recipients),
         };
         let fed = &self.settings.federation;
+        // A loop first: a packet of this hub's own agency that came back is refused as a
+        // loop (and its sender told), not as a forged sender.
+        if route.iter().any(|h| h.hub == fed.hub_id) || route.len() >= fed.max_hops {
+            let hubs: Vec<&str> = route.iter().map(|h| h.hub.as_str()).collect();
+            let route = hubs.join(" → ");
+            if directory.contains(&packet.from) {
+                if let Err(e) = self.loop_returned(packet, &sha256_hex(body), &route) {
+                    tracing::warn!(error = %e, "could not notify the sender of a routing loop");
+                }
+            }
+            return Err(HubError::RoutingLoop {
+                route,
+                max_hops: fed.max_hops,
+            });
+        }
         let behind = !directory.contains(&packet.from)
             && fed.route(&packet.from).is_some_and(|p| p.id == peer);
         if !behind {
             return Err(HubError::SenderNotBehindPeer {
                 from: packet.from.clone(),
                 peer: peer.to_owned(),
-            });
-        }
-        if route.iter().any(|h| h.hub == fed.hub_id) || route.len() >= fed.max_hops {
-            let hubs: Vec<&str> = route.iter().map(|h| h.hub.as_str()).collect();
-            return Err(HubError::RoutingLoop {
-                route: hubs.join(" → "),
-                max_hops: fed.max_hops,
             });
         }
         let named = named_recipients(packet);

@@ -19,6 +19,23 @@ const RECHECK_MS: u64 = 3_600_000;
 /// Who hub notices come from.
 pub const HUB_SENDER: &str = "lienthong";
 
+/// Why a hub notice says a document did not reach its recipients.
+pub(super) enum Undelivered {
+    /// Nobody acknowledged it before `[queue] expiry_secs`.
+    Expired,
+    /// A hub on the way (`by`) refused it for good, with its error code.
+    Refused { by: String, code: String },
+}
+
+impl Undelivered {
+    fn kind(&self) -> &'static str {
+        match self {
+            Undelivered::Expired => "expired",
+            Undelivered::Refused { .. } => "refused",
+        }
+    }
+}
+
 impl Hub {
     /// Expires items whose document was accepted longer than `settings.expiry` ago and that
     /// nobody acknowledged; each sender gets one hub-signed notice per document, in the same
@@ -89,7 +106,7 @@ impl Hub {
                 })
                 .collect();
             let recipients: Vec<String> = items.iter().map(|(a, _)| a.clone()).collect();
-            let notice = self.expiry_notice(doc, &recipients, now)?;
+            let notice = self.undelivered_notice(doc, &recipients, now, &Undelivered::Expired)?;
             if let Some((record, body, dkey)) = &notice {
                 changes.push(Change::Accept {
                     record,
@@ -124,31 +141,42 @@ impl Hub {
         Err(HubError::Store(StoreError::Conflict))
     }
 
-    /// The hub-signed notice telling `doc`'s sender that `recipients` never acknowledged it:
-    /// (record, body, duplicate key). None for hub notices themselves.
-    fn expiry_notice(
+    /// The hub-signed notice telling `doc`'s sender that `recipients` did not get it
+    /// (they never acknowledged it, or a peer hub refused it): (record, body, duplicate key).
+    /// None for hub notices themselves.
+    pub(super) fn undelivered_notice(
         &self,
         doc: &DocRecord,
         recipients: &[String],
         now: u64,
+        why: &Undelivered,
     ) -> Result<Option<(DocRecord, String, Vec<u8>)>, HubError> {
         if doc.kind == Kind::Notice {
             return Ok(None);
         }
-        let jws = crate::jws::sign(
-            &self.notary,
-            &json!({
-                "type": "expired",
-                "id": format_id(doc.seq),
-                "document_id": doc.document_id,
-                "sha256": doc.sha256,
-                "sender": doc.from,
-                "recipients": recipients,
-                "accepted_at": rfc3339(doc.received_at_ms),
-                "expired_at": rfc3339(now),
-            }),
-        )
-        .map_err(|e| HubError::Notary(e.to_string()))?;
+        let mut payload = json!({
+            "type": why.kind(),
+            "id": format_id(doc.seq),
+            "document_id": doc.document_id,
+            "sha256": doc.sha256,
+            "sender": doc.from,
+            "recipients": recipients,
+            "accepted_at": rfc3339(doc.received_at_ms),
+        });
+        match why {
+            Undelivered::Expired => payload["expired_at"] = rfc3339(now).into(),
+            Undelivered::Refused { by, code } => {
+                payload["refused_at"] = rfc3339(now).into();
+                payload["refused_by"] = by.as_str().into();
+                payload["reason"] = code.as_str().into();
+            }
+        }
+        let jws = crate::jws::sign(&self.notary, &payload)
+            .map_err(|e| HubError::Notary(e.to_string()))?;
+        let subject = match why {
+            Undelivered::Expired => "Hết hạn",
+            Undelivered::Refused { .. } => "Không chuyển được",
+        };
         let seq = self.store.next_seq()?;
         let record = DocRecord {
             seq,
@@ -157,7 +185,7 @@ impl Hub {
             recipients: vec![doc.from.clone()],
             document_id: None,
             subject: Some(format!(
-                "Hết hạn: {} chưa nhận văn bản {}",
+                "{subject}: {} chưa nhận văn bản {}",
                 recipients.join(", "),
                 doc.document_id.as_deref().unwrap_or("")
             )),
@@ -178,7 +206,7 @@ impl Hub {
             pdf: vec![],
             route: vec![],
         };
-        let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#expired:{seq}"));
+        let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#{}:{seq}", why.kind()));
         Ok(Some((record, jws, dkey)))
     }
 

@@ -191,6 +191,7 @@ fn failed(reason: &'static str, status: Option<u16>, detail: String) -> PushOutc
         reason,
         status,
         detail,
+        code: None,
         retry_after: None,
     }
 }
@@ -226,10 +227,18 @@ fn outcome(status: StatusCode, retry_after: Option<Duration>, answer: &[u8]) -> 
         400..=499 => "status_4xx",
         _ => "status_5xx",
     };
+    // A hub (a peer) says why in its error body: {"error": {"code", "message"}}.
+    let error = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
     PushOutcome::Failed {
         reason,
         status: Some(code),
-        detail: format!("the endpoint answered {status}"),
+        detail: match &error {
+            Some(e) => format!("the endpoint answered {status}: {e}"),
+            None => format!("the endpoint answered {status}"),
+        },
+        code: error,
         retry_after,
     }
 }
