@@ -426,17 +426,8 @@ impl Hub {
                 next: None,
             },
         ];
-        if let Some((record, body, dkey)) = &notice {
-            changes.push(Change::Accept {
-                record,
-                body: body.as_bytes(),
-                dedup_key: dkey,
-            });
-            changes.push(Change::Enqueue {
-                agency: &job.doc.from,
-                seq: record.seq,
-                accepted_ms: record.received_at_ms,
-            });
+        if let Some(n) = &notice {
+            changes.extend(super::upkeep::notice_changes(n, &job.doc.from));
         }
         let event = AuditEvent::new("forward_refused", now)
             .agency(agency)
@@ -489,21 +480,10 @@ impl Hub {
             code: format!("routing_loop ({route})"),
         };
         let to: Vec<String> = packet.to.clone();
-        let Some((record, body, dkey)) = self.undelivered_notice(&doc, &to, now, &why)? else {
+        let Some(notice) = self.undelivered_notice(&doc, &to, now, &why)? else {
             return Ok(());
         };
-        let changes = [
-            Change::Accept {
-                record: &record,
-                body: body.as_bytes(),
-                dedup_key: &dkey,
-            },
-            Change::Enqueue {
-                agency: &doc.from,
-                seq: record.seq,
-                accepted_ms: record.received_at_ms,
-            },
-        ];
+        let changes = super::upkeep::notice_changes(&notice, &doc.from);
         self.commit(&changes, vec![], true)?;
         self.wake(&doc.from);
         Ok(())

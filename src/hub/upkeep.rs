@@ -19,6 +19,26 @@ const RECHECK_MS: u64 = 3_600_000;
 /// Who hub notices come from.
 pub const HUB_SENDER: &str = "lienthong";
 
+/// A hub notice ready to store: (record, body, duplicate key).
+pub(super) type Notice = (DocRecord, String, Vec<u8>);
+
+/// The changes that store `notice` and queue it for `to`.
+pub(super) fn notice_changes<'a>(notice: &'a Notice, to: &'a str) -> [Change<'a>; 2] {
+    let (record, body, dkey) = notice;
+    [
+        Change::Accept {
+            record,
+            body: body.as_bytes(),
+            dedup_key: dkey,
+        },
+        Change::Enqueue {
+            agency: to,
+            seq: record.seq,
+            accepted_ms: record.received_at_ms,
+        },
+    ]
+}
+
 /// Why a hub notice says a document did not reach its recipients.
 pub(super) enum Undelivered {
     /// Nobody acknowledged it before `[queue] expiry_secs`.
@@ -107,17 +127,8 @@ impl Hub {
                 .collect();
             let recipients: Vec<String> = items.iter().map(|(a, _)| a.clone()).collect();
             let notice = self.undelivered_notice(doc, &recipients, now, &Undelivered::Expired)?;
-            if let Some((record, body, dkey)) = &notice {
-                changes.push(Change::Accept {
-                    record,
-                    body: body.as_bytes(),
-                    dedup_key: dkey,
-                });
-                changes.push(Change::Enqueue {
-                    agency: &doc.from,
-                    seq: record.seq,
-                    accepted_ms: record.received_at_ms,
-                });
+            if let Some(n) = &notice {
+                changes.extend(notice_changes(n, &doc.from));
             }
             match self.commit(&changes, events, true) {
                 Ok(_) => {
@@ -150,7 +161,7 @@ impl Hub {
         recipients: &[String],
         now: u64,
         why: &Undelivered,
-    ) -> Result<Option<(DocRecord, String, Vec<u8>)>, HubError> {
+    ) -> Result<Option<Notice>, HubError> {
         if doc.kind == Kind::Notice {
             return Ok(None);
         }
