@@ -323,16 +323,7 @@ async fn with_b_down_a_queues_and_delivers_everything_once_b_returns() {
         send_to_c(&net.a, &format!("D-{n}")).await;
     }
     // A holds them for hub.b.
-    let ops = net.a.role_client("ops");
-    let stats = ops
-        .call(
-            http::Method::GET,
-            "/v1/stats?window=1h",
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap()
-        .json();
+    let stats = net.a.ops_stats().await;
     let queued = stats["backlog"]
         .as_array()
         .unwrap()
@@ -431,18 +422,9 @@ async fn a_routing_loop_ends_in_a_refusal_and_a_notice_to_the_sender() {
         "{payload}"
     );
     // B gave up its copy too: nothing waits for A there.
-    let ops = net.b.role_client("ops");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = ops
-            .call(
-                http::Method::GET,
-                "/v1/stats?window=1h",
-                bytes::Bytes::new(),
-            )
-            .await
-            .unwrap()
-            .json();
+        let stats = net.b.ops_stats().await;
         if stats["pending"] == 0 {
             break;
         }

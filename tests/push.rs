@@ -245,16 +245,7 @@ async fn a_push_arrives_signed_with_the_hub_certificate_and_counts_as_delivered(
         "lienthong_push_attempts_total{{agency=\"{B}\",result=\"delivered\"}} 1"
     ))
     .await;
-    let stats = hub
-        .role_client("ops")
-        .call(
-            http::Method::GET,
-            "/v1/stats?window=1h",
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap()
-        .json();
+    let stats = hub.ops_stats().await;
     assert_eq!(stats["push"][0]["agency"], B);
     assert_eq!(stats["push"][0]["state"], "active");
     assert_eq!(stats["push"][0]["delivered"], 1);
@@ -379,16 +370,7 @@ async fn gone_makes_the_agency_pull_only_until_its_endpoint_changes() {
     gone.wait_for(1).await;
     hub.wait_for_metric(&format!("lienthong_push_pull_only{{agency=\"{B}\"}} 1"))
         .await;
-    let ops = hub.role_client("ops");
-    let stats = ops
-        .call(
-            http::Method::GET,
-            "/v1/stats?window=1h",
-            bytes::Bytes::new(),
-        )
-        .await
-        .unwrap()
-        .json();
+    let stats = hub.ops_stats().await;
     assert_eq!(stats["push"][0]["state"], "pull_only");
     // Nothing more is pushed there; both documents are in the inbox.
     let (second, _) = send(&hub, "P-6").await;

@@ -42,6 +42,18 @@ pub struct PushJob {
     started_ms: u64,
 }
 
+impl PushJob {
+    /// The change that moves this attempt's push entry to `next` (`None`: ends it).
+    fn moved(&self, next: Option<(u64, u32)>) -> Change<'_> {
+        Change::Push {
+            agency: &self.agency,
+            seq: self.seq,
+            was: Some(self.due_at),
+            next,
+        }
+    }
+}
+
 /// What a forward to a peer hub carries besides the packet.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -133,22 +145,23 @@ impl Hub {
     }
 
     /// Wakes the push worker after a commit that scheduled pushes.
+    /// Runs after every commit: takes no lock unless the commit scheduled a first push.
     pub(super) fn pushes_scheduled(&self, changes: &[Change<'_>]) {
-        let mut lanes = self.push_lanes.lock().expect("push lanes lock");
-        let mut any = false;
-        for c in changes {
-            if let Change::Push {
+        let mut first = changes.iter().filter_map(|c| match c {
+            Change::Push {
                 agency, was: None, ..
-            } = c
-            {
-                lanes.mark_dirty(agency);
-                any = true;
-            }
+            } => Some(*agency),
+            _ => None,
+        });
+        let Some(one) = first.next() else {
+            return;
+        };
+        let mut lanes = self.push_lanes.lock().expect("push lanes lock");
+        for agency in std::iter::once(one).chain(first) {
+            lanes.mark_dirty(agency);
         }
         drop(lanes);
-        if any {
-            self.push_wake.notify_one();
-        }
+        self.push_wake.notify_one();
     }
 
     /// `agency`'s scheduled pushes, earliest first (due or not), at most `limit`.
@@ -271,12 +284,7 @@ impl Hub {
                 at_ms,
                 accepted_ms: job.doc.received_at_ms,
             },
-            Change::Push {
-                agency,
-                seq: job.seq,
-                was: Some(job.due_at),
-                next: None,
-            },
+            job.moved(None),
         ];
         let pushed = AuditEvent::new("pushed", at_ms)
             .agency(agency)
@@ -342,12 +350,7 @@ impl Hub {
             }
             // Acked or expired meanwhile: the push ends with this attempt.
             let next = current.map(|_| (next_at, job.attempt));
-            changes.push(Change::Push {
-                agency,
-                seq: job.seq,
-                was: Some(job.due_at),
-                next,
-            });
+            changes.push(job.moved(next));
             if gone {
                 changes.push(Change::PullOnly {
                     agency,
@@ -419,12 +422,7 @@ impl Hub {
                 seq: job.seq,
                 accepted_ms: job.doc.received_at_ms,
             },
-            Change::Push {
-                agency,
-                seq: job.seq,
-                was: Some(job.due_at),
-                next: None,
-            },
+            job.moved(None),
         ];
         if let Some(n) = &notice {
             changes.extend(super::upkeep::notice_changes(n, &job.doc.from));

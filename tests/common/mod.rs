@@ -232,6 +232,15 @@ impl TestHub {
         )
     }
 
+    /// `GET /v1/stats?window=1h` as ops staff see it.
+    pub async fn ops_stats(&self) -> serde_json::Value {
+        self.role_client("ops")
+            .call(Method::GET, "/v1/stats?window=1h", Bytes::new())
+            .await
+            .unwrap()
+            .json()
+    }
+
     /// A client with a role certificate (`certs/roles/<role>.pem`: ops, auditor).
     pub fn role_client(&self, role: &str) -> Client {
         Client::new(
