@@ -47,11 +47,12 @@ fn peer(id: &str, port: u16, ca: &Path, routes: &[&str], default: bool) -> Strin
 /// C1, parent B). Each hub's client certificate is a role certificate of its own CA with
 /// its hub id as CN; client CAs and signature trust stores hold the neighbours'.
 fn network(max_hops: usize) -> Net {
-    network_with(max_hops, &[])
+    network_with(max_hops, &[], "")
 }
 
-/// [`network`] where B also routes `extra_to_a` to A (a misconfiguration makes a loop).
-fn network_with(max_hops: usize, extra_to_a: &[&str]) -> Net {
+/// [`network`] where B also routes `extra_to_a` to A (a misconfiguration makes a loop), and
+/// C's config has `c_extra` too.
+fn network_with(max_hops: usize, extra_to_a: &[&str], c_extra: &str) -> Net {
     let mut hubs: Vec<TestHub> = [A1, B1, C1]
         .iter()
         .map(|id| TestHub::start(&directory(id), ""))
@@ -102,12 +103,15 @@ fn network_with(max_hops: usize, extra_to_a: &[&str]) -> Net {
         peer("hub.b", ports[1], &own(1), &[], true),
     ];
     for (i, h) in hubs.iter_mut().enumerate() {
-        let config = format!(
+        let mut config = format!(
             "[federation]\nhub_id = \"{}\"\nmax_hops = {max_hops}\n\
              [outbound]\nclient_cert = \"certs/roles/{0}.pem\"\nclient_key = \"certs/roles/{0}.key\"\n\
              [push]\nretry = [\"300ms\", \"1s\"]\n{}",
             ids[i], configs[i]
         );
+        if i == 2 {
+            config += c_extra;
+        }
         std::fs::write(&h.config, config).unwrap();
         h.stop();
         h.listen = format!("127.0.0.1:{}", ports[i]);
@@ -129,6 +133,17 @@ async fn wait_inbox(hub: &TestHub, agency: &str) -> Vec<Value> {
         }
         assert!(Instant::now() < deadline, "nothing arrived for {agency}");
     }
+}
+
+/// One recipient's entry in a `/status` answer.
+fn recipient(status: &Value, agency: &str) -> Value {
+    status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["agency"] == agency)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {agency} in {status}"))
 }
 
 async fn status(hub: &TestHub, agency: &str, id: &str) -> Value {
@@ -173,6 +188,34 @@ async fn a_document_travels_a_to_c_through_b_and_its_status_comes_back() {
         StatusCode::OK
     );
 
+    // C reports the fetch and the ack back: A shows C1 delivered, as reported by hub.c.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(&net.a, A1, &id).await;
+        let c1_state = recipient(&s, C1);
+        if c1_state["state"] == "delivered" {
+            let steps: Vec<(&str, &str)> = c1_state["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|h| h["remote"].is_object())
+                .map(|h| {
+                    (
+                        h["state"].as_str().unwrap(),
+                        h["remote"]["hub"].as_str().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                steps,
+                [("fetched", "hub.c"), ("delivered", "hub.c")],
+                "{c1_state}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "A never heard from C: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // At A: forwarded to B (its queue `@hub.b` delivered, with B's signed receipt).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -385,7 +428,7 @@ async fn hubs_killed_mid_transfer_still_deliver_exactly_one_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routing_loop_ends_in_a_refusal_and_a_notice_to_the_sender() {
     // A sends H99 to its parent B; B (misconfigured) sends H99 back to A.
-    let net = network_with(4, &["*.*.*.H99"]);
+    let net = network_with(4, &["*.*.*.H99"], "");
     let x = "000.00.01.H99";
     let body = net.a.packet(A1, &[x], "L-1", b"");
     let r = submit(&net.a.client(A1, HttpVersion::Auto), body).await;
@@ -431,4 +474,95 @@ async fn a_routing_loop_ends_in_a_refusal_and_a_notice_to_the_sender() {
         assert!(Instant::now() < deadline, "B still holds it: {stats}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The payload of the hub notice `item` (a JWS) in `agency`'s inbox at `hub`.
+async fn notice_payload(hub: &TestHub, agency: &str, item: &Value) -> Value {
+    let c = hub.client(agency, HttpVersion::Auto);
+    let notice = get(
+        &c,
+        &format!("/v1/documents/{}", item["id"].as_str().unwrap()),
+    )
+    .await;
+    let jws = String::from_utf8(notice.body.to_vec()).unwrap();
+    let payload = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jws.split('.').nth(1).unwrap(),
+    )
+    .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+/// Waits until `hub`'s `/status` of `id` shows `agency` in `state`; returns that entry.
+async fn wait_state(hub: &TestHub, sender: &str, id: &str, agency: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(hub, sender, id).await;
+        let r = recipient(&s, agency);
+        if r["state"] == state {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{agency} never {state}: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_expiry_two_hops_away_reach_the_sender() {
+    // C expires what nobody acks within 2 s; it routes what it does not know to B (its
+    // parent), which sends H29 agencies back to C: a loop that B refuses.
+    let net = network_with(4, &[], "[queue]\nexpiry_secs = 2\nupkeep_secs = 1\n");
+    let a1 = net.a.client(A1, HttpVersion::Auto);
+
+    // Refused in the middle: C forwards to B, B refuses (routing_loop); C reports to B,
+    // B passes it to A, A tells its sender.
+    let stranger = "000.00.02.H29";
+    let r = submit(&a1, net.a.packet(A1, &[stranger], "R-1", b"")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let items = wait_inbox(&net.a, A1).await;
+    assert_eq!(items[0]["kind"], "notice", "{items:?}");
+    let payload = notice_payload(&net.a, A1, &items[0]).await;
+    assert_eq!(payload["type"], "refused", "{payload}");
+    assert_eq!(payload["refused_by"], "hub.b", "{payload}");
+    assert!(
+        payload["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("routing_loop"),
+        "{payload}"
+    );
+    assert_eq!(payload["recipients"], serde_json::json!([stranger]));
+    let state = wait_state(&net.a, A1, &id, stranger, "refused").await;
+    let last = state["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["remote"]["hub"], "hub.c", "{state}");
+    assert_eq!(last["remote"]["refused_by"], "hub.b", "{state}");
+    for i in &items {
+        let acked = post(&a1, &format!("/v1/inbox/{}/ack", i["id"].as_str().unwrap())).await;
+        assert_eq!(acked.status, StatusCode::OK);
+    }
+
+    // Expired at the end: C1 never acks; A's sender learns it from C's report.
+    let r = submit(&a1, net.a.packet(A1, &[C1], "E-1", b"")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let state = wait_state(&net.a, A1, &id, C1, "expired").await;
+    let last = state["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["remote"]["hub"], "hub.c", "{state}");
+    let items = wait_inbox(&net.a, A1).await;
+    assert_eq!(items.len(), 1, "one notice: {items:?}");
+    let payload = notice_payload(&net.a, A1, &items[0]).await;
+    assert_eq!(payload["type"], "expired", "{payload}");
+    assert_eq!(payload["reported_by"], "hub.c", "{payload}");
+    assert_eq!(payload["recipients"], serde_json::json!([C1]));
 }

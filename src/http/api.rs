@@ -104,7 +104,10 @@ impl Api {
         // Posting endpoints are for agencies (the federation one for peer hubs): refuse
         // others before the body is read, cleanly.
         if req.method() == Method::POST {
-            let federation = req.uri().path() == "/v1/federation/packets";
+            let federation = matches!(
+                req.uri().path(),
+                "/v1/federation/packets" | "/v1/federation/reports"
+            );
             let allowed = match (&caller, federation) {
                 (Principal::PeerHub(_), true) => Ok(()),
                 (_, true) => Err(crate::hub::HubError::NotAPeer),
@@ -141,6 +144,7 @@ impl Api {
         match (req.method(), segments.as_slice()) {
             (&Method::POST, ["v1", "documents"]) => self.submit(&caller, req).await,
             (&Method::POST, ["v1", "federation", "packets"]) => self.forwarded(&caller, req).await,
+            (&Method::POST, ["v1", "federation", "reports"]) => self.report(&caller, req).await,
             (&Method::GET, ["v1", "inbox"]) => self.inbox(&caller, req.uri().query()).await,
             (&Method::GET, ["v1", "documents", id]) => self.fetch(&caller, id).await,
             (&Method::POST, ["v1", "inbox", id, "ack"]) => self.ack(&caller, id).await,
@@ -281,6 +285,30 @@ impl Api {
             linger(body);
         }
         self.accepted(result?)
+    }
+
+    /// `POST /v1/federation/reports`: a peer hub reports what became of a document this
+    /// hub forwarded (docs/federation.md). 201 for a new report, 200 for a retry.
+    async fn report<B: ApiBody>(&self, who: &Principal, req: Request<B>) -> Result<Resp, ApiError> {
+        let declared = declared_length(req.headers());
+        let mut body = req.into_body();
+        let result = self
+            .service
+            .report(who, declared, &mut Frames(&mut body))
+            .await;
+        if result.is_err() {
+            linger(body);
+        }
+        let answer = result?;
+        let status = if answer.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(json(
+            status,
+            &serde_json::to_value(&answer).expect("serializable"),
+        ))
     }
 
     /// The answer to an accepted (or replayed) packet.

@@ -65,6 +65,7 @@ impl From<HubError> for ApiError {
             | HubError::NotAnAgency
             | HubError::NotAPeer
             | HubError::SenderNotBehindPeer { .. }
+            | HubError::RecipientNotBehindPeer { .. }
             | HubError::NotAnAuditor => StatusCode::FORBIDDEN,
             HubError::DuplicateDocumentId { .. } => StatusCode::CONFLICT,
             HubError::NotFound => StatusCode::NOT_FOUND,

@@ -41,6 +41,11 @@ fn transitions(e: &Entry) -> Vec<(String, String)> {
         "expired" => vec![(agency, "expired".into())],
         // A push attempt that failed: the item stays queued (and pullable) until the next.
         "push_failed" | "push_gone" => vec![(agency, "push_failed".into())],
+        // What the hub holding a remote recipient's copy reported (docs/federation.md).
+        "remote_state" => match detail["state"].as_str() {
+            Some(s) => vec![(agency, s.to_owned())],
+            None => vec![],
+        },
         _ => vec![],
     }
 }
@@ -50,6 +55,31 @@ fn step_detail(e: &Entry) -> Option<Value> {
     match e.event.as_str() {
         "push_failed" | "push_gone" | "pushed" => e.detail.clone(),
         _ => None,
+    }
+}
+
+/// What a step reported by another hub shows: that hub, when, and why (refusals).
+fn remote_detail(e: &Entry) -> Option<Value> {
+    (e.event == "remote_state").then(|| {
+        let d = e.detail.clone().unwrap_or(Value::Null);
+        let mut out = serde_json::json!({"hub": d["hub"], "at": d["at"]});
+        for k in ["reason", "refused_by"] {
+            if !d[k].is_null() {
+                out[k] = d[k].clone();
+            }
+        }
+        out
+    })
+}
+
+/// Whether a reported step would move a recipient back: reports and status notices travel
+/// separately, so a `delivered` report may arrive after the recipient's "accepted" (03).
+fn goes_back(last: Option<&str>, state: &str) -> bool {
+    let before_delivery = matches!(last, None | Some("queued" | "leased" | "push_failed"));
+    match state {
+        "fetched" => !before_delivery,
+        "delivered" => !(before_delivery || last == Some("fetched")),
+        _ => false,
     }
 }
 
@@ -64,6 +94,10 @@ pub struct Step {
     /// push carries the push's `attempt`, `status` and `ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<Value>,
+    /// For a state reported by the hub holding a remote recipient's copy: that hub, the
+    /// time there, and for refusals who refused and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Value>,
 }
 
 /// A recipient's current state and how it got there.
@@ -154,11 +188,15 @@ impl Hub {
                 if state == "fetched" && !matches!(last, None | Some("queued" | "leased")) {
                     continue;
                 }
+                if e.event == "remote_state" && goes_back(last, &state) {
+                    continue;
+                }
                 history.push(Step {
                     state,
                     at: e.at.clone(),
                     audit_index: e.index,
                     push: step_detail(&e),
+                    remote: remote_detail(&e),
                 });
             }
         }

@@ -25,6 +25,8 @@ mod backup;
 mod delivery;
 mod delivery_state;
 pub mod events;
+mod forwarding;
+mod hop_reports;
 mod identity;
 pub mod jobs;
 mod observe;
@@ -42,6 +44,7 @@ pub mod worker;
 
 pub use crate::ids::{format_id, now_ms, parse_id, rfc3339};
 pub use admission::{AdmissionLimits, AgencySlot, as_agency};
+pub use hop_reports::ReportAnswer;
 pub use identity::{AgencyId, Principal};
 pub use receipts_and_proofs::{AuditFilter, Reader};
 pub use report::{Scope, Window};
@@ -92,6 +95,8 @@ pub enum HubError {
         "From {from} is not an agency behind peer {peer}: a peer forwards only its side's mail"
     )]
     SenderNotBehindPeer { from: String, peer: String },
+    #[error("{recipient} is not a recipient behind peer {peer}: a peer reports only on its side")]
+    RecipientNotBehindPeer { recipient: String, peer: String },
     #[error("routing loop: the packet already passed {route} (at most {max_hops} hops)")]
     RoutingLoop { route: String, max_hops: usize },
     #[error("the hub is busy: too many requests are waiting; retry shortly")]
@@ -144,6 +149,7 @@ impl HubError {
             HubError::NotAnAuditor => "not_an_auditor",
             HubError::NotAPeer => "not_a_peer",
             HubError::SenderNotBehindPeer { .. } => "sender_not_behind_peer",
+            HubError::RecipientNotBehindPeer { .. } => "recipient_not_behind_peer",
             HubError::RoutingLoop { .. } => "routing_loop",
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",
@@ -390,6 +396,20 @@ impl Hub {
         let now = now_ms();
         // Items queued for agencies with a push endpoint get their first push in the same
         // batch (see `push.rs`).
+        // Acks and first fetches of documents from behind a peer hub report back in the
+        // same batch (see `hop_reports.rs`).
+        let reports = self.reports_for(changes)?;
+        let with_reports: Vec<Change<'_>>;
+        let changes = if reports.is_empty() {
+            changes
+        } else {
+            with_reports = changes
+                .iter()
+                .cloned()
+                .chain(reports.iter().flat_map(|r| r.changes()))
+                .collect();
+            &with_reports[..]
+        };
         let changes = &*self.with_pushes(changes, now);
         let mut events = events::for_changes(changes, now);
         events.extend(extra);

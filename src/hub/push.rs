@@ -44,7 +44,7 @@ pub struct PushJob {
 
 impl PushJob {
     /// The change that moves this attempt's push entry to `next` (`None`: ends it).
-    fn moved(&self, next: Option<(u64, u32)>) -> Change<'_> {
+    pub(super) fn moved(&self, next: Option<(u64, u32)>) -> Change<'_> {
         Change::Push {
             agency: &self.agency,
             seq: self.seq,
@@ -219,13 +219,18 @@ impl Hub {
             r => r?,
         };
         let forward = crate::federation::queue_peer(agency).map(|peer| self.forward_of(&doc, peer));
+        // A report goes to the peer's report endpoint, not its packet endpoint.
+        let url = match forward.is_some() && super::hop_reports::is_report(&doc) {
+            true => url.replace("/v1/federation/packets", "/v1/federation/reports"),
+            false => url.to_owned(),
+        };
         let id = format_id(due.seq);
         let signature = crate::webhook::sign(&self.notary, &id, &body, SystemTime::now())
             .map_err(|e| HubError::Notary(e.to_string()))?;
         Ok(Some(PushJob {
             agency: agency.to_owned(),
             seq: due.seq,
-            url: url.to_owned(),
+            url,
             doc,
             body,
             signature,
@@ -370,126 +375,9 @@ impl Hub {
         Err(HubError::Store(StoreError::Conflict))
     }
 
-    /// What a forward of `doc` to `peer` carries: the route (this hub first, for local
-    /// mail) and the recipients that route through that peer.
-    fn forward_of(&self, doc: &DocRecord, peer: &str) -> Forward {
-        let fed = &self.settings.federation;
-        let directory = self.directory.snapshot();
-        let recipients = doc
-            .recipients
-            .iter()
-            .filter(|r| !directory.contains(r) && fed.route(r).is_some_and(|p| p.id == peer))
-            .cloned()
-            .collect();
-        let route = if doc.route.is_empty() {
-            vec![crate::federation::Hop {
-                hub: fed.hub_id.clone(),
-                at: rfc3339(doc.received_at_ms),
-            }]
-        } else {
-            doc.route.clone()
-        };
-        Forward { route, recipients }
-    }
-
-    /// A peer hub refused a forward for good (a 4xx: a loop, a signature it does not
-    /// accept, a sender it does not route back): retrying cannot help. The item leaves the
-    /// peer's queue, the `forward_refused` entry says why, and a sender of this hub gets a
-    /// hub notice (a sender behind another hub learns it when its copy expires).
-    fn forward_refused(&self, job: &PushJob, code: &str, now: u64) -> Result<(), HubError> {
-        let agency = job.agency.as_str();
-        let peer = crate::federation::queue_peer(agency)
-            .unwrap_or(agency)
-            .to_owned();
-        let recipients = job
-            .forward
-            .as_ref()
-            .map(|f| f.recipients.clone())
-            .unwrap_or_default();
-        let local_sender = self.directory.snapshot().contains(&job.doc.from);
-        let why = super::upkeep::Undelivered::Refused {
-            by: peer.clone(),
-            code: code.to_owned(),
-        };
-        let notice = if local_sender {
-            self.undelivered_notice(&job.doc, &recipients, now, &why)?
-        } else {
-            None
-        };
-        let mut changes = vec![
-            Change::Dequeue {
-                agency,
-                seq: job.seq,
-                accepted_ms: job.doc.received_at_ms,
-            },
-            job.moved(None),
-        ];
-        if let Some(n) = &notice {
-            changes.extend(super::upkeep::notice_changes(n, &job.doc.from));
-        }
-        let event = AuditEvent::new("forward_refused", now)
-            .agency(agency)
-            .document(job.seq)
-            .detail(
-                json!({"peer": peer, "reason": code, "recipients": recipients,
-                "attempt": job.attempt}),
-            );
-        tracing::warn!(peer, id = %job.signature.id, reason = code, "a peer hub refused a forward");
-        match self.commit(&changes, vec![event], true) {
-            Ok(_) => {
-                if notice.is_some() {
-                    self.wake(&job.doc.from);
-                }
-                Ok(())
-            }
-            // Acked or withdrawn meanwhile: nothing left to refuse.
-            Err(HubError::Store(StoreError::Conflict)) => self.commit_quietly(&changes[1..2]),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A hub's own packet came back to it (a routing loop): its local sender gets the
-    /// notice at once (the hub that sent it back learns of it from the refusal). Only for
-    /// the very bytes this hub accepted, so a peer cannot make up notices about an agency's
-    /// documents.
-    pub(super) fn loop_returned(
-        &self,
-        packet: &crate::edxml::Packet,
-        sha256: &str,
-        route: &str,
-    ) -> Result<(), HubError> {
-        let key = match (&packet.document_id, packet.business_type) {
-            (Some(id), 0) => crate::store::dedup_key(&packet.from, id),
-            _ => return Ok(()),
-        };
-        let Some(doc) = self
-            .store
-            .dedup(&key)?
-            .and_then(|s| self.store.doc(s).ok().flatten())
-        else {
-            return Ok(());
-        };
-        if doc.sha256 != sha256 {
-            return Ok(());
-        }
-        let now = now_ms();
-        let why = super::upkeep::Undelivered::Refused {
-            by: self.settings.federation.hub_id.clone(),
-            code: format!("routing_loop ({route})"),
-        };
-        let to: Vec<String> = packet.to.clone();
-        let Some(notice) = self.undelivered_notice(&doc, &to, now, &why)? else {
-            return Ok(());
-        };
-        let changes = super::upkeep::notice_changes(&notice, &doc.from);
-        self.commit(&changes, vec![], true)?;
-        self.wake(&doc.from);
-        Ok(())
-    }
-
     /// Commits bookkeeping of the push index; a conflict means another change already did
     /// what was needed (or will: the next pass reads again).
-    fn commit_quietly(&self, changes: &[Change<'_>]) -> Result<(), HubError> {
+    pub(super) fn commit_quietly(&self, changes: &[Change<'_>]) -> Result<(), HubError> {
         match self.commit(changes, vec![], false) {
             Ok(_) | Err(HubError::Store(StoreError::Conflict)) => Ok(()),
             Err(e) => Err(e),

@@ -99,6 +99,32 @@ impl Service {
             .await
     }
 
+    /// A peer hub's delivery report (`POST /v1/federation/reports`).
+    pub async fn report<S: BodySource>(
+        &self,
+        who: &Principal,
+        declared: Option<u64>,
+        body: &mut S,
+    ) -> Result<super::hop_reports::ReportAnswer, HubError> {
+        let Principal::PeerHub(peer) = who else {
+            return Err(HubError::NotAPeer);
+        };
+        let peer = peer.clone();
+        if declared.is_some_and(|n| n > super::hop_reports::REPORT_MAX as u64) {
+            return Err(HubError::Invalid(format!(
+                "a report is at most {} bytes",
+                super::hop_reports::REPORT_MAX
+            )));
+        }
+        let (bytes, hold) = self.hub.uploads.read(&peer, body, declared).await?;
+        self.hub
+            .request(move |h| {
+                let _hold = hold;
+                h.receive_report(&peer, &bytes)
+            })
+            .await
+    }
+
     /// Records a refusal of `who`'s request (aggregated per agency, reason and minute).
     async fn refused(&self, who: &Principal, code: &'static str) {
         if let Principal::Agency(a) = who {

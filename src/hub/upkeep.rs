@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::hop_reports::RemoteState;
 use super::{Hub, HubError, format_id, now_ms, rfc3339};
 use crate::audit::AuditEvent;
 use crate::edxml::Kind;
@@ -45,12 +46,14 @@ pub(super) enum Undelivered {
     Expired,
     /// A hub on the way (`by`) refused it for good, with its error code.
     Refused { by: String, code: String },
+    /// The hub that held the copies (`hub`) reports they expired there.
+    ExpiredAt { hub: String },
 }
 
 impl Undelivered {
     fn kind(&self) -> &'static str {
         match self {
-            Undelivered::Expired => "expired",
+            Undelivered::Expired | Undelivered::ExpiredAt { .. } => "expired",
             Undelivered::Refused { .. } => "refused",
         }
     }
@@ -125,10 +128,20 @@ impl Hub {
                         .detail(json!({"deliveries": deliveries}))
                 })
                 .collect();
-            let recipients: Vec<String> = items.iter().map(|(a, _)| a.clone()).collect();
-            let notice = self.undelivered_notice(doc, &recipients, now, &Undelivered::Expired)?;
+            let recipients = self.recipients_in(doc, items.iter().map(|(a, _)| a.as_str()));
+            // A sender here gets a notice; one behind a peer hub a report that travels back.
+            let (notice, report) = if self.from_behind_peer(doc) {
+                let r = self.report(doc, &recipients, RemoteState::Expired, None)?;
+                (None, r)
+            } else {
+                let n = self.undelivered_notice(doc, &recipients, now, &Undelivered::Expired)?;
+                (n, None)
+            };
             if let Some(n) = &notice {
                 changes.extend(notice_changes(n, &doc.from));
+            }
+            if let Some(r) = &report {
+                changes.extend(r.changes());
             }
             match self.commit(&changes, events, true) {
                 Ok(_) => {
@@ -150,6 +163,28 @@ impl Hub {
             }
         }
         Err(HubError::Store(StoreError::Conflict))
+    }
+
+    /// The recipients behind `queues` of `doc`: an agency's queue is that agency, a peer
+    /// hub's queue the recipients that route through that peer.
+    fn recipients_in<'q>(
+        &self,
+        doc: &DocRecord,
+        queues: impl Iterator<Item = &'q str>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for q in queues {
+            let behind = match crate::federation::queue_peer(q) {
+                Some(peer) => self.forward_of(doc, peer).recipients,
+                None => vec![q.to_owned()],
+            };
+            for r in behind {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+        }
+        out
     }
 
     /// The hub-signed notice telling `doc`'s sender that `recipients` did not get it
@@ -176,6 +211,10 @@ impl Hub {
         });
         match why {
             Undelivered::Expired => payload["expired_at"] = rfc3339(now).into(),
+            Undelivered::ExpiredAt { hub } => {
+                payload["expired_at"] = rfc3339(now).into();
+                payload["reported_by"] = hub.as_str().into();
+            }
             Undelivered::Refused { by, code } => {
                 payload["refused_at"] = rfc3339(now).into();
                 payload["refused_by"] = by.as_str().into();
@@ -185,7 +224,7 @@ impl Hub {
         let jws = crate::jws::sign(&self.notary, &payload)
             .map_err(|e| HubError::Notary(e.to_string()))?;
         let subject = match why {
-            Undelivered::Expired => "Hết hạn",
+            Undelivered::Expired | Undelivered::ExpiredAt { .. } => "Hết hạn",
             Undelivered::Refused { .. } => "Không chuyển được",
         };
         let seq = self.store.next_seq()?;

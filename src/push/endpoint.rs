@@ -93,9 +93,25 @@ impl Endpoint {
         &self.url
     }
 
-    /// POSTs `body` with `headers`; the outcome for the push's schedule.
-    pub async fn post(&self, headers: &[(&'static str, String)], body: Bytes) -> PushOutcome {
-        match tokio::time::timeout(self.timeouts.total, self.attempt(headers, body)).await {
+    /// POSTs `body` with `headers` to `url` (this endpoint's, or another path on the same
+    /// server: a peer hub's report endpoint); the outcome for the push's schedule.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> PushOutcome {
+        let path = match url.parse::<http::Uri>() {
+            Ok(u)
+                if url != self.url
+                    && u.authority().is_some_and(|a| a == self.authority.as_str()) =>
+            {
+                u.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+            }
+            _ => self.path.clone(),
+        };
+        let attempt = self.attempt(&path, headers, body);
+        match tokio::time::timeout(self.timeouts.total, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => failed(
                 "timeout",
@@ -105,7 +121,12 @@ impl Endpoint {
         }
     }
 
-    async fn attempt(&self, headers: &[(&'static str, String)], body: Bytes) -> PushOutcome {
+    async fn attempt(
+        &self,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> PushOutcome {
         let conn = match self.conn().await {
             Ok(c) => c,
             Err(e) => return connect_failure(e),
@@ -115,10 +136,8 @@ impl Endpoint {
             req = req.header(*name, value);
         }
         req = match conn {
-            Conn::H1(_) => req
-                .uri(&self.path)
-                .header(http::header::HOST, &self.authority),
-            Conn::H2(_) => req.uri(format!("https://{}{}", self.authority, self.path)),
+            Conn::H1(_) => req.uri(path).header(http::header::HOST, &self.authority),
+            Conn::H2(_) => req.uri(format!("https://{}{path}", self.authority)),
         };
         let req = match req.body(Full::new(body)) {
             Ok(r) => r,

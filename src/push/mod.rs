@@ -361,7 +361,7 @@ impl Attempt {
             return Ok(());
         };
         let body = Bytes::from(std::mem::take(&mut job.body));
-        let outcome = self.endpoint.post(&headers(&job), body).await;
+        let outcome = self.endpoint.post(&job.url, &headers(&job), body).await;
         if let crate::hub::push::PushOutcome::Failed { detail, .. } = &outcome {
             tracing::info!(agency = %job.agency, id = %job.signature.id, attempt = job.attempt, error = %detail, "push failed");
         }
