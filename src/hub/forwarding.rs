@@ -64,7 +64,7 @@ impl Hub {
         } else {
             None
         };
-        let report = if !local_sender && self.from_behind_peer(&job.doc) {
+        let report = if !local_sender && self.sent_from_behind_peer(&job.doc) {
             self.report(
                 &job.doc,
                 &recipients,

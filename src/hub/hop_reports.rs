@@ -123,7 +123,7 @@ const REPORT_SUBJECT: &str = "Báo cáo chuyển phát";
 impl Hub {
     /// Whether `doc` came from an agency behind a peer hub (so its recipients' states are
     /// reported back). Hub notices and reports are not reported on.
-    pub(super) fn from_behind_peer(&self, doc: &DocRecord) -> bool {
+    pub(super) fn sent_from_behind_peer(&self, doc: &DocRecord) -> bool {
         doc.from != HUB_SENDER
             && self.settings.federation.route(&doc.from).is_some()
             && !self.directory.snapshot().contains(&doc.from)
@@ -158,7 +158,7 @@ impl Hub {
             let Some(doc) = self.store.doc(seq)? else {
                 continue;
             };
-            if self.from_behind_peer(&doc) {
+            if self.sent_from_behind_peer(&doc) {
                 out.extend(self.report(&doc, &recipients, state, None)?);
             }
         }

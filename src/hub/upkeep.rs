@@ -130,7 +130,7 @@ impl Hub {
                 .collect();
             let recipients = self.recipients_in(doc, items.iter().map(|(a, _)| a.as_str()));
             // A sender here gets a notice; one behind a peer hub a report that travels back.
-            let (notice, report) = if self.from_behind_peer(doc) {
+            let (notice, report) = if self.sent_from_behind_peer(doc) {
                 let r = self.report(doc, &recipients, RemoteState::Expired, None)?;
                 (None, r)
             } else {
