@@ -566,3 +566,52 @@ async fn refusals_and_expiry_two_hops_away_reach_the_sender() {
     assert_eq!(payload["reported_by"], "hub.c", "{payload}");
     assert_eq!(payload["recipients"], serde_json::json!([C1]));
 }
+
+/// A revoke (BussinessDocType 1) of `document_id` from `from`, signed.
+fn revoke(hub: &TestHub, from: &str, to: &[&str], document_id: &str) -> Vec<u8> {
+    let text = String::from_utf8(packet(from, to, document_id, b"")).unwrap();
+    let text = text.replace(
+        "<edXML:BussinessDocType>0</edXML:BussinessDocType>",
+        "<edXML:BussinessDocType>1</edXML:BussinessDocType>",
+    );
+    hub.sign(from, text.as_bytes())
+}
+
+/// Waits until `hub` holds nothing for anyone (`pending` 0) or, with `n`, `n` items.
+async fn wait_pending(hub: &TestHub, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = hub.ops_stats().await;
+        if stats["pending"] == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pending never {n}: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_follows_the_document_to_the_hub_that_holds_it() {
+    let net = network(4);
+    let a1 = net.a.client(A1, HttpVersion::Auto);
+    // A revocation that overtakes its document (forwards run in parallel) is "too early"
+    // at the next hub, which the forwarding hub retries; it is not a refusal.
+    let early = revoke(&net.a, A1, &[C1], "V-0");
+    let route = r#"[{"hub":"hub.a","at":"2026-11-30T10:00:00Z"},{"hub":"hub.b","at":"2026-11-30T10:00:01Z"}]"#;
+    let (code, body) = forward(&net.c, &net.b, "roles/hub.b", route, C1, &early);
+    assert_eq!(code, "425", "{body}");
+    assert!(body.contains("original_pending"), "{body}");
+
+    // C holds V-1 for C1, who has not listed it; A1 revokes it.
+    let r = submit(&a1, net.a.packet(A1, &[C1], "V-1", b"")).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    wait_pending(&net.c, 1).await;
+    let r = submit(&a1, revoke(&net.a, A1, &[C1], "V-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    // The revocation travels A → B → C, and C takes V-1 back: C1 never sees either.
+    wait_pending(&net.c, 0).await;
+    let c1 = net.c.client(C1, HttpVersion::Auto);
+    assert!(inbox(&c1, "wait=1").await.is_empty(), "C1 got something");
+    let state = recipient(&status(&net.a, A1, &id).await, C1);
+    assert_eq!(state["state"], "revoked", "{state}");
+}

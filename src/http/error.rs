@@ -75,6 +75,10 @@ impl From<HubError> for ApiError {
             HubError::UploadTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             HubError::BodyReadFailed(_) | HubError::EmptyBody => StatusCode::BAD_REQUEST,
             HubError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            // 425 Too Early: the forwarding hub retries it on its schedule.
+            HubError::OriginalPending(_) => {
+                StatusCode::from_u16(425).expect("425 is a status code")
+            }
             HubError::Purged(_) => StatusCode::GONE,
             HubError::Invalid(_) => StatusCode::BAD_REQUEST,
             HubError::Notary(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +97,7 @@ impl From<HubError> for ApiError {
                 | HubError::Busy
                 | HubError::UploadsBusy => Some(1),
                 HubError::TooMany { retry_after, .. } => Some(*retry_after),
+                HubError::OriginalPending(_) => Some(5),
                 _ => (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5),
             },
         }

@@ -103,7 +103,10 @@ impl Hub {
         };
         let from = packet.from.as_str();
         match packet.business_type {
-            1 => self.plan_revoke(self.own_document(from, &target())?, &mut plan)?,
+            1 => {
+                let doc = self.own_document(from, &target())?;
+                self.plan_revoke(doc, directory, &mut plan)?
+            }
             2 => {
                 let doc = self.own_document(from, &target())?;
                 self.plan_update(packet, doc, directory, &mut plan)?;
@@ -162,13 +165,26 @@ impl Hub {
     }
 
     /// Revoke: recipients that have not pulled `doc` lose it; the others get the packet.
-    fn plan_revoke(&self, mut doc: DocRecord, plan: &mut Plan) -> Result<(), HubError> {
+    /// A recipient behind a peer hub counts as pulled once the forward to that peer began
+    /// (the revocation then follows the document there, and that hub takes it back);
+    /// before that, the forward is simply taken back here.
+    fn plan_revoke(
+        &self,
+        mut doc: DocRecord,
+        directory: &Directory,
+        plan: &mut Plan,
+    ) -> Result<(), HubError> {
         let now = now_ms();
         let mut pulled = Vec::new();
+        let mut taken_back = Vec::new();
         for r in &doc.recipients {
-            let waiting = self.not_pulled(r, &doc)?;
+            let queue = self.queue_of(r, directory);
+            let waiting = self.not_pulled(&queue, &doc)?;
             if waiting {
-                plan.dequeue.push(r.clone());
+                if !plan.dequeue.contains(&queue) {
+                    plan.dequeue.push(queue);
+                }
+                taken_back.push(r.clone());
             } else {
                 pulled.push(r.clone());
             }
@@ -181,7 +197,7 @@ impl Hub {
         }
         plan.recipients = pulled;
         // Those who never saw it may no longer fetch it either.
-        for r in &plan.dequeue {
+        for r in &taken_back {
             if !doc.withdrawn.contains(r) {
                 doc.withdrawn.push(r.clone());
                 plan.rewrite = true;

@@ -97,6 +97,8 @@ pub enum HubError {
     SenderNotBehindPeer { from: String, peer: String },
     #[error("{recipient} is not a recipient behind peer {peer}: a peer reports only on its side")]
     RecipientNotBehindPeer { recipient: String, peer: String },
+    #[error("{0}; it has not arrived from the peer yet: send this again later")]
+    OriginalPending(String),
     #[error("routing loop: the packet already passed {route} (at most {max_hops} hops)")]
     RoutingLoop { route: String, max_hops: usize },
     #[error("the hub is busy: too many requests are waiting; retry shortly")]
@@ -150,6 +152,7 @@ impl HubError {
             HubError::NotAPeer => "not_a_peer",
             HubError::SenderNotBehindPeer { .. } => "sender_not_behind_peer",
             HubError::RecipientNotBehindPeer { .. } => "recipient_not_behind_peer",
+            HubError::OriginalPending(_) => "original_pending",
             HubError::RoutingLoop { .. } => "routing_loop",
             HubError::Purged(_) => "body_purged",
             HubError::UnknownDocument(_) => "unknown_document",

@@ -265,7 +265,7 @@ impl Hub {
                 status: Some(s),
                 code,
                 ..
-            } if job.forward.is_some() && (400..500).contains(s) && !matches!(s, 408 | 429) => {
+            } if job.forward.is_some() && (400..500).contains(s) && !matches!(s, 408 | 425 | 429) => {
                 let code = code.clone().unwrap_or_else(|| format!("status {s}"));
                 self.forward_refused(job, &code, now)
             }

@@ -176,7 +176,7 @@ impl Hub {
 
     /// The queue each recipient's copy goes to: its own inbox, or its peer hub's queue (one
     /// per peer, however many recipients are behind it).
-    fn queues_for(&self, recipients: &[String], directory: &Directory) -> Vec<String> {
+    pub(super) fn queues_for(&self, recipients: &[String], directory: &Directory) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(recipients.len());
         for r in recipients {
             let q = if directory.contains(r) {
@@ -192,6 +192,13 @@ impl Hub {
             }
         }
         out
+    }
+
+    /// The queue `recipient`'s copy goes to (see [`Hub::queues_for`]).
+    pub(super) fn queue_of(&self, recipient: &str, directory: &Directory) -> String {
+        self.queues_for(&[recipient.to_owned()], directory)
+            .pop()
+            .unwrap_or_else(|| recipient.to_owned())
     }
 
     /// The signature gate: verified (with its signer), recorded with the reason it did not
@@ -285,7 +292,16 @@ impl Hub {
         } else {
             Vec::new()
         };
-        let mut plan = self.plan(&c.packet, &directory)?;
+        let mut plan = match self.plan(&c.packet, &directory) {
+            // From a peer, a revoke, update or replace may overtake the document it acts on
+            // (forwards run in parallel): the peer retries it (425) until it is here.
+            Err(HubError::UnknownDocument(why))
+                if c.only.is_some() && c.packet.business_type != 0 =>
+            {
+                return Err(HubError::OriginalPending(why));
+            }
+            r => r?,
+        };
         if let Some(only) = &c.only {
             plan.recipients.retain(|r| only.contains(r));
         }
