@@ -374,12 +374,72 @@ async fn with_b_down_a_queues_and_delivers_everything_once_b_returns() {
         .find(|b| b["agency"] == "@hub.b")
         .map(|b| b["pending"].as_u64().unwrap());
     assert_eq!(queued, Some(3), "{stats}");
+    // The peer's own line: its backlog, and attempts that failed while B was away.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = net.a.ops_stats().await;
+        let b = stats["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["peer"] == "hub.b")
+            .cloned()
+            .unwrap_or_else(|| panic!("no hub.b line: {stats}"));
+        assert_eq!(b["pending"], 3, "{b}");
+        assert!(b["oldest_pending_secs"].is_u64(), "{b}");
+        assert_eq!(b["default"], true, "{b}");
+        if b["forward_failed"].as_u64().unwrap() > 0 {
+            assert!(b["last_error"].is_string(), "{b}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed forward counted: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     net.b.spawn();
     let items = wait_items(&net.c, C1, 3).await;
     // Nothing twice: with a lease of 60 s every copy would be listed in this one page.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = inbox(&net.c.client(C1, HttpVersion::Auto), "limit=50").await;
     assert_eq!(items.len() + again.len(), 3, "each document arrived once");
+    // A counted three forwards to B, B three packets from A and C three from B.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = |stats: &Value, peer: &str, field: &str| {
+            stats["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["peer"] == peer)
+                .map(|p| p[field].as_u64().unwrap())
+                .unwrap()
+        };
+        let (a, b, c) = (
+            net.a.ops_stats().await,
+            net.b.ops_stats().await,
+            net.c.ops_stats().await,
+        );
+        let figures = (
+            line(&a, "hub.b", "forwarded"),
+            line(&a, "hub.b", "pending"),
+            line(&b, "hub.a", "received"),
+            line(&b, "hub.c", "forwarded"),
+            line(&c, "hub.b", "received"),
+        );
+        if figures == (3, 0, 3, 3, 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "peer figures {figures:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = net.a.metrics_text();
+    assert!(
+        metrics.contains(r#"lienthong_forwards_total{peer="hub.b",result="forwarded"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"lienthong_peer_queue_depth{peer="hub.b"}"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,6 +260,30 @@ const METRICS: &[(Kind, &str, Option<Unit>, &str)] = &[
         None,
         "1 for each agency whose push endpoint answered 410 Gone (pull-only since)",
     ),
+    (
+        Counter,
+        "lienthong_forwards_total",
+        None,
+        "Forwards to a peer hub (packets and reports), by result (forwarded, failed, refused)",
+    ),
+    (
+        Counter,
+        "lienthong_peer_received_total",
+        None,
+        "Packets and delivery reports a peer hub forwarded here and this hub stored",
+    ),
+    (
+        Gauge,
+        "lienthong_peer_queue_depth",
+        None,
+        "Packets and reports waiting to go to each peer hub",
+    ),
+    (
+        Gauge,
+        "lienthong_peer_oldest_age_seconds",
+        Some(Unit::Seconds),
+        "Age of the oldest item waiting for each peer hub",
+    ),
 ];
 
 fn describe_metrics() {

@@ -244,6 +244,7 @@ impl Hub {
             });
         }
         self.record_report(peer, &doc, &p, state, jws, dkey)?;
+        self.observe_peer(peer, super::peer_stats::PeerEvent::ReportIn);
         Ok(ReportAnswer {
             report_id: p.report_id,
             created: true,

@@ -328,6 +328,7 @@ impl Hub {
             };
             gauge!("lienthong_queue_oldest_age_seconds", "agency" => agency).set(age as f64);
         }
+        self.refresh_peer_gauges(now)?;
         let (sst, pending) = self.store.size_figures();
         let storage_ok = self.store.health().is_ok();
         gauge!("lienthong_storage_ok").set(if storage_ok { 1.0 } else { 0.0 });

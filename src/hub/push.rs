@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use super::peer_stats::PeerEvent;
 use super::{CONFLICT_RETRIES, Hub, HubError, format_id, now_ms, rfc3339, stripe};
 use crate::audit::AuditEvent;
 use crate::store::{Change, DocRecord, PushDue, QueueEntry, StoreError};
@@ -257,19 +258,32 @@ impl Hub {
             now,
             &self.settings.push,
         );
+        let peer_event = |e| {
+            if job.forward.is_some() {
+                self.observe_peer(&job.agency, e);
+            }
+        };
         match outcome {
             PushOutcome::Delivered { status, receipt } => {
+                peer_event(PeerEvent::Forwarded);
                 self.push_delivered(job, *status, receipt.as_deref(), ms)
             }
             PushOutcome::Failed {
                 status: Some(s),
                 code,
                 ..
-            } if job.forward.is_some() && (400..500).contains(s) && !matches!(s, 408 | 425 | 429) => {
+            } if job.forward.is_some()
+                && (400..500).contains(s)
+                && !matches!(s, 408 | 425 | 429) =>
+            {
+                peer_event(PeerEvent::ForwardRefused);
                 let code = code.clone().unwrap_or_else(|| format!("status {s}"));
                 self.forward_refused(job, &code, now)
             }
-            PushOutcome::Gone | PushOutcome::Failed { .. } => self.push_failed(job, outcome, now),
+            PushOutcome::Gone | PushOutcome::Failed { .. } => {
+                peer_event(PeerEvent::ForwardFailed);
+                self.push_failed(job, outcome, now)
+            }
         }
     }
 

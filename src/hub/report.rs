@@ -161,6 +161,8 @@ pub struct Report {
     pub not_pulling: Vec<NotPulling>,
     /// Agencies with a push endpoint and its state (`pull_only` after 410 Gone).
     pub push: Vec<super::push::LaneStatus>,
+    /// Peer hubs (ops and auditors only): backlog, forwards and reports in the window.
+    pub peers: Vec<super::PeerFigures>,
     pub series: Vec<Point>,
 }
 
@@ -303,6 +305,16 @@ impl Hub {
             agencies,
             backlog,
             not_pulling,
+            peers: self.peer_figures(
+                scope,
+                |m, a| {
+                    sums.by_metric
+                        .get(&(m.to_owned(), a.to_owned()))
+                        .copied()
+                        .unwrap_or(0)
+                },
+                covered_secs,
+            )?,
             push: self
                 .push_status()
                 .into_iter()

@@ -94,7 +94,11 @@ impl Service {
                     route: &route,
                     recipients: &recipients,
                 };
-                h.submit_from(origin, &bytes)
+                let accepted = h.submit_from(origin, &bytes)?;
+                if accepted.created {
+                    h.observe_peer(&peer, super::peer_stats::PeerEvent::Received);
+                }
+                Ok(accepted)
             })
             .await
     }
