@@ -35,6 +35,19 @@ pub struct Peer {
     /// CA certificates (PEM) its server certificate chains to; none: `[tls] client_ca`.
     #[serde(default)]
     pub ca: Option<std::path::PathBuf>,
+    /// Forwards to it in flight at once (default [`PEER_CONCURRENCY`]): a peer link carries
+    /// a whole hub's mail, so it gets more than one agency's push endpoint.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// Forwards in flight to one peer unless its `concurrency` says otherwise.
+pub const PEER_CONCURRENCY: usize = 64;
+
+impl Peer {
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(PEER_CONCURRENCY).max(1)
+    }
 }
 
 /// One hop of a forwarded packet's route.
@@ -182,6 +195,7 @@ mod tests {
             routes: routes.iter().map(|r| r.to_string()).collect(),
             default,
             ca: None,
+            concurrency: None,
         }
     }
 

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// when the inboxes are drained or the duration is over).
     #[arg(long, default_value_t = 2000)]
     pub items: u64,
+    /// Forward mode: the first hub's `[[peer]] concurrency` (forwards in flight to the
+    /// second; default the hub's default).
+    #[arg(long)]
+    pub peer_concurrency: Option<usize>,
 }
 
 /// `bench`: the load tool, with its report as text or JSON.
@@ -76,6 +80,7 @@ pub async fn bench(b: BenchArgs) -> ExitCode {
     let spec = crate::load::LoadSpec {
         unsigned: b.unsigned,
         items: b.items,
+        peer_concurrency: b.peer_concurrency,
         mode: b.mode,
         clients: b.clients,
         size: b.size as usize,

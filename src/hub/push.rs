@@ -165,9 +165,15 @@ impl Hub {
         self.push_wake.notify_one();
     }
 
-    /// `agency`'s scheduled pushes, earliest first (due or not), at most `limit`.
-    pub fn scheduled_pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, HubError> {
-        Ok(self.store.pushes(agency, limit)?)
+    /// `agency`'s scheduled pushes at or after `from_ms`, earliest first (due or not), at
+    /// most `limit`.
+    pub fn scheduled_pushes(
+        &self,
+        agency: &str,
+        from_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PushDue>, HubError> {
+        Ok(self.store.pushes(agency, from_ms, limit)?)
     }
 
     /// Starts an attempt of `due`: `None` when there is nothing to send now (the item was
@@ -422,7 +428,7 @@ impl Hub {
         }
         let scheduled: std::collections::HashSet<u64> = self
             .store
-            .pushes(agency, usize::MAX)?
+            .pushes(agency, 0, usize::MAX)?
             .into_iter()
             .map(|p| p.seq)
             .collect();

@@ -4,6 +4,7 @@
 //! URL, and reports throughput, latency percentiles and the hub's CPU and peak RSS. It is a
 //! measuring tool, not a test: it never decides pass or fail.
 
+mod forward;
 mod own_hub;
 mod push_sink;
 mod workload;
@@ -31,6 +32,10 @@ pub enum Mode {
     /// As submit, with every agency's push endpoint in the load tool: measures pushes
     /// (items/s arriving, acceptance → the endpoint's 2xx). Only with a hub started here.
     Push,
+    /// As submit, to agencies of a second hub this tool starts as the first one's peer:
+    /// measures forwarding between two hubs (packets/s stored at the second). Only with
+    /// hubs started here.
+    Forward,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +56,8 @@ pub struct LoadSpec {
     pub unsigned: bool,
     /// Pull mode: items queued for each client before the run.
     pub items: u64,
+    /// Forward mode: the first hub's `[[peer]] concurrency`.
+    pub peer_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +85,9 @@ pub struct Report {
     pub tool_cpu_percent: Option<f64>,
     /// The first failure seen, to tell what the errors were.
     pub first_error: Option<String>,
+    /// Forward mode: CPU of the second hub (% of one core).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_hub_cpu_percent: Option<f64>,
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -108,8 +118,21 @@ impl Shared {
 /// Runs one load test and reports.
 pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     let unsigned = spec.unsigned;
+    let mut pair = None;
     let (own, url, certs) = match &spec.hub {
+        Some(_) if spec.mode == Mode::Forward => {
+            return Err("--mode forward runs on two hubs it starts (no --hub)".into());
+        }
         Some((url, certs)) => (None, url.clone(), certs.clone()),
+        None if spec.mode == Mode::Forward => {
+            let concurrency = spec.peer_concurrency;
+            let p = tokio::task::spawn_blocking(move || forward::start_pair(unsigned, concurrency))
+                .await
+                .map_err(|e| e.to_string())??;
+            let (url, certs) = (p.a_url.clone(), p.certs.clone());
+            pair = Some(p);
+            (None, url, certs)
+        }
         None => {
             let (h, url, certs) = tokio::task::spawn_blocking(move || start_hub(unsigned))
                 .await
@@ -117,7 +140,12 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
             (Some(h), url, certs)
         }
     };
-    let pid = own.as_ref().map(|h| h.child.id()).or(spec.hub_pid);
+    let pid = own
+        .as_ref()
+        .map(|h| h.child.id())
+        .or(pair.as_ref().map(|p| p.a.child.id()))
+        .or(spec.hub_pid);
+    let peer_pid = pair.as_ref().map(|p| p.b.child.id());
     let pushes = match (&own, spec.mode) {
         (Some(h), Mode::Push) => {
             let times = Arc::new(push_sink::Times::default());
@@ -132,7 +160,8 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         _ => None,
     };
     let ids = agencies(&certs)?;
-    let (conns, signers) = connect(&spec, &url, &certs, &ids)?;
+    let recipients = pair.as_ref().map_or(&ids, |p| &p.recipients);
+    let (conns, signers) = connect(&spec, &url, &certs, &ids, recipients)?;
     if spec.mode == Mode::Pull {
         workload::fill_inboxes(&conns, &signers, &ids, &spec).await?;
     }
@@ -145,6 +174,7 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         pushes: pushes.clone(),
     });
     let (cpu0, tool0) = (pid.and_then(cpu_secs), cpu_secs(std::process::id()));
+    let peer_cpu0 = peer_pid.and_then(cpu_secs);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(conns.len());
     for (k, (conn, signer)) in conns.into_iter().zip(signers).enumerate() {
@@ -169,6 +199,16 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         lat = push_lat;
         elapsed = last.map_or(elapsed, |l| l.duration_since(started).as_secs_f64());
     }
+    if let Some(p) = &pair {
+        // What counts is what the second hub stored: wait for the forwards in flight.
+        let sent = shared.ok.load(Ordering::Relaxed);
+        let (last, arrived) = p.drain(sent, started, Duration::from_secs(120)).await;
+        shared.ok.store(arrived.min(sent), Ordering::Relaxed);
+        shared
+            .errors
+            .fetch_add(sent.saturating_sub(arrived), Ordering::Relaxed);
+        elapsed = last;
+    }
     if spec.progress {
         eprintln!();
     }
@@ -181,9 +221,13 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         tool_cpu_percent: percent(tool0, cpu_secs(std::process::id())),
         hub_peak_rss_mb: pid.and_then(peak_rss_mb).map(|m| (m * 10.0).round() / 10.0),
     };
+    let peer_cpu = percent(peer_cpu0, peer_pid.and_then(cpu_secs));
     drop(own);
+    drop(pair);
     lat.sort_unstable();
-    Ok(report(&spec, &shared, elapsed, &lat, usage))
+    let mut r = report(&spec, &shared, elapsed, &lat, usage);
+    r.peer_hub_cpu_percent = peer_cpu;
+    Ok(r)
 }
 
 /// A client's signer (`None` for unsigned runs).
@@ -195,6 +239,7 @@ fn connect(
     url: &str,
     certs: &std::path::Path,
     ids: &[String],
+    recipients: &[String],
 ) -> Result<(Vec<Conn>, Vec<MaybeSigner>), String> {
     let clients = spec.clients.max(1);
     let mut conns = Vec::with_capacity(clients);
@@ -209,7 +254,12 @@ fn connect(
             spec.version,
         )
         .map_err(|e| e.to_string())?;
-        conns.push((id.clone(), ids[(i + 1) % ids.len()].clone(), Arc::new(c)));
+        let next = if spec.mode == Mode::Forward {
+            recipients[i % recipients.len()].clone()
+        } else {
+            ids[(i + 1) % ids.len()].clone()
+        };
+        conns.push((id.clone(), next, Arc::new(c)));
         signers.push(if spec.unsigned {
             None
         } else {
@@ -256,6 +306,7 @@ fn report(spec: &LoadSpec, shared: &Shared, elapsed: f64, lat: &[u32], usage: Us
         hub_peak_rss_mb: usage.hub_peak_rss_mb,
         tool_cpu_percent: usage.tool_cpu_percent,
         first_error: shared.first_error.lock().expect("lock").take(),
+        peer_hub_cpu_percent: None,
     }
 }
 

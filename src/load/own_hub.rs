@@ -25,18 +25,32 @@ impl Drop for OwnHub {
 
 pub(super) fn start_hub(record_only: bool) -> Result<(OwnHub, String, PathBuf), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    start_hub_in(dir, &policy_config(record_only), "127.0.0.1:0")
+}
+
+/// The `[signature]` section of a bench hub's config.
+pub(super) fn policy_config(record_only: bool) -> String {
+    let policy = if record_only { "record" } else { "require" };
+    format!("[signature]\npolicy = \"{policy}\"\n")
+}
+
+/// Starts a hub in `dir` (its data, dev PKI and `config/agencies.toml` if one was written
+/// there) with `config`, listening on `listen`; returns it, its URL and its certificates.
+pub(super) fn start_hub_in(
+    dir: tempfile::TempDir,
+    config_text: &str,
+    listen: &str,
+) -> Result<(OwnHub, String, PathBuf), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let certs = dir.path().join("certs");
     let config = dir.path().join("bench.toml");
-    let policy = if record_only { "record" } else { "require" };
-    std::fs::write(&config, format!("[signature]\npolicy = \"{policy}\"\n"))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(&config, config_text).map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .current_dir(dir.path())
         .args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--ops-listen",
             "127.0.0.1:0",
             "--config",
@@ -116,8 +130,18 @@ impl HubHandle {
     }
 }
 
+impl OwnHub {
+    /// The address of its ops listener.
+    pub(super) fn ops_addr(&self) -> Result<String, String> {
+        let bound = std::fs::read_to_string(self._dir.path().join("data/bound.json"))
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&bound).map_err(|e| e.to_string())?;
+        Ok(v["ops"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
 /// The ops listener's /metrics (plain HTTP/1.0, empty on any error).
-fn metrics_text(ops: &str) -> String {
+pub(super) fn metrics_text(ops: &str) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(ops) else {
         return String::new();

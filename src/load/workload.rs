@@ -112,14 +112,14 @@ pub(super) async fn client(
     // Pull mode submits nothing here: no probe packet to sign.
     let data = match spec.mode {
         Mode::Pull => 0,
-        Mode::Submit | Mode::Fanout | Mode::Push => {
+        Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
             data_for(spec.size, &me, &to, signer.as_deref())
         }
     };
     while !shared.stop.load(Ordering::Relaxed) {
         n += 1;
         match spec.mode {
-            Mode::Submit | Mode::Fanout | Mode::Push => {
+            Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
                 // Signing is client work, as at a real agency: it runs on the
                 // same cores as the hub here, so it lowers the measured rate.
                 let body = match sign(signer.as_deref(), packet(&me, &to, n, data)) {

@@ -45,7 +45,16 @@ struct Lane {
     in_flight: Arc<Mutex<HashSet<u64>>>,
     /// When to read its push index again (ms; 0: at the next pass).
     next_at: u64,
+    /// Where its next read of the push index starts (ms): no entry can be scheduled
+    /// before it (see [`FLOOR_MARGIN`]), so the read skips the tombstones of the entries
+    /// done. 0 (the whole index) at start and at every [`RESCAN`].
+    floor_ms: u64,
 }
+
+/// How far below the earliest entry (or the time) of the last read the next one starts. A
+/// push is scheduled at the time of its commit or later, and is readable a moment after
+/// that time was taken; one that took longer is found by the next [`RESCAN`].
+const FLOOR_MARGIN: u64 = 1_000;
 
 /// How often every lane's index is read even if nothing said it changed.
 const RESCAN: Duration = Duration::from_secs(10);
@@ -94,13 +103,14 @@ impl PushWorker {
         }
         self.directory = Some(directory.clone());
         let default_ca = &self.settings.default_ca;
-        let mut wanted: HashMap<String, (String, PathBuf)> = directory
+        let per_agency = self.settings.concurrency_per_agency;
+        let mut wanted: HashMap<String, (String, PathBuf, usize)> = directory
             .agencies()
             .iter()
             .filter_map(|a| {
                 let url = a.push_url.clone()?;
                 let ca = a.push_ca.clone().unwrap_or(default_ca.clone());
-                Some((a.id.clone(), (url, ca)))
+                Some((a.id.clone(), (url, ca, per_agency)))
             })
             .collect();
         // Peer hubs: their queues (`@peer`) go to their federation endpoint.
@@ -108,20 +118,20 @@ impl PushWorker {
             let queue = crate::federation::peer_queue(&p.id);
             if let Some(url) = self.hub.push_url(&queue, &directory) {
                 let ca = p.ca.clone().unwrap_or(default_ca.clone());
-                wanted.insert(queue, (url, ca));
+                wanted.insert(queue, (url, ca, p.concurrency()));
             }
         }
         self.lanes.retain(|id, lane| {
             wanted
                 .get(id.as_str())
-                .is_some_and(|(url, ca)| *url == lane.url && *ca == lane.ca)
+                .is_some_and(|(url, ca, _)| *url == lane.url && *ca == lane.ca)
         });
-        for (id, (url, ca)) in &wanted {
+        for (id, (url, ca, concurrency)) in &wanted {
             let (id, url) = (id.as_str(), url.as_str());
             if self.lanes.contains_key(id) {
                 continue;
             }
-            match self.lane(url, ca) {
+            match self.lane(url, ca, *concurrency) {
                 Ok(lane) => {
                     self.lanes.insert(id.to_owned(), lane);
                     let (agency, owned_url) = (id.to_owned(), url.to_owned());
@@ -149,7 +159,12 @@ impl PushWorker {
         }
     }
 
-    fn lane(&self, url: &str, ca: &std::path::Path) -> Result<Lane, endpoint::EndpointError> {
+    fn lane(
+        &self,
+        url: &str,
+        ca: &std::path::Path,
+        concurrency: usize,
+    ) -> Result<Lane, endpoint::EndpointError> {
         let s = &self.settings;
         let tls =
             crate::tls::client_config(ca, &s.client_cert, &s.client_key, &[b"h2", b"http/1.1"])?;
@@ -157,9 +172,10 @@ impl PushWorker {
             url: url.to_owned(),
             ca: ca.to_owned(),
             endpoint: Arc::new(Endpoint::new(url, tls, s.timeouts)?),
-            permits: Arc::new(Semaphore::new(s.concurrency_per_agency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             next_at: 0,
+            floor_ms: 0,
         })
     }
 
@@ -222,7 +238,7 @@ impl PushWorker {
                 continue;
             }
             let in_flight = lane.in_flight.lock().expect("in-flight lock").len();
-            wanted.push((agency.clone(), in_flight + free + 1));
+            wanted.push((agency.clone(), lane.floor_ms, in_flight + free + 1));
         }
         if wanted.is_empty() {
             return Ok(());
@@ -232,7 +248,7 @@ impl PushWorker {
             .blocking(move |h| {
                 wanted
                     .into_iter()
-                    .map(|(a, limit)| h.scheduled_pushes(&a, limit).map(|p| (a, p)))
+                    .map(|(a, from, limit)| h.scheduled_pushes(&a, from, limit).map(|p| (a, p)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?;
@@ -249,6 +265,8 @@ impl PushWorker {
             return;
         };
         lane.next_at = u64::MAX;
+        let earliest = entries.first().map_or(now, |d| d.at_ms.min(now));
+        lane.floor_ms = earliest.saturating_sub(FLOOR_MARGIN);
         for due in entries {
             if lane
                 .in_flight
@@ -309,6 +327,7 @@ impl Worker for PushWorker {
             self.rescanned = std::time::Instant::now();
             for lane in self.lanes.values_mut() {
                 lane.next_at = lane.next_at.min(now_ms());
+                lane.floor_ms = 0;
             }
         }
         self.dispatch().await?;

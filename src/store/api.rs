@@ -79,8 +79,9 @@ pub trait Storage: NodeSource<Error = StoreError> + Send + Sync {
     fn receipt(&self, seq: u64, recipient: &str) -> Result<Option<String>, StoreError>;
     /// Due-index entries of `kind` whose period started before `before_ms`, oldest first.
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError>;
-    /// `agency`'s scheduled pushes, earliest first (due or not), at most `limit`.
-    fn pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, StoreError>;
+    /// `agency`'s scheduled pushes at or after `from_ms`, earliest first (due or not), at
+    /// most `limit`.
+    fn pushes(&self, agency: &str, from_ms: u64, limit: usize) -> Result<Vec<PushDue>, StoreError>;
     /// Agencies whose push endpoint answered 410 Gone, with that URL.
     fn pull_only(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Writes a consistent copy of the database, as it is now, into the new directory
@@ -199,8 +200,8 @@ impl Storage for Store {
     fn due(&self, kind: DueKind, before_ms: u64, limit: usize) -> Result<Vec<Due>, StoreError> {
         Store::due(self, kind, before_ms, limit)
     }
-    fn pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, StoreError> {
-        Store::pushes(self, agency, limit)
+    fn pushes(&self, agency: &str, from_ms: u64, limit: usize) -> Result<Vec<PushDue>, StoreError> {
+        Store::pushes(self, agency, from_ms, limit)
     }
     fn pull_only(&self) -> Result<Vec<(String, String)>, StoreError> {
         Store::pull_only(self)

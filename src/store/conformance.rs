@@ -354,7 +354,7 @@ pub fn pushes_are_per_agency_by_time_and_move_only_from_where_they_are(open: Ope
     }
     let s = open();
     let at = |s: &dyn Storage, agency| -> Vec<(u64, u64, u32)> {
-        let p = s.pushes(agency, usize::MAX).unwrap();
+        let p = s.pushes(agency, 0, usize::MAX).unwrap();
         p.iter().map(|p| (p.at_ms, p.seq, p.attempts)).collect()
     };
     assert_eq!(at(s.as_ref(), "PB"), [(3_000, 7, 0), (4_000, 5, 2)]);
@@ -363,7 +363,14 @@ pub fn pushes_are_per_agency_by_time_and_move_only_from_where_they_are(open: Ope
         [(1_000, 9, 0)],
         "no prefix confusion"
     );
-    assert_eq!(s.pushes("PB", 1).unwrap().len(), 1);
+    assert_eq!(s.pushes("PB", 0, 1).unwrap().len(), 1);
+    let later: Vec<u64> = s
+        .pushes("PB", 3_001, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(later, [5], "from a time on");
     // Moved from where it is: fine; from where it was before: a conflict.
     s.apply(
         &[push("PB", 7, Some(3_000), Some((9_000, 1)))],

@@ -56,10 +56,19 @@ pub(super) fn gone_key(agency: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// `agency`'s scheduled pushes, earliest first, at most `limit` (due or not: the first
-    /// one says when the agency next has work).
-    pub fn pushes(&self, agency: &str, limit: usize) -> Result<Vec<PushDue>, StoreError> {
+    /// `agency`'s scheduled pushes at or after `from_ms`, earliest first, at most `limit`
+    /// (due or not: the first one says when the agency next has work). Starting past the
+    /// entries already done matters: each one done leaves a tombstone that a seek from the
+    /// agency's first key would step over until compaction (see docs/federation.md).
+    pub fn pushes(
+        &self,
+        agency: &str,
+        from_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<PushDue>, StoreError> {
         let prefix = agency_prefix(agency);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&from_ms.to_be_bytes());
         let bad = |k: &[u8]| StoreError::Corrupt {
             key: format!("due/push/{}", String::from_utf8_lossy(k)),
             why: "bad push entry".into(),
@@ -67,7 +76,7 @@ impl Store {
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             self.cf(CF_DUE),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(&start, Direction::Forward),
         );
         for item in it {
             let (k, v) = item?;
