@@ -178,6 +178,17 @@ pub struct Overload {
 pub struct Storage {
     pub sync_deadline_secs: u64,
     pub max_pending_writes: usize,
+    /// `rocksdb` (embedded, the default) or `postgres` (docs/ha.md).
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// The PostgreSQL connection URL (engine `postgres`), e.g.
+    /// `postgresql://h1,h2,h3/lienthong?target_session_attrs=read-write`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+fn default_engine() -> String {
+    "rocksdb".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -447,23 +447,39 @@ fn open_hub(
         addr: data.display().to_string(),
         source,
     })?;
-    let db_path = data.join("db");
-    let store = Store::open_with(&db_path, settings::writer_options(config)).map_err(|source| {
-        DaemonError::Store {
-            path: db_path.clone(),
-            source,
-        }
-    })?;
     let signatures = crate::hub::Signatures::load(&config.signature, &config.pdf_signature)?;
     let notary = crate::dsig::Signer::load(&config.audit.signing_cert, &config.audit.signing_key)?;
-    let hub = Arc::new(Hub::new(
-        store,
-        directory,
-        settings::hub_settings(config),
-        signatures,
-        notary,
-        shutdown,
-    )?);
+    let settings = settings::hub_settings(config);
+    let hub = match (config.storage.engine.as_str(), &config.storage.url) {
+        ("postgres", Some(url)) => {
+            let store = crate::store::PgStore::open(url).map_err(|source| DaemonError::Store {
+                path: "PostgreSQL ([storage] url)".into(),
+                source,
+            })?;
+            tracing::info!("storage: PostgreSQL");
+            Hub::new(store, directory, settings, signatures, notary, shutdown)?
+        }
+        ("rocksdb", _) => {
+            let db_path = data.join("db");
+            let store =
+                Store::open_with(&db_path, settings::writer_options(config)).map_err(|source| {
+                    DaemonError::Store {
+                        path: db_path.clone(),
+                        source,
+                    }
+                })?;
+            Hub::new(store, directory, settings, signatures, notary, shutdown)?
+        }
+        (engine, _) => {
+            return Err(DaemonError::Store {
+                path: "[storage] engine".into(),
+                source: crate::store::StoreError::Failed(format!(
+                    "engine {engine:?}: use \"rocksdb\", or \"postgres\" with [storage] url"
+                )),
+            });
+        }
+    };
+    let hub = Arc::new(hub);
     hub.load_push_state()?;
     Ok(hub)
 }

@@ -30,6 +30,7 @@ pub mod conformance;
 mod counters;
 mod due;
 mod log;
+pub mod pg;
 mod push_index;
 mod queue_starts;
 mod record;
@@ -40,6 +41,7 @@ mod writer;
 pub use api::Storage;
 pub use changes::{Change, QueueEntry};
 pub use due::{Due, DueKind};
+pub use pg::PgStore;
 pub use push_index::PushDue;
 pub use record::{DocRecord, PdfCheck};
 

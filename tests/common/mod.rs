@@ -2,6 +2,8 @@
 //! by `lienthong pki init`, and talks to it over real mutual-TLS sockets.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,6 +45,19 @@ pub struct TestHub {
     /// The HTTPS address it listens on (port 0: a free one each start).
     pub listen: String,
     child: Option<Child>,
+    /// With `LIENTHONG_TEST_STORAGE=postgres`: the PostgreSQL cluster it stores in.
+    pub pg: Option<pg::PgCluster>,
+}
+
+/// `extra_config` with `[storage]` set to PostgreSQL at `url` (into an existing `[storage]`
+/// table if it has one).
+fn on_postgres(extra_config: &str, url: &str) -> String {
+    let lines = format!("engine = \"postgres\"\nurl = \"{url}\"\n");
+    if extra_config.contains("[storage]\n") {
+        extra_config.replacen("[storage]\n", &format!("[storage]\n{lines}"), 1)
+    } else {
+        format!("{extra_config}\n[storage]\n{lines}")
+    }
 }
 
 /// The python3 of the PyPI venv the tests use (cryptography, pyHanko, fpdf2, aioquic, …):
@@ -77,7 +92,13 @@ impl TestHub {
         std::fs::write(&agencies, directory).unwrap();
         let config = dir.path().join("lienthong.toml");
         // `{DIR}` in the extra config stands for the hub's temp dir.
-        let extra_config = extra_config.replace("{DIR}", &dir.path().display().to_string());
+        let mut extra_config = extra_config.replace("{DIR}", &dir.path().display().to_string());
+        // The suites run on RocksDB, and (CI) again on PostgreSQL.
+        let pg = (std::env::var("LIENTHONG_TEST_STORAGE").as_deref() == Ok("postgres"))
+            .then(pg::PgCluster::start);
+        if let Some(pg) = &pg {
+            extra_config = on_postgres(&extra_config, &pg.url);
+        }
         std::fs::write(&config, extra_config).unwrap();
         run_ok(
             Command::new(BIN)
@@ -96,6 +117,7 @@ impl TestHub {
             env: Vec::new(),
             listen: "127.0.0.1:0".into(),
             child: None,
+            pg,
         };
         hub.env = env
             .iter()

@@ -1,0 +1,332 @@
+//! Group commit on PostgreSQL: one open transaction collects the changes of every caller
+//! that arrives while the previous one commits, and one COMMIT (which waits for the
+//! synchronous standby) makes them all durable.
+//!
+//! A caller takes the writer (a mutex over the one write connection), opens the transaction
+//! if none is open — `BEGIN`, then the audit sequencer row `FOR UPDATE`, which orders every
+//! writing transaction of every hub process on this database — stages its changes inside a
+//! SAVEPOINT (a guard that fails rolls back only that caller's changes: `Conflict`), appends
+//! its audit entries at the next indexes, and waits. The committer thread takes the writer
+//! as soon as it is free, writes the new log size to the sequencer row and COMMITs; callers
+//! queued behind it meanwhile form the next group. An error of the transaction or of its
+//! COMMIT fails the whole group (its outcome is unknown to the callers: 503, and a retry is
+//! deduplicated), and the connection is dropped and made again (after a failover, to the
+//! new primary).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use postgres::Client;
+
+use super::stage::stage;
+use super::{PgError, connect, pg_err};
+use crate::audit::AuditEvent;
+use crate::audit::merkle::{Hash, completed_nodes, leaf_hash};
+use crate::store::{Change, StoreError};
+
+/// The write connection and the transaction open on it.
+struct Open {
+    client: Client,
+    /// A transaction is open (callers have staged into it).
+    active: bool,
+    /// The open transaction's number; callers wait for it to end.
+    epoch: u64,
+    /// The next audit index in the open transaction.
+    audit_next: u64,
+    /// Merkle nodes written in the open transaction (completed nodes need their left
+    /// siblings, often written by the same group).
+    nodes: HashMap<(u32, u64), Hash>,
+}
+
+/// How each group ended.
+#[derive(Default)]
+struct Ended {
+    /// Every group up to this one has ended.
+    upto: u64,
+    /// The groups that failed, with why (kept until their callers have read it).
+    failed: HashMap<u64, String>,
+}
+
+pub(super) struct Writer {
+    url: String,
+    conn: Mutex<Option<Open>>,
+    /// Signalled when a transaction becomes active (the committer waits for it).
+    work: Condvar,
+    ended: Mutex<Ended>,
+    /// Signalled when a group ended.
+    done: Condvar,
+    next_epoch: std::sync::atomic::AtomicU64,
+    stop: AtomicBool,
+    /// Set by the connection's notice callback when PostgreSQL reports a commit that was
+    /// not replicated ("committed locally, but might not have been replicated").
+    unreplicated: Arc<AtomicBool>,
+}
+
+impl Writer {
+    pub(super) fn new(url: &str) -> Arc<Writer> {
+        Arc::new(Writer {
+            url: url.to_owned(),
+            conn: Mutex::new(None),
+            work: Condvar::new(),
+            ended: Mutex::new(Ended::default()),
+            done: Condvar::new(),
+            next_epoch: std::sync::atomic::AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+            unreplicated: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Runs the committer until [`Writer::stop`].
+    pub(super) fn start(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let w = self.clone();
+        std::thread::Builder::new()
+            .name("pg-commit".into())
+            .spawn(move || w.committer())
+            .expect("spawn the committer")
+    }
+
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _guard = self.conn.lock().expect("writer lock");
+        self.work.notify_all();
+    }
+
+    /// Closes the write connection (after [`Writer::stop`] and the committer's end): an
+    /// open transaction is rolled back by the server.
+    pub(super) fn disconnect(&self) {
+        self.conn.lock().expect("writer lock").take();
+    }
+
+    /// Stages `changes` and `events` into the open group and waits for its COMMIT.
+    pub(super) fn apply(
+        &self,
+        changes: &[Change<'_>],
+        events: &[AuditEvent],
+    ) -> Result<Vec<u64>, StoreError> {
+        let (epoch, indexes) = {
+            let mut guard = self.conn.lock().expect("writer lock");
+            if self.stop.load(Ordering::SeqCst) {
+                return Err(StoreError::Failed("the store is closed".into()));
+            }
+            let open = self.open(&mut guard)?;
+            match self.stage_job(open, changes, events) {
+                Ok(indexes) => {
+                    let epoch = open.epoch;
+                    self.work.notify_one();
+                    (epoch, indexes)
+                }
+                Err(PgError::Conflict) => return Err(StoreError::Conflict),
+                Err(PgError::Db(e)) => {
+                    // The transaction is lost: its whole group fails.
+                    let epoch = open.epoch;
+                    *guard = None;
+                    self.end(epoch, Some(e.clone()));
+                    return Err(StoreError::Failed(e));
+                }
+            }
+        };
+        self.wait(epoch)?;
+        Ok(indexes)
+    }
+
+    /// The write connection with a transaction open on it (made if needed).
+    fn open<'a>(&self, slot: &'a mut Option<Open>) -> Result<&'a mut Open, StoreError> {
+        if slot.is_none() {
+            let client = connect(&self.url, Some(self.unreplicated.clone()))
+                .map_err(|e| StoreError::Failed(format!("PostgreSQL: {e}")))?;
+            *slot = Some(Open {
+                client,
+                active: false,
+                epoch: 0,
+                audit_next: 0,
+                nodes: HashMap::new(),
+            });
+        }
+        let open = slot.as_mut().expect("just set");
+        if !open.active {
+            let begin = (|| -> Result<u64, postgres::Error> {
+                open.client.batch_execute("BEGIN")?;
+                let row = open
+                    .client
+                    .query_one("SELECT v FROM lt_meta WHERE k = 'audit' FOR UPDATE", &[])?;
+                Ok(row.get::<_, i64>(0) as u64)
+            })();
+            match begin {
+                Ok(next) => {
+                    open.audit_next = next;
+                    open.nodes.clear();
+                    open.active = true;
+                    open.epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    *slot = None;
+                    return Err(StoreError::Failed(format!("PostgreSQL: {e}")));
+                }
+            }
+        }
+        Ok(slot.as_mut().expect("open"))
+    }
+
+    /// One caller's changes under a savepoint, then its audit entries.
+    fn stage_job(
+        &self,
+        open: &mut Open,
+        changes: &[Change<'_>],
+        events: &[AuditEvent],
+    ) -> Result<Vec<u64>, PgError> {
+        let c = &mut open.client;
+        c.batch_execute("SAVEPOINT job").map_err(pg_err)?;
+        let accepted: Vec<u64> = changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::Accept { record, .. } => Some(record.seq),
+                _ => None,
+            })
+            .collect();
+        for ch in changes {
+            match stage(c, ch, &accepted) {
+                Ok(()) => {}
+                Err(PgError::Conflict) => {
+                    c.batch_execute("ROLLBACK TO SAVEPOINT job")
+                        .map_err(pg_err)?;
+                    return Err(PgError::Conflict);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        c.batch_execute("RELEASE SAVEPOINT job").map_err(pg_err)?;
+        append(open, events)
+    }
+
+    /// Waits until group `epoch` ended; its error, if it failed.
+    fn wait(&self, epoch: u64) -> Result<(), StoreError> {
+        let mut ended = self.ended.lock().expect("ended lock");
+        while ended.upto < epoch {
+            ended = self.done.wait(ended).expect("ended lock");
+        }
+        match ended.failed.get(&epoch) {
+            Some(e) => Err(StoreError::Failed(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records how group `epoch` ended and wakes its callers.
+    fn end(&self, epoch: u64, error: Option<String>) {
+        let mut ended = self.ended.lock().expect("ended lock");
+        if let Some(e) = error {
+            ended.failed.insert(epoch, e);
+        }
+        ended.upto = ended.upto.max(epoch);
+        // Old failures nobody waits for any more.
+        let floor = ended.upto.saturating_sub(10_000);
+        ended.failed.retain(|e, _| *e > floor);
+        self.done.notify_all();
+    }
+
+    /// Commits each group as soon as the writer is free.
+    fn committer(&self) {
+        loop {
+            let mut guard = self.conn.lock().expect("writer lock");
+            while !guard.as_ref().is_some_and(|o| o.active) {
+                if self.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                guard = self.work.wait(guard).expect("writer lock");
+            }
+            let open = guard.as_mut().expect("active");
+            let epoch = open.epoch;
+            self.unreplicated.store(false, Ordering::SeqCst);
+            let result = commit(open);
+            let result = match result {
+                Ok(()) if self.unreplicated.load(Ordering::SeqCst) => Err(
+                    "the commit was not confirmed by the synchronous standby (committed \
+                     locally only): its outcome is unknown"
+                        .to_owned(),
+                ),
+                r => r,
+            };
+            match result {
+                Ok(()) => {
+                    open.active = false;
+                    self.end(epoch, None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "PostgreSQL commit failed; reconnecting");
+                    *guard = None;
+                    self.end(epoch, Some(e));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the new log size to the sequencer row and commits.
+fn commit(open: &mut Open) -> Result<(), String> {
+    let size = open.audit_next as i64;
+    open.client
+        .execute("UPDATE lt_meta SET v = $1 WHERE k = 'audit'", &[&size])
+        .map_err(|e| e.to_string())?;
+    open.client
+        .batch_execute("COMMIT")
+        .map_err(|e| e.to_string())
+}
+
+/// Appends `events` as log entries at the next indexes, with their Merkle nodes.
+fn append(open: &mut Open, events: &[AuditEvent]) -> Result<Vec<u64>, PgError> {
+    let mut indexes = Vec::with_capacity(events.len());
+    for e in events {
+        let index = open.audit_next;
+        let line = e.encode(index);
+        let leaf = leaf_hash(&line);
+        let mut missing = None;
+        let nodes = {
+            let (client, known) = (&mut open.client, &open.nodes);
+            completed_nodes(index, leaf, |level, i| {
+                if let Some(h) = known.get(&(level, i)) {
+                    return Some(*h);
+                }
+                match node(client, level, i) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        missing = Some(e);
+                        None
+                    }
+                }
+            })
+        };
+        if let Some(e) = missing {
+            return Err(e);
+        }
+        let doc = e.document.map(|d| d as i64);
+        open.client
+            .execute(
+                "INSERT INTO lt_audit (idx, line, doc) VALUES ($1, $2, $3)",
+                &[&(index as i64), &line, &doc],
+            )
+            .map_err(pg_err)?;
+        for (level, i, h) in nodes {
+            open.client
+                .execute(
+                    "INSERT INTO lt_merkle (level, i, h) VALUES ($1, $2, $3)",
+                    &[&(level as i32), &(i as i64), &h.as_slice()],
+                )
+                .map_err(pg_err)?;
+            open.nodes.insert((level, i), h);
+        }
+        open.audit_next += 1;
+        indexes.push(index);
+    }
+    Ok(indexes)
+}
+
+/// A stored Merkle node.
+pub(super) fn node(client: &mut Client, level: u32, i: u64) -> Result<Option<Hash>, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT h FROM lt_merkle WHERE level = $1 AND i = $2",
+            &[&(level as i32), &(i as i64)],
+        )
+        .map_err(pg_err)?;
+    Ok(row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok()))
+}

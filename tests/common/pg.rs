@@ -1,0 +1,64 @@
+//! A PostgreSQL primary with one synchronous standby for a test (`scripts/pg-cluster.sh`),
+//! stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct PgCluster {
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/pg-cluster.sh")
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("lienthong-pg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let port = {
+            // Two free ports in a row (primary, standby).
+            loop {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let p = l.local_addr().unwrap().port();
+                if p < 65_000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+                    break p;
+                }
+            }
+        };
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir.path().join("pg"))
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-cluster.sh start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned();
+        PgCluster { url, dir }
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path().join("pg"))
+            .status();
+    }
+}
