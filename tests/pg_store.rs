@@ -95,3 +95,42 @@ async fn a_hub_on_postgres_delivers_and_keeps_its_state_across_a_restart() {
     );
     hub.stop();
 }
+
+/// A commit the synchronous standby does not confirm is never reported as done: with the
+/// standby frozen the submission answers 503 at the hub's deadline (outcome unknown), and
+/// the client's retry after the standby is back makes exactly one document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_commit_answers_503_and_its_retry_makes_one_document() {
+    use common::*;
+    use http::StatusCode;
+    use lienthong::client::HttpVersion;
+
+    let pg = pg::PgCluster::start();
+    let config = format!(
+        "[storage]\nengine = \"postgres\"\nurl = \"{}\"\nsync_deadline_secs = 2\n",
+        pg.url
+    );
+    let mut hub = TestHub::start(SMALL_DIRECTORY, &config);
+    let (a, b) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+    );
+    let warm = submit(&a, hub.packet(A, &[B], "PG-W", b"")).await;
+    assert_eq!(warm.status, StatusCode::CREATED, "{:?}", warm.json());
+    pg.signal_standby("STOP");
+    let body = hub.packet(A, &[B], "PG-S", b"cho xac nhan");
+    let r = submit(&a, body.clone()).await;
+    pg.signal_standby("CONT");
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.json());
+    // The retry: 201 if the first never committed, 200 (the same document) if it did.
+    let again = submit(&a, body).await;
+    assert!(
+        matches!(again.status, StatusCode::CREATED | StatusCode::OK),
+        "{:?}",
+        again.json()
+    );
+    let items = inbox(&b, "limit=10").await;
+    let ours: Vec<_> = items.iter().filter(|i| i["document_id"] == "PG-S").collect();
+    assert_eq!(ours.len(), 1, "{items:?}");
+    hub.stop();
+}

@@ -452,9 +452,12 @@ fn open_hub(
     let settings = settings::hub_settings(config);
     let hub = match (config.storage.engine.as_str(), &config.storage.url) {
         ("postgres", Some(url)) => {
-            let store = crate::store::PgStore::open(url).map_err(|source| DaemonError::Store {
-                path: "PostgreSQL ([storage] url)".into(),
-                source,
+            let deadline = std::time::Duration::from_secs(config.storage.sync_deadline_secs.max(1));
+            let store = crate::store::PgStore::open_with(url, deadline).map_err(|source| {
+                DaemonError::Store {
+                    path: "PostgreSQL ([storage] url)".into(),
+                    source,
+                }
             })?;
             tracing::info!("storage: PostgreSQL");
             Hub::new(store, directory, settings, signatures, notary, shutdown)?

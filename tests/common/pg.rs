@@ -53,8 +53,36 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to every process of the standby: its postmaster
+    /// and its children (the WAL receiver among them).
+    pub fn signal_standby(&self, signal: &str) {
+        let pidfile = self.dir.path().join("pg/standby/postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile).unwrap();
+        let pid = text.lines().next().unwrap().trim().to_owned();
+        let children = Command::new("pgrep").args(["-P", &pid]).output().unwrap();
+        let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        pids.push(pid);
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pids:?}");
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        if self.dir.path().join("pg/standby/postmaster.pid").exists() {
+            // A test that stopped it and failed must not leave it frozen.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.signal_standby("CONT")
+            }));
+        }
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")

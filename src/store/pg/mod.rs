@@ -90,6 +90,12 @@ impl PgStore {
     /// Connects to `url` (e.g. `postgresql://h1,h2/lienthong?target_session_attrs=read-write`),
     /// creates the schema if missing and starts the committer.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        PgStore::open_with(url, std::time::Duration::from_secs(10))
+    }
+
+    /// [`PgStore::open`] with the deadline a write waits for its COMMIT (`[storage]
+    /// sync_deadline_secs`) before it answers `Stalled` (503, outcome unknown).
+    pub fn open_with(url: &str, deadline: std::time::Duration) -> Result<PgStore, StoreError> {
         let client = blocking(|| {
             let mut client = connect(url, None).map_err(store_err)?;
             client
@@ -98,7 +104,7 @@ impl PgStore {
             warn_unless_synchronous(&mut client);
             Ok::<_, StoreError>(client)
         })?;
-        let writer = write::Writer::new(url);
+        let writer = write::Writer::new(url, deadline);
         let committer = writer.start();
         Ok(PgStore {
             url: url.to_owned(),

@@ -48,11 +48,23 @@ struct Ended {
     failed: HashMap<u64, String>,
 }
 
+/// The write connection, and whether the committer has it (COMMIT in progress).
+#[derive(Default)]
+struct Slot {
+    open: Option<Open>,
+    committing: bool,
+}
+
 pub(super) struct Writer {
     url: String,
-    conn: Mutex<Option<Open>>,
+    conn: Mutex<Slot>,
     /// Signalled when a transaction becomes active (the committer waits for it).
     work: Condvar,
+    /// Signalled when a COMMIT returned (callers wait to stage into the next group).
+    free: Condvar,
+    /// How long a caller waits for its group's COMMIT (and for the writer) before it gives
+    /// up with `Stalled`: the outcome is then unknown to it, and its retry is deduplicated.
+    deadline: std::time::Duration,
     ended: Mutex<Ended>,
     /// Signalled when a group ended.
     done: Condvar,
@@ -64,11 +76,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(url: &str) -> Arc<Writer> {
+    pub(super) fn new(url: &str, deadline: std::time::Duration) -> Arc<Writer> {
         Arc::new(Writer {
             url: url.to_owned(),
-            conn: Mutex::new(None),
+            conn: Mutex::new(Slot::default()),
             work: Condvar::new(),
+            free: Condvar::new(),
+            deadline,
             ended: Mutex::new(Ended::default()),
             done: Condvar::new(),
             next_epoch: std::sync::atomic::AtomicU64::new(1),
@@ -95,7 +109,7 @@ impl Writer {
     /// Closes the write connection (after [`Writer::stop`] and the committer's end): an
     /// open transaction is rolled back by the server.
     pub(super) fn disconnect(&self) {
-        self.conn.lock().expect("writer lock").take();
+        self.conn.lock().expect("writer lock").open.take();
     }
 
     /// Stages `changes` and `events` into the open group and waits for its COMMIT.
@@ -104,12 +118,20 @@ impl Writer {
         changes: &[Change<'_>],
         events: &[AuditEvent],
     ) -> Result<Vec<u64>, StoreError> {
+        let until = std::time::Instant::now() + self.deadline;
         let (epoch, indexes) = {
             let mut guard = self.conn.lock().expect("writer lock");
+            while guard.committing {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(StoreError::Stalled(self.deadline.as_secs()));
+                }
+                guard = self.free.wait_timeout(guard, left).expect("writer lock").0;
+            }
             if self.stop.load(Ordering::SeqCst) {
                 return Err(StoreError::Failed("the store is closed".into()));
             }
-            let open = self.open(&mut guard)?;
+            let open = self.open(&mut guard.open)?;
             match self.stage_job(open, changes, events) {
                 Ok(indexes) => {
                     let epoch = open.epoch;
@@ -120,13 +142,13 @@ impl Writer {
                 Err(PgError::Db(e)) => {
                     // The transaction is lost: its whole group fails.
                     let epoch = open.epoch;
-                    *guard = None;
+                    guard.open = None;
                     self.end(epoch, Some(e.clone()));
                     return Err(StoreError::Failed(e));
                 }
             }
         };
-        self.wait(epoch)?;
+        self.wait(epoch, until)?;
         Ok(indexes)
     }
 
@@ -199,11 +221,17 @@ impl Writer {
         append(open, events)
     }
 
-    /// Waits until group `epoch` ended; its error, if it failed.
-    fn wait(&self, epoch: u64) -> Result<(), StoreError> {
+    /// Waits until group `epoch` ended (its error, if it failed), or until `until`.
+    fn wait(&self, epoch: u64, until: std::time::Instant) -> Result<(), StoreError> {
         let mut ended = self.ended.lock().expect("ended lock");
         while ended.upto < epoch {
-            ended = self.done.wait(ended).expect("ended lock");
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                // The COMMIT may still succeed: the answer is "unknown" (503), and the
+                // client's retry finds the document if it did.
+                return Err(StoreError::Stalled(self.deadline.as_secs()));
+            }
+            ended = self.done.wait_timeout(ended, left).expect("ended lock").0;
         }
         match ended.failed.get(&epoch) {
             Some(e) => Err(StoreError::Failed(e.clone())),
@@ -224,20 +252,24 @@ impl Writer {
         self.done.notify_all();
     }
 
-    /// Commits each group as soon as the writer is free.
+    /// Commits each group as soon as the writer is free. The connection is taken out of the
+    /// slot for the COMMIT, so callers waiting for the next group can give up at their
+    /// deadline instead of queueing behind a COMMIT that waits for a lost standby.
     fn committer(&self) {
         loop {
             let mut guard = self.conn.lock().expect("writer lock");
-            while !guard.as_ref().is_some_and(|o| o.active) {
+            while !guard.open.as_ref().is_some_and(|o| o.active) {
                 if self.stop.load(Ordering::SeqCst) {
                     return;
                 }
                 guard = self.work.wait(guard).expect("writer lock");
             }
-            let open = guard.as_mut().expect("active");
+            let mut open = guard.open.take().expect("active");
+            guard.committing = true;
+            drop(guard);
             let epoch = open.epoch;
             self.unreplicated.store(false, Ordering::SeqCst);
-            let result = commit(open);
+            let result = commit(&mut open);
             let result = match result {
                 Ok(()) if self.unreplicated.load(Ordering::SeqCst) => Err(
                     "the commit was not confirmed by the synchronous standby (committed \
@@ -246,17 +278,21 @@ impl Writer {
                 ),
                 r => r,
             };
+            let mut guard = self.conn.lock().expect("writer lock");
+            guard.committing = false;
             match result {
                 Ok(()) => {
                     open.active = false;
+                    guard.open = Some(open);
                     self.end(epoch, None);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "PostgreSQL commit failed; reconnecting");
-                    *guard = None;
+                    drop(open);
                     self.end(epoch, Some(e));
                 }
             }
+            self.free.notify_all();
         }
     }
 }
