@@ -130,7 +130,10 @@ async fn an_unconfirmed_commit_answers_503_and_its_retry_makes_one_document() {
         again.json()
     );
     let items = inbox(&b, "limit=10").await;
-    let ours: Vec<_> = items.iter().filter(|i| i["document_id"] == "PG-S").collect();
+    let ours: Vec<_> = items
+        .iter()
+        .filter(|i| i["document_id"] == "PG-S")
+        .collect();
     assert_eq!(ours.len(), 1, "{items:?}");
     hub.stop();
 }

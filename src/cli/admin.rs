@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// second; default the hub's default).
     #[arg(long)]
     pub peer_concurrency: Option<usize>,
+    /// The hub started here stores in this PostgreSQL database (`[storage] engine =
+    /// "postgres"`; e.g. from scripts/pg-cluster.sh) instead of RocksDB.
+    #[arg(long)]
+    pub pg_url: Option<String>,
 }
 
 /// `bench`: the load tool, with its report as text or JSON.
@@ -81,6 +85,7 @@ pub async fn bench(b: BenchArgs) -> ExitCode {
         unsigned: b.unsigned,
         items: b.items,
         peer_concurrency: b.peer_concurrency,
+        pg_url: b.pg_url,
         mode: b.mode,
         clients: b.clients,
         size: b.size as usize,

@@ -58,6 +58,8 @@ pub struct LoadSpec {
     pub items: u64,
     /// Forward mode: the first hub's `[[peer]] concurrency`.
     pub peer_concurrency: Option<usize>,
+    /// A hub started here stores in this PostgreSQL database instead of RocksDB.
+    pub pg_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,9 +136,11 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
             (None, url, certs)
         }
         None => {
-            let (h, url, certs) = tokio::task::spawn_blocking(move || start_hub(unsigned))
-                .await
-                .map_err(|e| e.to_string())??;
+            let pg = spec.pg_url.clone();
+            let (h, url, certs) =
+                tokio::task::spawn_blocking(move || start_hub(unsigned, pg.as_deref()))
+                    .await
+                    .map_err(|e| e.to_string())??;
             (Some(h), url, certs)
         }
     };

@@ -23,9 +23,16 @@ impl Drop for OwnHub {
     }
 }
 
-pub(super) fn start_hub(record_only: bool) -> Result<(OwnHub, String, PathBuf), String> {
+pub(super) fn start_hub(
+    record_only: bool,
+    pg_url: Option<&str>,
+) -> Result<(OwnHub, String, PathBuf), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    start_hub_in(dir, &policy_config(record_only), "127.0.0.1:0")
+    let mut config = policy_config(record_only);
+    if let Some(url) = pg_url {
+        config += &format!("[storage]\nengine = \"postgres\"\nurl = \"{url}\"\n");
+    }
+    start_hub_in(dir, &config, "127.0.0.1:0")
 }
 
 /// The `[signature]` section of a bench hub's config.

@@ -76,6 +76,64 @@ pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The write connection with its prepared statements: each statement is parsed once per
+/// connection, so a staged change costs one round trip, not two.
+pub(super) struct Conn {
+    client: Client,
+    stmts: std::collections::HashMap<&'static str, postgres::Statement>,
+}
+
+type Params<'a> = &'a [&'a (dyn postgres::types::ToSql + Sync)];
+
+impl Conn {
+    pub(super) fn new(client: Client) -> Conn {
+        Conn {
+            client,
+            stmts: std::collections::HashMap::new(),
+        }
+    }
+
+    fn prepared(&mut self, sql: &'static str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.stmts.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        sql: &'static str,
+        p: Params<'_>,
+    ) -> Result<u64, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.execute(&s, p)
+    }
+
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        p: Params<'_>,
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.query_opt(&s, p)
+    }
+
+    pub(super) fn query_one(
+        &mut self,
+        sql: &'static str,
+        p: Params<'_>,
+    ) -> Result<postgres::Row, postgres::Error> {
+        let s = self.prepared(sql)?;
+        self.client.query_one(&s, p)
+    }
+
+    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+}
+
 /// The storage interface on PostgreSQL.
 pub struct PgStore {
     url: String,

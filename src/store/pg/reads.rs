@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
+use super::PgStore;
 use super::stage::{code_of, kind_of};
-use super::{PgStore, write};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, NodeSource};
 use crate::store::{
@@ -25,8 +25,13 @@ const PAGE: i64 = 500;
 impl NodeSource for PgStore {
     type Error = StoreError;
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
-        let node = self.read(|c| Ok(write::node(c, level, index).map_err(|e| format!("{e:?}"))))?;
-        node.map_err(StoreError::Failed)?
+        let row = self.read(|c| {
+            c.query_opt(
+                "SELECT h FROM lt_merkle WHERE level = $1 AND i = $2",
+                &[&(level as i32), &(index as i64)],
+            )
+        })?;
+        row.and_then(|r| r.get::<_, Vec<u8>>(0).try_into().ok())
             .ok_or_else(|| StoreError::Corrupt {
                 key: format!("merkle/{level}/{index}"),
                 why: "missing Merkle node".into(),

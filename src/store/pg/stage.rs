@@ -4,7 +4,7 @@
 //! waits for that transaction and judges the row as it then is, so the compare-and-set holds
 //! across processes too.
 
-use postgres::Client;
+use super::Conn as Client;
 
 use super::{PgError, pg_err};
 use crate::store::{Change, DueKind, QueueEntry};
@@ -19,7 +19,7 @@ fn kind_code(kind: DueKind) -> i16 {
 /// Rows changed by `sql`: 0 means the guard did not hold.
 fn exec(
     c: &mut Client,
-    sql: &str,
+    sql: &'static str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
 ) -> Result<u64, PgError> {
     c.execute(sql, params).map_err(pg_err)

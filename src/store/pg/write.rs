@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use postgres::Client;
+use super::Conn;
 
 use super::stage::stage;
 use super::{PgError, connect, pg_err};
@@ -27,7 +27,7 @@ use crate::store::{Change, StoreError};
 
 /// The write connection and the transaction open on it.
 struct Open {
-    client: Client,
+    client: Conn,
     /// A transaction is open (callers have staged into it).
     active: bool,
     /// The open transaction's number; callers wait for it to end.
@@ -158,7 +158,7 @@ impl Writer {
             let client = connect(&self.url, Some(self.unreplicated.clone()))
                 .map_err(|e| StoreError::Failed(format!("PostgreSQL: {e}")))?;
             *slot = Some(Open {
-                client,
+                client: Conn::new(client),
                 active: false,
                 epoch: 0,
                 audit_next: 0,
@@ -357,7 +357,7 @@ fn append(open: &mut Open, events: &[AuditEvent]) -> Result<Vec<u64>, PgError> {
 }
 
 /// A stored Merkle node.
-pub(super) fn node(client: &mut Client, level: u32, i: u64) -> Result<Option<Hash>, PgError> {
+pub(super) fn node(client: &mut Conn, level: u32, i: u64) -> Result<Option<Hash>, PgError> {
     let row = client
         .query_opt(
             "SELECT h FROM lt_merkle WHERE level = $1 AND i = $2",
