@@ -9,6 +9,13 @@ random moments and restarted. At the end it checks, from outside:
 - a consistency proof holds from every tree head signed before a kill to the final one.
 
     scripts/crash_loop.py --bin target/release/lienthong [--kills 20] [--seed 1]
+    scripts/crash_loop.py --bin … --storage postgres --faults hub,primary,standby --kills 21
+
+With `--storage postgres` the hub stores in a PostgreSQL primary with a synchronous standby
+(scripts/pg-cluster.sh) and each cycle injects the next fault of `--faults`: `hub` (SIGKILL
+the hub), `primary` (SIGKILL the primary, promote the standby, make a new standby), `standby`
+(SIGSTOP the standby for 1-3 s). It also reports duplicates and the longest time without
+a successful write per fault (docs/ha.md).
 
 Needs python3 with `cryptography` (scripts/pyenv.sh) and the hub binary. Prints the figures
 docs/reliability.md quotes; exits non-zero on any violation.
@@ -127,12 +134,17 @@ class State:
         self.resurrected = []
         self.stop = False
         self.errors = 0
+        self.in_doubt = 0         # 503 answers: outcome unknown to the client
+        self.ok_times = []        # (time, latency) of each successful submit
+        self.ids_by_packet = {}   # packet index -> ids answered for it
 
 
 def submitter(hub, packets, st, rng):
     clients = {a: agency_client(hub, a) for a in AGENCIES}
     while not st.stop:
-        sender, to, body = rng.choice(packets)
+        k = rng.randrange(len(packets))
+        sender, to, body = packets[k]
+        started = time.time()
         try:
             status, _, b = clients[sender].call("POST", "/v1/documents", body)
         except Exception:
@@ -143,6 +155,12 @@ def submitter(hub, packets, st, rng):
             with st.lock:
                 st.accepted[j["id"]] = to
                 st.receipts.append(j["receipt"])
+                if status == 201:  # a new write (a replay reads only)
+                    st.ok_times.append((time.time(), time.time() - started))
+                st.ids_by_packet.setdefault(k, set()).add(j["id"])
+        elif status == 503:
+            with st.lock:
+                st.in_doubt += 1
         elif status not in (409, 429, 503):
             with st.lock:
                 st.errors += 1
@@ -206,6 +224,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--packets", type=int, default=300)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--storage", choices=["rocksdb", "postgres"], default="rocksdb")
+    ap.add_argument("--faults", default="hub", help="comma-separated: hub, primary, standby")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     rng = random.Random(a.seed)
@@ -216,6 +236,14 @@ def main():
     # Short leases so unacked items come back between kills; heads signed often.
     with open(os.path.join(work, "lienthong.toml"), "w") as f:
         f.write("[queue]\nlease_secs = 2\n[audit]\nhead_interval_secs = 1\nhead_every_entries = 50\n")
+    pg = None
+    if a.storage == "postgres":
+        from pg_faults import PgCluster
+        pg = PgCluster(work)
+        with open(os.path.join(work, "lienthong.toml"), "a") as f:
+            f.write(f'[storage]\nengine = "postgres"\nurl = "{pg.url()}"\nsync_deadline_secs = 5\n')
+    faults = a.faults.split(",")
+    fault_log = []
     subprocess.run([binary, "pki", "init", "--dir", os.path.join(work, "certs"),
                     "--agencies", os.path.join(work, "agencies.toml")], check=True, capture_output=True)
     print(f"making {a.packets} signed packets…", flush=True)
@@ -239,10 +267,19 @@ def main():
                 heads.append(b.decode())
         except Exception:
             pass
-        hub.kill()
-        time.sleep(rng.random() * 0.3)
-        hub.start()
-        print(f"kill {k + 1}/{a.kills}: {len(st.accepted)} accepted, {len(st.removed)} acked so far", flush=True)
+        kind = faults[k % len(faults)]
+        began = time.time()
+        if kind == "hub":
+            hub.kill()
+            time.sleep(rng.random() * 0.3)
+            hub.start()
+        elif kind == "primary":
+            pg.fail_over()
+        elif kind == "standby":
+            pg.freeze_standby(1 + rng.random() * 2)
+        fault_log.append((kind, began))
+        print(f"fault {k + 1}/{a.kills} ({kind}): {len(st.accepted)} accepted, "
+              f"{len(st.removed)} acked so far", flush=True)
     time.sleep(2)
     st.stop = True
     for t in threads:
@@ -293,13 +330,32 @@ def main():
     if r.returncode != 0:
         failures.append("verify_log.py: " + r.stderr.decode()[-500:])
     checked = sum(len(v) for v in st.accepted.values())
+    duplicates = sum(len(v) - 1 for v in st.ids_by_packet.values() if len(v) > 1)
+    times = sorted(t for t, _ in st.ok_times)
+    gaps = {}
+    for kind, began in fault_log:
+        before = [t for t in times if t <= began]
+        after = [t for t in times if t > began]
+        if before and after:
+            gaps.setdefault(kind, []).append(round(after[0] - before[-1], 2))
+    lat = sorted(l for _, l in st.ok_times)
+    pct = lambda q: round(lat[min(len(lat) - 1, int(len(lat) * q))] * 1000, 1) if lat else None
+    if pg:
+        pg.stop()
     print(json.dumps({
         "kills": a.kills, "documents": len(st.accepted), "deliveries_checked": checked,
         "lost": len(lost), "acked": len(st.removed), "resurrected": len(st.resurrected),
         "receipts_checked": len(st.receipts), "heads_before_kills": len(heads),
         "log_entries": size, "unexpected_statuses": st.errors,
         "independent_verifier": r.stdout.decode().strip(),
+        "storage": a.storage, "faults": {k: sum(1 for f, _ in fault_log if f == k) for k in faults},
+        "in_doubt_503": st.in_doubt, "duplicates": duplicates,
+        "max_secs_without_writes": {k: max(v) for k, v in gaps.items()},
+        "median_secs_without_writes": {k: sorted(v)[len(v) // 2] for k, v in gaps.items()},
+        "submit_p50_ms": pct(0.5), "submit_p99_ms": pct(0.99),
     }, indent=1))
+    if duplicates:
+        failures.append(f"duplicates: {duplicates}")
     if lost:
         failures.append(f"lost: {lost[:10]}")
     if st.resurrected:

@@ -15,7 +15,11 @@ case "$cmd" in
 start)
   port=${3:?PORT}
   mkdir -p "$dir"
-  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    # The servers run as postgres: they must be able to reach DIR (traverse, not list).
+    chmod o+x "$(dirname "$(realpath "$dir")")"
+  fi
   as_pg "$BIN/initdb" -D "$dir/primary" -A trust -U postgres --no-sync >"$dir/initdb.log"
   cat >>"$dir/primary/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
@@ -28,7 +32,7 @@ synchronous_standby_names = 'ANY 1 (standby1)'
 CONF
   echo "host replication all 127.0.0.1/32 trust" >>"$dir/primary/pg_hba.conf"
   as_pg "$BIN/pg_ctl" -D "$dir/primary" -l "$dir/primary.log" -w start >/dev/null
-  as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/standby" -R -X stream --no-sync
+  as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/standby" -R -X stream -c fast --no-sync
   cat >>"$dir/standby/postgresql.auto.conf" <<CONF
 port = $((port + 1))
 primary_conninfo = 'host=127.0.0.1 port=$port user=postgres application_name=standby1'

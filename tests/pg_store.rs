@@ -137,3 +137,85 @@ async fn an_unconfirmed_commit_answers_503_and_its_retry_makes_one_document() {
     assert_eq!(ours.len(), 1, "{items:?}");
     hub.stop();
 }
+
+/// Two hub processes on one PostgreSQL database (behind a load balancer in production): a
+/// document submitted through one reaches a long poll waiting on the other, its ack there is
+/// seen by the first, and a retry through the second is the same document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_share_one_database() {
+    use common::*;
+    use http::StatusCode;
+    use lienthong::client::{Client, HttpVersion};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let pg = pg::PgCluster::start();
+    let config = format!("[storage]\nengine = \"postgres\"\nurl = \"{}\"\n", pg.url);
+    let hub = TestHub::start(SMALL_DIRECTORY, &config);
+    // The second process: same config and certificates, its own data dir (bound.json).
+    let data2 = hub.path("data2");
+    /// Killed however the test ends (a live child holding the test's stderr would keep
+    /// the test harness waiting).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _second = Killed(
+        hub.serve_command(&hub.config, &data2)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let https = loop {
+        if let Ok(text) = std::fs::read_to_string(data2.join("bound.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                break v["https"].as_str().unwrap().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "the second process did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let on_second = |agency: &str| {
+        let (cert, key) = hub.cert(agency);
+        Client::new(
+            &format!("https://{https}"),
+            &hub.path("certs/ca.pem"),
+            &cert,
+            &key,
+            HttpVersion::Auto,
+        )
+        .unwrap()
+    };
+    let (b2, a2) = (on_second(B), on_second(A));
+    let a1 = hub.client(A, HttpVersion::Auto);
+
+    // B long-polls the second process; A submits to the first.
+    let poll = tokio::spawn(async move {
+        let items = inbox(&b2, "limit=10&wait=20").await;
+        (b2, items)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = hub.packet(A, &[B], "PG-2P", b"hai tien trinh");
+    let r = submit(&a1, body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let (b2, items) = poll.await.unwrap();
+    assert_eq!(items.len(), 1, "the long poll on the other process got it");
+    assert_eq!(items[0]["id"], id.as_str());
+    assert_eq!(
+        post(&b2, &format!("/v1/inbox/{id}/ack")).await.status,
+        StatusCode::OK
+    );
+    let s = get(&a1, &format!("/v1/documents/{id}/status")).await.json();
+    assert_eq!(s["recipients"][0]["state"], "delivered", "{s}");
+    // The same submission through the other process is the same document.
+    let again = submit(&a2, body).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.json());
+    assert_eq!(again.json()["id"], id.as_str());
+}

@@ -483,6 +483,7 @@ fn open_hub(
         }
     };
     let hub = Arc::new(hub);
+    hub.listen_to_store();
     hub.load_push_state()?;
     Ok(hub)
 }

@@ -332,6 +332,17 @@ impl Hub {
             .clone()
     }
 
+    /// Wakes long polls here when another hub process on the same storage queued something
+    /// (PostgreSQL's LISTEN/NOTIFY).
+    pub fn listen_to_store(self: &Arc<Self>) {
+        let hub = Arc::downgrade(self);
+        self.store.subscribe(Arc::new(move |agency: &str| {
+            if let Some(h) = hub.upgrade() {
+                h.wake(agency);
+            }
+        }));
+    }
+
     pub(super) fn wake(&self, agency: &str) {
         let w = self.waiters.lock().expect("waiters lock poisoned");
         if let Some(n) = w.get(agency) {

@@ -357,31 +357,9 @@ fn report_key(report_id: &str) -> Vec<u8> {
 
 /// The record of a report about `doc`, addressed to `doc`'s sender.
 fn report_record(seq: u64, doc: &DocRecord, jws: &str, now: u64, route: Vec<Hop>) -> DocRecord {
-    DocRecord {
-        seq,
-        kind: Kind::Notice,
-        from: HUB_SENDER.to_owned(),
-        recipients: vec![doc.from.clone()],
-        document_id: None,
-        subject: Some(format!(
-            "{REPORT_SUBJECT}: {}",
-            doc.document_id.as_deref().unwrap_or("")
-        )),
-        status_code: None,
-        response_for: Some(doc.document_id.clone().unwrap_or_default()),
-        acts_on: Some(doc.seq),
-        replaces: vec![],
-        withdrawn: vec![],
-        business_type: 0,
-        size: jws.len() as u64,
-        sha256: crate::digest::sha256_hex(jws.as_bytes()),
-        received_at_ms: now,
-        has_signature: true,
-        verdict: Some("hub".into()),
-        signer: Some(HUB_SENDER.into()),
-        signer_sha256: None,
-        paper: false,
-        pdf: vec![],
-        route,
-    }
+    let subject = format!(
+        "{REPORT_SUBJECT}: {}",
+        doc.document_id.as_deref().unwrap_or("")
+    );
+    super::upkeep::hub_record(seq, doc, subject, jws, now, route)
 }

@@ -315,6 +315,11 @@ impl Hub {
     /// Updates the queue and storage gauges (from the maintenance task).
     pub fn refresh_gauges(&self) -> Result<(), HubError> {
         let now = now_ms();
+        if self.store.shared() {
+            // Other processes enqueue and ack too: count again from storage.
+            let depth = self.store.queue_depths()?;
+            *self.depth.lock().expect("depth lock") = depth;
+        }
         let all: Vec<(String, u64)> = {
             let d = self.depth.lock().expect("depth lock");
             d.iter().map(|(a, n)| (a.clone(), *n)).collect()

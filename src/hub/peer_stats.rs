@@ -70,24 +70,22 @@ impl Hub {
         self.counters.add(now, event.metric(), &peer_queue(peer), 1);
         let peer = peer.to_owned();
         match event {
-            PeerEvent::Forwarded => {
-                counter!("lienthong_forwards_total", "peer" => peer, "result" => "forwarded")
+            PeerEvent::Forwarded | PeerEvent::ForwardFailed | PeerEvent::ForwardRefused => {
+                let result = match event {
+                    PeerEvent::Forwarded => "forwarded",
+                    PeerEvent::ForwardFailed => "failed",
+                    _ => "refused",
+                };
+                counter!("lienthong_forwards_total", "peer" => peer, "result" => result)
                     .increment(1)
             }
-            PeerEvent::ForwardFailed => {
-                counter!("lienthong_forwards_total", "peer" => peer, "result" => "failed")
-                    .increment(1)
-            }
-            PeerEvent::ForwardRefused => {
-                counter!("lienthong_forwards_total", "peer" => peer, "result" => "refused")
-                    .increment(1)
-            }
-            PeerEvent::Received => {
-                counter!("lienthong_peer_received_total", "peer" => peer, "kind" => "packet")
-                    .increment(1)
-            }
-            PeerEvent::ReportIn => {
-                counter!("lienthong_peer_received_total", "peer" => peer, "kind" => "report")
+            PeerEvent::Received | PeerEvent::ReportIn => {
+                let kind = if matches!(event, PeerEvent::Received) {
+                    "packet"
+                } else {
+                    "report"
+                };
+                counter!("lienthong_peer_received_total", "peer" => peer, "kind" => kind)
                     .increment(1)
             }
         }

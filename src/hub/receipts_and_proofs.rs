@@ -234,6 +234,10 @@ impl Hub {
     /// Signs a tree head when the log grew by `every` entries, or at all and `due` is set
     /// (the periodic tick). Returns the new head's size, if one was signed.
     pub fn maybe_sign_head(&self, due: bool, every: u64) -> Result<Option<u64>, HubError> {
+        // One signer of tree heads per hub, however many processes serve it.
+        if !self.store.lead() {
+            return Ok(None);
+        }
         let size = self.store.audit_size();
         let last = self.store.latest_head()?.map_or(0, |(s, _)| s);
         if size > last && (due || size - last >= every) {

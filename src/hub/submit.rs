@@ -91,6 +91,11 @@ impl Hub {
             match self.store_packet(&checked) {
                 Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
+                    // Another hub process on the same database took the key meanwhile (the
+                    // submit locks are per process): the same bytes are that acceptance.
+                    if let Some(seq) = self.store.dedup(&checked.dkey)? {
+                        return self.replay(seq, checked);
+                    }
                 }
                 r => return r,
             }

@@ -40,6 +40,42 @@ pub(super) fn notice_changes<'a>(notice: &'a Notice, to: &'a str) -> [Change<'a>
     ]
 }
 
+/// The record of a hub-signed statement `jws` about `doc`, addressed to `doc`'s sender: a
+/// notice to a local sender, or a delivery report travelling to a remote one.
+pub(super) fn hub_record(
+    seq: u64,
+    doc: &DocRecord,
+    subject: String,
+    jws: &str,
+    now: u64,
+    route: Vec<crate::federation::Hop>,
+) -> DocRecord {
+    DocRecord {
+        seq,
+        kind: Kind::Notice,
+        from: HUB_SENDER.to_owned(),
+        recipients: vec![doc.from.clone()],
+        document_id: None,
+        subject: Some(subject),
+        status_code: None,
+        response_for: doc.document_id.clone(),
+        acts_on: Some(doc.seq),
+        replaces: vec![],
+        withdrawn: vec![],
+        business_type: 0,
+        size: jws.len() as u64,
+        sha256: crate::digest::sha256_hex(jws.as_bytes()),
+        received_at_ms: now,
+        has_signature: true,
+        verdict: Some("hub".into()),
+        signer: Some(HUB_SENDER.into()),
+        signer_sha256: None,
+        paper: false,
+        pdf: vec![],
+        route,
+    }
+}
+
 /// Why a hub notice says a document did not reach its recipients.
 pub(super) enum Undelivered {
     /// Nobody acknowledged it before `[queue] expiry_secs`.
@@ -228,34 +264,12 @@ impl Hub {
             Undelivered::Refused { .. } => "Không chuyển được",
         };
         let seq = self.store.next_seq()?;
-        let record = DocRecord {
-            seq,
-            kind: Kind::Notice,
-            from: HUB_SENDER.to_owned(),
-            recipients: vec![doc.from.clone()],
-            document_id: None,
-            subject: Some(format!(
-                "{subject}: {} chưa nhận văn bản {}",
-                recipients.join(", "),
-                doc.document_id.as_deref().unwrap_or("")
-            )),
-            status_code: None,
-            response_for: doc.document_id.clone(),
-            acts_on: Some(doc.seq),
-            replaces: vec![],
-            withdrawn: vec![],
-            business_type: 0,
-            size: jws.len() as u64,
-            sha256: crate::digest::sha256_hex(jws.as_bytes()),
-            received_at_ms: now,
-            has_signature: true,
-            verdict: Some("hub".into()),
-            signer: Some(HUB_SENDER.into()),
-            signer_sha256: None,
-            paper: false,
-            pdf: vec![],
-            route: vec![],
-        };
+        let subject = format!(
+            "{subject}: {} chưa nhận văn bản {}",
+            recipients.join(", "),
+            doc.document_id.as_deref().unwrap_or("")
+        );
+        let record = hub_record(seq, doc, subject, &jws, now, vec![]);
         let dkey = crate::store::dedup_key(HUB_SENDER, &format!("#{}:{seq}", why.kind()));
         Ok(Some((record, jws, dkey)))
     }

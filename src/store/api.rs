@@ -89,6 +89,21 @@ pub trait Storage: NodeSource<Error = StoreError> + Send + Sync {
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError>;
     /// Makes everything durable and stops writing (shutdown).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether other hub processes may write to the same storage (PostgreSQL): then what a
+    /// process keeps in memory about queues is refreshed from storage.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether this process is the one that does once-per-hub work (signing tree heads)
+    /// now. Always on an engine only one process opens.
+    fn lead(&self) -> bool {
+        true
+    }
+    /// Calls `wake(agency)` when another process queued something for `agency` (so its
+    /// long polls here answer at once). Nothing to do on an engine one process opens.
+    fn subscribe(&self, wake: std::sync::Arc<dyn Fn(&str) + Send + Sync>) {
+        let _ = wake;
+    }
 }
 
 impl Storage for Store {

@@ -6,6 +6,7 @@
 //! transaction, so they are dense and in commit order across hub processes (a SEQUENCE
 //! would leave gaps on rollback); guards are conditional UPDATE/DELETE statements.
 
+mod listen;
 mod reads;
 mod stage;
 mod stats;
@@ -142,6 +143,10 @@ pub struct PgStore {
     pool: Mutex<Vec<Client>>,
     /// Reserved hub ids: (next, end).
     seq: Mutex<(u64, u64)>,
+    /// The session holding the leader's advisory lock, when this process holds it.
+    leader: Mutex<Option<Client>>,
+    /// Stops the LISTEN thread.
+    stopping: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -170,6 +175,8 @@ impl PgStore {
             committer: Mutex::new(Some(committer)),
             pool: Mutex::new(vec![client]),
             seq: Mutex::new((0, 0)),
+            leader: Mutex::new(None),
+            stopping: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -218,7 +225,10 @@ impl PgStore {
     }
 
     fn close(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         blocking(|| {
+            self.leader.lock().expect("leader lock").take();
             self.writer.stop();
             if let Some(t) = self.committer.lock().expect("committer lock").take() {
                 let _ = t.join();

@@ -341,6 +341,15 @@ impl Storage for PgStore {
         self.close();
         Ok(())
     }
+    fn shared(&self) -> bool {
+        true
+    }
+    fn lead(&self) -> bool {
+        self.try_lead()
+    }
+    fn subscribe(&self, wake: std::sync::Arc<dyn Fn(&str) + Send + Sync>) {
+        self.listen(wake);
+    }
 }
 
 /// A queue entry from columns `at..at+3` (lease_until, deliveries, fetched).

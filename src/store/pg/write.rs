@@ -37,6 +37,9 @@ struct Open {
     /// Merkle nodes written in the open transaction (completed nodes need their left
     /// siblings, often written by the same group).
     nodes: HashMap<(u32, u64), Hash>,
+    /// Agencies the open transaction queues items for: notified at COMMIT
+    /// (`NOTIFY lt_wake`), so long polls in other hub processes answer at once.
+    wake: std::collections::BTreeSet<String>,
 }
 
 /// How each group ended.
@@ -163,6 +166,7 @@ impl Writer {
                 epoch: 0,
                 audit_next: 0,
                 nodes: HashMap::new(),
+                wake: Default::default(),
             });
         }
         let open = slot.as_mut().expect("just set");
@@ -178,6 +182,7 @@ impl Writer {
                 Ok(next) => {
                     open.audit_next = next;
                     open.nodes.clear();
+                    open.wake.clear();
                     open.active = true;
                     open.epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
                 }
@@ -218,6 +223,11 @@ impl Writer {
             }
         }
         c.batch_execute("RELEASE SAVEPOINT job").map_err(pg_err)?;
+        for ch in changes {
+            if let Change::Enqueue { agency, .. } = ch {
+                open.wake.insert((*agency).to_owned());
+            }
+        }
         append(open, events)
     }
 
@@ -297,12 +307,30 @@ impl Writer {
     }
 }
 
-/// Writes the new log size to the sequencer row and commits.
+/// The largest NOTIFY payload sent (PostgreSQL's limit is 8,000 bytes).
+const NOTIFY_MAX: usize = 7_000;
+
+/// Writes the new log size to the sequencer row, notifies the agencies the group queued
+/// for (delivered at COMMIT, to every listening process), and commits.
 fn commit(open: &mut Open) -> Result<(), String> {
     let size = open.audit_next as i64;
     open.client
         .execute("UPDATE lt_meta SET v = $1 WHERE k = 'audit'", &[&size])
         .map_err(|e| e.to_string())?;
+    let mut payload = String::new();
+    let wake = std::mem::take(&mut open.wake);
+    for (k, agency) in wake.iter().enumerate() {
+        if !payload.is_empty() {
+            payload.push(',');
+        }
+        payload.push_str(agency);
+        if payload.len() > NOTIFY_MAX || k + 1 == wake.len() {
+            open.client
+                .execute("SELECT pg_notify('lt_wake', $1)", &[&payload])
+                .map_err(|e| e.to_string())?;
+            payload.clear();
+        }
+    }
     open.client
         .batch_execute("COMMIT")
         .map_err(|e| e.to_string())
