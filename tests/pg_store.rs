@@ -178,7 +178,10 @@ async fn two_hub_processes_share_one_database() {
                 break v["https"].as_str().unwrap().to_owned();
             }
         }
-        assert!(Instant::now() < deadline, "the second process did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the second process did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let on_second = |agency: &str| {

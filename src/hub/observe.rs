@@ -317,8 +317,13 @@ impl Hub {
         let now = now_ms();
         if self.store.shared() {
             // Other processes enqueue and ack too: count again from storage.
-            let depth = self.store.queue_depths()?;
-            *self.depth.lock().expect("depth lock") = depth;
+            let counted = self.store.queue_depths()?;
+            let mut depth = self.depth.lock().expect("depth lock");
+            // Queues emptied elsewhere stay in the map at 0, so their gauges go to 0 too.
+            for n in depth.values_mut() {
+                *n = 0;
+            }
+            depth.extend(counted);
         }
         let all: Vec<(String, u64)> = {
             let d = self.depth.lock().expect("depth lock");
