@@ -45,6 +45,11 @@ pub struct Peer {
 pub const PEER_CONCURRENCY: usize = 64;
 
 impl Peer {
+    /// Its federation endpoint `what` (`packets` or `reports`).
+    pub fn endpoint(&self, what: &str) -> String {
+        format!("{}/v1/federation/{what}", self.url.trim_end_matches('/'))
+    }
+
     pub fn concurrency(&self) -> usize {
         self.concurrency.unwrap_or(PEER_CONCURRENCY).max(1)
     }

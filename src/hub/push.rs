@@ -140,7 +140,7 @@ impl Hub {
                 .settings
                 .federation
                 .peer(peer)
-                .map(|p| format!("{}/v1/federation/packets", p.url.trim_end_matches('/'))),
+                .map(|p| p.endpoint("packets")),
             None => directory.get(queue).and_then(|a| a.push_url.clone()),
         }
     }
@@ -225,11 +225,12 @@ impl Hub {
             Err(HubError::Store(StoreError::Conflict)) => return Ok(None),
             r => r?,
         };
-        let forward = crate::federation::queue_peer(agency).map(|peer| self.forward_of(&doc, peer));
+        let peer = crate::federation::queue_peer(agency);
+        let forward = peer.map(|peer| self.forward_of(&doc, peer));
         // A report goes to the peer's report endpoint, not its packet endpoint.
-        let url = match forward.is_some() && super::hop_reports::is_report(&doc) {
-            true => url.replace("/v1/federation/packets", "/v1/federation/reports"),
-            false => url.to_owned(),
+        let url = match peer.and_then(|p| self.settings.federation.peer(p)) {
+            Some(p) if super::hop_reports::is_report(&doc) => p.endpoint("reports"),
+            _ => url.to_owned(),
         };
         let id = format_id(due.seq);
         let signature = crate::webhook::sign(&self.notary, &id, &body, SystemTime::now())

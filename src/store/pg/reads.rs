@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::PgStore;
-use super::stage::{code_of, kind_of};
+use super::stage::{kind_code, kind_of};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, NodeSource};
 use crate::store::{
@@ -292,7 +292,7 @@ impl Storage for PgStore {
                 "SELECT kind, at_ms, seq, agency FROM lt_due WHERE kind = $1 AND at_ms < $2 \
                  ORDER BY at_ms, seq, agency LIMIT $3",
                 &[
-                    &code_of(kind),
+                    &kind_code(kind),
                     &i(before_ms.min(i64::MAX as u64)),
                     &(limit.min(i64::MAX as usize) as i64),
                 ],

@@ -9,7 +9,7 @@ use super::Conn as Client;
 use super::{PgError, pg_err};
 use crate::store::{Change, DueKind, QueueEntry};
 
-fn kind_code(kind: DueKind) -> i16 {
+pub(super) fn kind_code(kind: DueKind) -> i16 {
     match kind {
         DueKind::Expiry => 1,
         DueKind::Retention => 2,
@@ -273,8 +273,4 @@ pub(super) fn kind_of(code: i16) -> Option<DueKind> {
         2 => Some(DueKind::Retention),
         _ => None,
     }
-}
-
-pub(super) fn code_of(kind: DueKind) -> i16 {
-    kind_code(kind)
 }

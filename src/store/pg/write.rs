@@ -384,8 +384,8 @@ fn append(open: &mut Open, events: &[AuditEvent]) -> Result<Vec<u64>, PgError> {
     Ok(indexes)
 }
 
-/// A stored Merkle node.
-pub(super) fn node(client: &mut Conn, level: u32, i: u64) -> Result<Option<Hash>, PgError> {
+/// A stored Merkle node (within the open transaction).
+fn node(client: &mut Conn, level: u32, i: u64) -> Result<Option<Hash>, PgError> {
     let row = client
         .query_opt(
             "SELECT h FROM lt_merkle WHERE level = $1 AND i = $2",
