@@ -9,13 +9,15 @@ random moments and restarted. At the end it checks, from outside:
 - a consistency proof holds from every tree head signed before a kill to the final one.
 
     scripts/crash_loop.py --bin target/release/lienthong [--kills 20] [--seed 1]
-    scripts/crash_loop.py --bin … --storage postgres --faults hub,primary,standby --kills 21
+    scripts/crash_loop.py --bin … --storage postgres [--ha plain|patroni] --kills 24
 
-With `--storage postgres` the hub stores in a PostgreSQL primary with a synchronous standby
-(scripts/pg-cluster.sh) and each cycle injects the next fault of `--faults`: `hub` (SIGKILL
-the hub), `primary` (SIGKILL the primary, promote the standby, make a new standby), `standby`
-(SIGSTOP the standby for 1-3 s). It also reports duplicates and the longest time without
-a successful write per fault (docs/ha.md).
+With `--storage postgres` the hub stores in a three-node PostgreSQL cluster (scripts/pg_faults.py:
+`plain` replication with failover by hand, or `patroni` with etcd) and each cycle injects the
+next fault of `--faults` (default hub,primary,standby,standbys): `hub` (SIGKILL the hub,
+restart it), `primary` (the primary dies and a standby takes over), `standby` (SIGSTOP a
+synchronous standby for 1-3 s), `standbys` (SIGSTOP both standbys for 1-3 s). It also
+reports duplicates, the time without a successful write per fault, and submit latency
+before, during and after each kind of fault (docs/ha.md).
 
 Needs python3 with `cryptography` (scripts/pyenv.sh) and the hub binary. Prints the figures
 docs/reliability.md quotes; exits non-zero on any violation.
@@ -89,7 +91,16 @@ class Client:
         self.conn, self.addr = None, None
 
     def call(self, method, path, body=None):
-        """(status, headers, body bytes); raises OSError/HTTPException when the hub is down."""
+        """(status, headers, body bytes); raises OSError/HTTPException when the hub is down.
+        A GET is sent again once if a kept-alive connection turns out closed."""
+        if method == "GET" and self.conn is not None:
+            try:
+                return self.send(method, path, body)
+            except Exception:
+                pass
+        return self.send(method, path, body)
+
+    def send(self, method, path, body):
         if self.conn is None or self.addr != self.hub.addr:
             host, port = self.hub.addr.rsplit(":", 1)
             self.conn = http.client.HTTPSConnection(host, int(port), context=self.ctx, timeout=30)
@@ -109,20 +120,51 @@ def agency_client(hub, a):
     return Client(hub, os.path.join(d, a + ".pem"), os.path.join(d, a + ".key"))
 
 
-def make_packets(binary, work, n):
-    """n signed packets per (sender, recipients), made with the CLI before the clock starts."""
-    out = []
-    for i in range(n):
-        sender = AGENCIES[i % 3]
-        to = [a for a in AGENCIES if a != sender]
-        p = os.path.join(work, "p.edxml")
-        subprocess.run([binary, "edxml", "new", "--from", sender, "--to", ",".join(to),
-                        "--subject", f"crash loop {i}", "-o", p], check=True)
-        signed = subprocess.run([binary, "sign", p, "--cert", os.path.join(work, "certs", "signing", sender + ".pem"),
-                                 "--key", os.path.join(work, "certs", "signing", sender + ".key")],
-                                check=True, capture_output=True).stdout
-        out.append((sender, to, signed))
-    return out
+def make_packet(binary, work, i):
+    """Packet i: signed by AGENCIES[i % 3] for the two others, made with the CLI."""
+    sender = AGENCIES[i % 3]
+    to = [a for a in AGENCIES if a != sender]
+    new = subprocess.run([binary, "edxml", "new", "--from", sender, "--to", ",".join(to),
+                          "--subject", f"crash loop {i}", "--agencies",
+                          os.path.join(work, "agencies.toml")], check=True, capture_output=True).stdout
+    signed = subprocess.run([binary, "sign", "-", "--cert", os.path.join(work, "certs", "signing", sender + ".pem"),
+                             "--key", os.path.join(work, "certs", "signing", sender + ".key")],
+                            input=new, check=True, capture_output=True).stdout
+    return sender, to, signed
+
+
+class Packets:
+    """Signed packets, `first` made before the clock starts and more made by two background
+    workers while the loop runs (`more`), so the submitter keeps writing new documents
+    rather than replaying old ones; `get(k)` waits for packet k while workers still make them."""
+
+    def __init__(self, binary, work, first, more):
+        self.binary, self.work, self.made, self.total = binary, work, [], first + more
+        self.cond, self.stop = threading.Condition(), False
+        self.workers = [threading.Thread(target=self.work_loop, args=(w,), daemon=True) for w in range(2)]
+        for w in self.workers:
+            w.start()
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.made) >= first)
+
+    def work_loop(self, w):
+        i = w
+        while not self.stop and i < self.total:
+            p = make_packet(self.binary, self.work, i)
+            with self.cond:
+                self.made.append(p)
+                self.cond.notify_all()
+            i += 2
+
+    def get(self, k):
+        """Packet k, or None once every packet is made and k is past the last."""
+        with self.cond:
+            self.cond.wait_for(lambda: k < len(self.made) or len(self.made) >= self.total or self.stop)
+            return self.made[k] if k < len(self.made) else None
+
+    def __len__(self):
+        with self.cond:
+            return len(self.made)
 
 
 class State:
@@ -136,20 +178,41 @@ class State:
         self.errors = 0
         self.in_doubt = 0         # 503 answers: outcome unknown to the client
         self.ok_times = []        # (time, latency) of each successful submit
+        self.attempts = []        # (start, end, status or None) of every submit
         self.ids_by_packet = {}   # packet index -> ids answered for it
 
 
 def submitter(hub, packets, st, rng):
+    """Sends the packets in order, as an agency's system would: after no answer or a 503
+    (outcome unknown) it sends the same packet again (the retry must not duplicate), and one
+    time in ten it sends an earlier packet again (a replay). Past the last packet, replays."""
     clients = {a: agency_client(hub, a) for a in AGENCIES}
+    cursor, retry = 0, None
     while not st.stop:
-        k = rng.randrange(len(packets))
-        sender, to, body = packets[k]
+        if retry is not None:
+            k, retry = retry, None
+        elif cursor and rng.random() < 0.1:
+            k = rng.randrange(cursor)
+        else:
+            k = cursor
+        packet = packets.get(k)
+        if packet is None:
+            k = rng.randrange(len(packets))
+            packet = packets.get(k)
+        elif k == cursor:
+            cursor += 1
+        sender, to, body = packet
         started = time.time()
         try:
             status, _, b = clients[sender].call("POST", "/v1/documents", body)
         except Exception:
+            with st.lock:
+                st.attempts.append((started, time.time(), None))
+            retry = k
             time.sleep(0.05)
             continue
+        with st.lock:
+            st.attempts.append((started, time.time(), status))
         if status in (200, 201):
             j = json.loads(b)
             with st.lock:
@@ -159,9 +222,12 @@ def submitter(hub, packets, st, rng):
                     st.ok_times.append((time.time(), time.time() - started))
                 st.ids_by_packet.setdefault(k, set()).add(j["id"])
         elif status == 503:
+            retry = k
             with st.lock:
                 st.in_doubt += 1
-        elif status not in (409, 429, 503):
+        elif status == 429:
+            retry = k
+        elif status != 409:
             with st.lock:
                 st.errors += 1
         time.sleep(rng.random() * 0.01)
@@ -217,15 +283,49 @@ def head_payload(jws):
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
+def phases(attempts, fault_log, window):
+    """Submit latency (p50/p99 ms of 201 answers) and failed attempts (503, no answer)
+    before, during and after each kind of fault: `before` is the `window` seconds before it
+    began, `during` every attempt in flight while it was being injected and undone, `after`
+    the `window` seconds after it ended (cut at the next fault)."""
+    out = {}
+    for k, (kind, began, ended) in enumerate(fault_log):
+        nxt = fault_log[k + 1][1] if k + 1 < len(fault_log) else float("inf")
+        windows = {
+            "before": lambda s, e: s >= began - window and e <= began,
+            "during": lambda s, e: s < ended and e > began,
+            "after": lambda s, e: s >= ended and s < min(ended + window, nxt),
+        }
+        for phase, inside in windows.items():
+            acc = out.setdefault(kind, {}).setdefault(phase, {"ok": [], "failed": 0})
+            for s, e, status in attempts:
+                if inside(s, e):
+                    if status == 201:  # new writes only: a replay does not commit
+                        acc["ok"].append(e - s)
+                    elif status in (None, 503):
+                        acc["failed"] += 1
+    for kind in out.values():
+        for phase, acc in kind.items():
+            lat = sorted(acc.pop("ok"))
+            at = lambda q: round(lat[min(len(lat) - 1, int(len(lat) * q))] * 1000, 1) if lat else None
+            acc.update(answered=len(lat), p50_ms=at(0.5), p99_ms=at(0.99))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--packets", type=int, default=300)
+    ap.add_argument("--more-packets", type=int, default=0,
+                    help="packets made while the loop runs (new writes all along)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--storage", choices=["rocksdb", "postgres"], default="rocksdb")
-    ap.add_argument("--faults", default="hub", help="comma-separated: hub, primary, standby")
+    ap.add_argument("--faults", help="comma-separated: hub, primary, standby, standbys "
+                    "(default: hub; with postgres all four)")
+    ap.add_argument("--ha", choices=["plain", "patroni"], default="plain",
+                    help="the PostgreSQL cluster: plain replication or Patroni + etcd")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     rng = random.Random(a.seed)
@@ -238,16 +338,16 @@ def main():
         f.write("[queue]\nlease_secs = 2\n[audit]\nhead_interval_secs = 1\nhead_every_entries = 50\n")
     pg = None
     if a.storage == "postgres":
-        from pg_faults import PgCluster
-        pg = PgCluster(work)
+        import pg_faults
+        pg = pg_faults.PatroniCluster(work) if a.ha == "patroni" else pg_faults.PlainCluster(work)
         with open(os.path.join(work, "lienthong.toml"), "a") as f:
             f.write(f'[storage]\nengine = "postgres"\nurl = "{pg.url()}"\nsync_deadline_secs = 5\n')
-    faults = a.faults.split(",")
+    faults = (a.faults or ("hub,primary,standby,standbys" if pg else "hub")).split(",")
     fault_log = []
     subprocess.run([binary, "pki", "init", "--dir", os.path.join(work, "certs"),
                     "--agencies", os.path.join(work, "agencies.toml")], check=True, capture_output=True)
-    print(f"making {a.packets} signed packets…", flush=True)
-    packets = make_packets(binary, work, a.packets)
+    print(f"making {a.packets} signed packets (and {a.more_packets} more while it runs)…", flush=True)
+    packets = Packets(binary, work, a.packets, a.more_packets)
     hub = Hub(binary, work)
     hub.start()
     st = State()
@@ -259,14 +359,18 @@ def main():
     auditor = Client(hub, os.path.join(work, "certs", "roles", "auditor.pem"),
                      os.path.join(work, "certs", "roles", "auditor.key"))
     heads = []
+    settle = 3.0 if pg else 0.5  # quiet time before a fault: the "before" window
     for k in range(a.kills):
-        time.sleep(0.5 + rng.random() * 2.5)
-        try:
-            status, _, b = auditor.call("GET", "/v1/audit/head")
-            if status == 200:
-                heads.append(b.decode())
-        except Exception:
-            pass
+        time.sleep(settle + rng.random() * 2.5)
+        for _ in range(20):  # the head signed last before this fault (retried: a fault may go on)
+            try:
+                status, _, b = auditor.call("GET", "/v1/audit/head")
+                if status == 200:
+                    heads.append(b.decode())
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
         kind = faults[k % len(faults)]
         began = time.time()
         if kind == "hub":
@@ -277,11 +381,16 @@ def main():
             pg.fail_over()
         elif kind == "standby":
             pg.freeze_standby(1 + rng.random() * 2)
-        fault_log.append((kind, began))
+        elif kind == "standbys":
+            pg.freeze_standbys(1 + rng.random() * 2)
+        fault_log.append((kind, began, time.time()))
         print(f"fault {k + 1}/{a.kills} ({kind}): {len(st.accepted)} accepted, "
               f"{len(st.removed)} acked so far", flush=True)
-    time.sleep(2)
+    time.sleep(settle)
     st.stop = True
+    packets.stop = True
+    with packets.cond:
+        packets.cond.notify_all()
     for t in threads:
         t.join()
 
@@ -333,11 +442,13 @@ def main():
     duplicates = sum(len(v) - 1 for v in st.ids_by_packet.values() if len(v) > 1)
     times = sorted(t for t, _ in st.ok_times)
     gaps = {}
-    for kind, began in fault_log:
-        before = [t for t in times if t <= began]
-        after = [t for t in times if t > began]
-        if before and after:
-            gaps.setdefault(kind, []).append(round(after[0] - before[-1], 2))
+    for kind, began, ended in fault_log:
+        # The longest pause between two successful new writes from the last one before the
+        # fault to the first one after it ended.
+        seq = [t for t in times if t <= began][-1:] + [t for t in times if began < t <= ended]
+        seq += [t for t in times if t > ended][:1]
+        if len(seq) > 1:
+            gaps.setdefault(kind, []).append(round(max(b - a for a, b in zip(seq, seq[1:])), 2))
     lat = sorted(l for _, l in st.ok_times)
     pct = lambda q: round(lat[min(len(lat) - 1, int(len(lat) * q))] * 1000, 1) if lat else None
     if pg:
@@ -348,11 +459,13 @@ def main():
         "receipts_checked": len(st.receipts), "heads_before_kills": len(heads),
         "log_entries": size, "unexpected_statuses": st.errors,
         "independent_verifier": r.stdout.decode().strip(),
-        "storage": a.storage, "faults": {k: sum(1 for f, _ in fault_log if f == k) for k in faults},
+        "storage": a.storage, "cluster": pg.describe() if pg else None,
+        "faults": {k: sum(1 for f, _, _ in fault_log if f == k) for k in faults},
         "in_doubt_503": st.in_doubt, "duplicates": duplicates,
         "max_secs_without_writes": {k: max(v) for k, v in gaps.items()},
         "median_secs_without_writes": {k: sorted(v)[len(v) // 2] for k, v in gaps.items()},
         "submit_p50_ms": pct(0.5), "submit_p99_ms": pct(0.99),
+        "latency_by_fault": phases(st.attempts, fault_log, settle),
     }, indent=1))
     if duplicates:
         failures.append(f"duplicates: {duplicates}")

@@ -3,8 +3,12 @@
 # (docs/ha.md). Debian's PostgreSQL 15; run as root (servers run as `postgres`) or as an
 # unprivileged user.
 #
-#   scripts/pg-cluster.sh start DIR PORT   # primary on PORT, standby on PORT+1; prints the URL
+#   scripts/pg-cluster.sh start DIR PORT [STANDBYS]   # prints the URL
 #   scripts/pg-cluster.sh stop DIR
+#
+# The primary listens on PORT, standby N (1..STANDBYS, default 1) on PORT+N, in DIR/primary,
+# DIR/standby (the first) and DIR/standbyN; standby N connects as application_name standbyN,
+# and the primary waits for ANY 1 of them at COMMIT. Three nodes: STANDBYS = 2.
 set -euo pipefail
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cmd=${1:?start|stop}
@@ -14,6 +18,8 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 case "$cmd" in
 start)
   port=${3:?PORT}
+  standbys=${4:-1}
+  names=$(seq -s ', ' -f 'standby%g' 1 "$standbys")
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
     chown postgres "$dir"
@@ -28,33 +34,38 @@ unix_socket_directories = '$dir'
 wal_level = replica
 max_wal_senders = 4
 synchronous_commit = on
-synchronous_standby_names = 'ANY 1 (standby1)'
+synchronous_standby_names = 'ANY 1 ($names)'
 CONF
   echo "host replication all 127.0.0.1/32 trust" >>"$dir/primary/pg_hba.conf"
   as_pg "$BIN/pg_ctl" -D "$dir/primary" -l "$dir/primary.log" -w start >/dev/null
-  as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/standby" -R -X stream -c fast --no-sync
-  cat >>"$dir/standby/postgresql.auto.conf" <<CONF
-port = $((port + 1))
-primary_conninfo = 'host=127.0.0.1 port=$port user=postgres application_name=standby1'
+  for n in $(seq 1 "$standbys"); do
+    node=$([ "$n" = 1 ] && echo standby || echo "standby$n")
+    as_pg "$BIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/$node" -R -X stream -c fast --no-sync
+    cat >>"$dir/$node/postgresql.auto.conf" <<CONF
+port = $((port + n))
+primary_conninfo = 'host=127.0.0.1 port=$port user=postgres application_name=standby$n'
 CONF
-  as_pg "$BIN/pg_ctl" -D "$dir/standby" -l "$dir/standby.log" -w start >/dev/null
+    as_pg "$BIN/pg_ctl" -D "$dir/$node" -l "$dir/$node.log" -w start >/dev/null
+  done
   as_pg "$BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE lienthong" >/dev/null
-  # The standby must be synchronous before the first commit is trusted.
+  # Every standby must be streaming as a synchronous candidate before the first commit is
+  # trusted (ANY 1: each listed standby shows as 'quorum' once connected).
   for _ in $(seq 1 100); do
-    state=$(as_pg "$BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc \
-      "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'")
-    [ "$state" = quorum ] || [ "$state" = sync ] && break
+    ready=$(as_pg "$BIN/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc \
+      "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('quorum', 'sync')")
+    [ "$ready" = "$standbys" ] && break
     sleep 0.1
   done
   echo "postgresql://postgres@127.0.0.1:$port/lienthong"
   ;;
 stop)
-  for node in standby primary; do
-    [ -d "$dir/$node" ] && as_pg "$BIN/pg_ctl" -D "$dir/$node" -m fast -w stop >/dev/null 2>&1 || true
+  for node in "$dir"/standby* "$dir"/primary; do
+    node=$(basename "$node")
+    [ -f "$dir/$node/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$dir/$node" -m fast -w stop >/dev/null 2>&1 || true
   done
   ;;
 *)
-  echo "usage: $0 start DIR PORT | stop DIR" >&2
+  echo "usage: $0 start DIR PORT [STANDBYS] | stop DIR" >&2
   exit 2
   ;;
 esac
