@@ -554,3 +554,93 @@ async fn acked_items_stay_gone_across_leases_upkeep_updates_and_restart() {
         .count();
     assert_eq!(delivered, 1);
 }
+
+/// `GET /v1/inbox?include=body`: a page carries its packets byte for byte (what a fetch
+/// returns), only the caller's, and counts as the fetch (one `fetched` trace per document,
+/// not a second one on a later fetch); a page stops adding bodies at its budget (8 MiB),
+/// and the item left without one is fetched as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_carries_its_bodies_with_include_body() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut hub = TestHub::start(SMALL_DIRECTORY, "");
+    let (a, b, c) = (
+        hub.client(A, HttpVersion::Auto),
+        hub.client(B, HttpVersion::Auto),
+        hub.client(C, HttpVersion::Auto),
+    );
+    let mut sent = Vec::new();
+    for n in 0..2 {
+        let p = hub.packet(
+            A,
+            &[B],
+            &format!("IB-{n}"),
+            format!("đính kèm {n}").as_bytes(),
+        );
+        let r = submit(&a, p.clone()).await;
+        sent.push((r.json()["id"].as_str().unwrap().to_owned(), p));
+    }
+    submit(&a, hub.packet(A, &[C], "IB-C", b"")).await;
+    let bad = get(&b, "/v1/inbox?include=bodies").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&bad), "bad_request");
+
+    let page = inbox(&b, "include=body").await;
+    assert_eq!(page.len(), 2, "only B's items: {page:?}");
+    for (item, (id, packet)) in page.iter().zip(&sent) {
+        assert_eq!(item["id"], id.as_str());
+        let body = b64.decode(item["body"].as_str().unwrap()).unwrap();
+        assert_eq!(&body, packet, "the packet byte for byte");
+        assert_eq!(current(&state_of(&a, id).await, B), "fetched");
+    }
+    // A fetch after the page returns the same bytes and leaves no second trace.
+    let again = get(&b, &format!("/v1/documents/{}", sent[0].0)).await;
+    assert_eq!(again.body, sent[0].1);
+    let s = state_of(&a, &sent[0].0).await;
+    let history = s["recipients"][0]["history"].as_array().unwrap();
+    assert_eq!(
+        history.iter().filter(|h| h["state"] == "fetched").count(),
+        1,
+        "{history:?}"
+    );
+    // Without include, no bodies; C's own page holds only its item.
+    let c_page = inbox(&c, "include=body").await;
+    assert_eq!(c_page.len(), 1);
+    assert!(c_page[0]["body"].is_string());
+
+    // Two packets of ~6 MiB: the first page carries one body (the budget is 8 MiB) and
+    // lists the other without it.
+    let big: Vec<u8> = (0..4_600_000u32).map(|i| (i % 251) as u8).collect();
+    let mut big_ids = Vec::new();
+    for n in 0..2 {
+        let r = submit(&a, hub.packet(A, &[B], &format!("IB-BIG-{n}"), &big)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+        big_ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    post_ack_all(&b, &sent).await;
+    let page = inbox(&b, "include=body").await;
+    assert_eq!(page.len(), 2);
+    assert!(page[0]["body"].is_string());
+    assert!(
+        page[1].get("body").is_none(),
+        "over the budget: listed without its body"
+    );
+    assert_eq!(current(&state_of(&a, &big_ids[1]).await, B), "leased");
+    let fetched = get(&b, &format!("/v1/documents/{}", big_ids[1])).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(current(&state_of(&a, &big_ids[1]).await, B), "fetched");
+    hub.stop();
+}
+
+async fn post_ack_all(c: &Client, items: &[(String, Vec<u8>)]) {
+    let ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+    let r = c
+        .request(
+            http::Method::POST,
+            "/v1/inbox/ack",
+            bytes::Bytes::from(serde_json::json!({ "ids": ids }).to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+}

@@ -68,6 +68,14 @@ pub struct BenchArgs {
     /// when the inboxes are drained or the duration is over).
     #[arg(long, default_value_t = 2000)]
     pub items: u64,
+    /// Pull mode: list a page, then fetch each body in its own request (default: one
+    /// `GET /v1/inbox?include=body` per page), then ack the page.
+    #[arg(long)]
+    pub fetch_each: bool,
+    /// The clients' document-signing keys: `rsa` (RSA-2048, as agencies sign; issued by the
+    /// dev CA for each client at start) or `p256` (the dev PKI's keys in certs/signing).
+    #[arg(long, value_enum, default_value = "p256")]
+    pub signing_key: crate::load::BenchKey,
     /// Forward mode: the first hub's `[[peer]] concurrency` (forwards in flight to the
     /// second; default the hub's default).
     #[arg(long)]
@@ -84,6 +92,8 @@ pub async fn bench(b: BenchArgs) -> ExitCode {
     let spec = crate::load::LoadSpec {
         unsigned: b.unsigned,
         items: b.items,
+        fetch_each: b.fetch_each,
+        signing_key: b.signing_key,
         peer_concurrency: b.peer_concurrency,
         pg_url: b.pg_url,
         mode: b.mode,

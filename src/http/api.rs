@@ -335,7 +335,18 @@ impl Api {
     async fn inbox(&self, who: &Principal, query: Option<&str>) -> Result<Resp, ApiError> {
         let limit = query_u64(query, "limit")?.unwrap_or(100) as usize;
         let wait = Duration::from_secs(query_u64(query, "wait")?.unwrap_or(0));
-        let items = self.service.inbox(who, limit, wait).await?;
+        let bodies = match query_str(query, "include") {
+            None => false,
+            Some("body") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("include must be \"body\", got {other:?}"),
+                ));
+            }
+        };
+        let items = self.service.inbox(who, limit, wait, bodies).await?;
         Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
     }
 

@@ -13,9 +13,25 @@ use super::{
 };
 use crate::store::{Change, DocRecord, QueueEntry, StoreError};
 
+/// The most body bytes one `include=body` page carries (before base64); the items after
+/// it are listed without their bodies. One packet larger than this still comes alone.
+pub const PAGE_BODY_BUDGET: u64 = 8 << 20;
+
 impl Hub {
     /// Lists and leases up to `limit` of the caller's pending items, oldest first.
     pub fn list_inbox(&self, caller: &AgencyId, limit: usize) -> Result<Vec<InboxItem>, HubError> {
+        self.list_inbox_with(caller, limit, false)
+    }
+
+    /// [`Hub::list_inbox`], with each item's body when `bodies` (up to
+    /// [`PAGE_BODY_BUDGET`] bytes in all): as if the caller had fetched each one, so the
+    /// first such listing leaves the `fetched` traces, all in one commit.
+    pub fn list_inbox_with(
+        &self,
+        caller: &AgencyId,
+        limit: usize,
+        bodies: bool,
+    ) -> Result<Vec<InboxItem>, HubError> {
         let limit = limit.clamp(1, self.settings.max_inbox_limit);
         let agency = caller.organ_id.as_str();
         let _guard = self.lease_locks[stripe(agency)]
@@ -42,10 +58,16 @@ impl Hub {
         }
         let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
         let docs = self.store.docs(&seqs)?;
+        let mut bodies = if bodies {
+            self.page_bodies(agency, &docs)?
+        } else {
+            HashMap::new()
+        };
         let by_seq: HashMap<u64, u32> = leased.into_iter().collect();
         Ok(docs
             .into_iter()
             .map(|d| InboxItem {
+                body: bodies.remove(&d.seq),
                 id: format_id(d.seq),
                 deliveries: by_seq.get(&d.seq).copied().unwrap_or(1),
                 kind: d.kind,
@@ -134,6 +156,38 @@ impl Hub {
         Ok((doc, body))
     }
 
+    /// The bodies of a listed page (base64), oldest first until [`PAGE_BODY_BUDGET`], and
+    /// their `fetched` traces in one commit. The caller holds the agency's lease lock.
+    fn page_bodies(
+        &self,
+        agency: &str,
+        docs: &[DocRecord],
+    ) -> Result<HashMap<u64, String>, HubError> {
+        use base64::Engine as _;
+        let mut out = HashMap::new();
+        let mut spent = 0u64;
+        for d in docs {
+            if spent > 0 && spent + d.size > PAGE_BODY_BUDGET {
+                break;
+            }
+            // Purged meanwhile (retention): the item is listed without it; a fetch says 410.
+            let Some(body) = self.store.body(d.seq)? else {
+                continue;
+            };
+            spent += body.len() as u64;
+            self.observe_fetch(agency, body.len() as u64);
+            out.insert(
+                d.seq,
+                base64::engine::general_purpose::STANDARD.encode(&body),
+            );
+        }
+        let seqs: Vec<u64> = out.keys().copied().collect();
+        if let Err(e) = self.mark_fetched_locked(agency, &seqs) {
+            tracing::warn!(agency, error = %e, "could not log the fetches of a page");
+        }
+        Ok(out)
+    }
+
     /// A recipient's first fetch of a queued item leaves a `fetched` entry and counts as a
     /// delivery (revoke and delivery state then treat it as pulled), in one commit with the
     /// flag that keeps later fetches from logging again. Under the agency's lease lock, so a
@@ -142,30 +196,45 @@ impl Hub {
         let _guard = self.lease_locks[stripe(agency)]
             .lock()
             .expect("lease lock poisoned");
-        let Some(e) = self.store.queue_entry(agency, seq)? else {
-            return Ok(()); // Acked (delivered) already, or withdrawn.
-        };
-        if e.fetched {
-            return Ok(());
+        self.mark_fetched_locked(agency, &[seq])
+    }
+
+    /// [`Hub::mark_fetched`] for several items in one commit, the lease lock held. An item
+    /// acked or expired between the read and the commit fails the guard: read again.
+    fn mark_fetched_locked(&self, agency: &str, seqs: &[u64]) -> Result<(), HubError> {
+        for _ in 0..=CONFLICT_RETRIES {
+            let mut changes = Vec::new();
+            for &seq in seqs {
+                // Acked (delivered) already, withdrawn, or marked: nothing to do.
+                let Some(e) = self.store.queue_entry(agency, seq)? else {
+                    continue;
+                };
+                if e.fetched {
+                    continue;
+                }
+                let entry = QueueEntry {
+                    deliveries: e.deliveries.max(1),
+                    fetched: true,
+                    ..e
+                };
+                changes.push(Change::Fetch {
+                    agency,
+                    seq,
+                    was: e,
+                    entry,
+                    first_delivery: e.deliveries == 0,
+                });
+            }
+            if changes.is_empty() {
+                return Ok(());
+            }
+            // Like a lease, not synced: the ack that follows is, and carries it to disk.
+            match self.commit(&changes, vec![], false) {
+                Err(HubError::Store(StoreError::Conflict)) => continue,
+                r => return r.map(|_| ()),
+            }
         }
-        let entry = QueueEntry {
-            deliveries: e.deliveries.max(1),
-            fetched: true,
-            ..e
-        };
-        let change = Change::Fetch {
-            agency,
-            seq,
-            was: e,
-            entry,
-            first_delivery: e.deliveries == 0,
-        };
-        // Like a lease, not synced: the ack that follows is, and carries it to disk.
-        match self.commit(&[change], vec![], false) {
-            // Acked or expired meanwhile: nothing left to mark.
-            Err(HubError::Store(StoreError::Conflict)) => Ok(()),
-            r => r.map(|_| ()),
-        }
+        Err(HubError::Store(StoreError::Conflict))
     }
 
     /// Removes an item from the caller's queue. Acking twice is fine; acking what was never
@@ -353,12 +422,14 @@ impl Hub {
 
 /// The async entry points of delivery.
 impl Hub {
-    /// Lists the inbox, waiting up to `wait` for something to arrive while it is empty.
+    /// Lists the inbox (with bodies: see [`Hub::list_inbox_with`]), waiting up to `wait`
+    /// for something to arrive while it is empty.
     pub async fn inbox_async(
         self: &Arc<Self>,
         caller: AgencyId,
         limit: usize,
         wait: Duration,
+        bodies: bool,
     ) -> Result<Vec<InboxItem>, HubError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.settings.max_wait);
         let notify = self.waiter(&caller.organ_id);
@@ -370,7 +441,9 @@ impl Hub {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let c = caller.clone();
-            let items = self.request(move |hub| hub.list_inbox(&c, limit)).await?;
+            let items = self
+                .request(move |hub| hub.list_inbox_with(&c, limit, bodies))
+                .await?;
             let now = tokio::time::Instant::now();
             if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {
                 return Ok(items);

@@ -241,6 +241,11 @@ pub struct InboxItem {
     pub deliveries: u32,
     /// The legal signatures on each PDF attachment (`two_layer` or why not).
     pub pdf_signatures: Vec<crate::store::PdfCheck>,
+    /// With `include=body`: the packet byte for byte (standard base64), as a fetch returns
+    /// it, so that a page is one request. Absent when the page's body budget was spent:
+    /// fetch that item as usual.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// Tunables of the core, from the `[queue]` config section.

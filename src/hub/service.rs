@@ -139,15 +139,17 @@ impl Service {
         }
     }
 
-    /// Lists and leases pending items, long-polling up to `wait` while there are none.
+    /// Lists and leases pending items, long-polling up to `wait` while there are none;
+    /// with `bodies`, each item carries its packet (and counts as fetched).
     pub async fn inbox(
         &self,
         who: &Principal,
         limit: usize,
         wait: Duration,
+        bodies: bool,
     ) -> Result<Vec<InboxItem>, HubError> {
         let agency = who.agency()?.clone();
-        self.hub.inbox_async(agency, limit, wait).await
+        self.hub.inbox_async(agency, limit, wait, bodies).await
     }
 
     /// The packet as submitted, with its record.

@@ -38,6 +38,15 @@ pub enum Mode {
     Forward,
 }
 
+/// The key type of the load tool's signing certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchKey {
+    /// RSA-2048 (PKCS#1 v1.5, SHA-256), as agencies sign.
+    Rsa,
+    /// ECDSA P-256, the dev PKI's own signing keys.
+    P256,
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
     pub mode: Mode,
@@ -56,6 +65,12 @@ pub struct LoadSpec {
     pub unsigned: bool,
     /// Pull mode: items queued for each client before the run.
     pub items: u64,
+    /// The clients' document-signing keys: RSA-2048 (what agencies' CA-issued tokens
+    /// hold; issued here by the dev CA for each client agency) or the dev PKI's P-256 keys.
+    pub signing_key: BenchKey,
+    /// Pull mode: list, then fetch each body (the pre-`include=body` way) instead of
+    /// listing a page with its bodies.
+    pub fetch_each: bool,
     /// Forward mode: the first hub's `[[peer]] concurrency`.
     pub peer_concurrency: Option<usize>,
     /// A hub started here stores in this PostgreSQL database instead of RocksDB.
@@ -247,7 +262,6 @@ fn connect(
 ) -> Result<(Vec<Conn>, Vec<MaybeSigner>), String> {
     let clients = spec.clients.max(1);
     let mut conns = Vec::with_capacity(clients);
-    let mut signers = Vec::with_capacity(clients);
     for i in 0..clients {
         let id = &ids[i % ids.len()];
         let c = Client::new(
@@ -264,12 +278,20 @@ fn connect(
             ids[(i + 1) % ids.len()].clone()
         };
         conns.push((id.clone(), next, Arc::new(c)));
-        signers.push(if spec.unsigned {
-            None
-        } else {
-            Some(Arc::new(signer(certs, id)?))
-        });
     }
+    if spec.unsigned {
+        return Ok((conns, vec![None; clients]));
+    }
+    // RSA keys take a few hundred ms each to generate: all clients' at once, on all cores.
+    let signers = std::thread::scope(|s| {
+        let made: Vec<_> = conns
+            .iter()
+            .map(|(id, _, _)| s.spawn(move || signer(certs, id, spec.signing_key)))
+            .collect();
+        made.into_iter()
+            .map(|h| h.join().expect("signer thread").map(|s| Some(Arc::new(s))))
+            .collect::<Result<Vec<_>, String>>()
+    })?;
     Ok((conns, signers))
 }
 

@@ -159,8 +159,24 @@ pub(super) fn metrics_text(ops: &str) -> String {
     out
 }
 
-/// The agency's document-signing key from `certs/signing` (the dev PKI layout).
-pub(super) fn signer(certs: &Path, id: &str) -> Result<Signer, String> {
+/// The agency's document-signing key: from `certs/signing` (the dev PKI layout, P-256), or
+/// an RSA-2048 certificate issued now by the dev CA in `certs`.
+pub(super) fn signer(certs: &Path, id: &str, key: super::BenchKey) -> Result<Signer, String> {
+    if key == super::BenchKey::Rsa {
+        use crate::pki::{Ca, PkiPaths, SigningKey};
+        let ca = Ca::load_dev(&PkiPaths::new(certs)).map_err(|e| {
+            format!(
+                "RSA signing keys are issued by the dev CA, whose key is not usable in {}: {e} \
+                 (--signing-key p256 signs with the keys in certs/signing)",
+                certs.display()
+            )
+        })?;
+        let since = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let (cert, key) = ca
+            .issue_signing(id, SigningKey::Rsa2048, since, 30)
+            .map_err(|e| e.to_string())?;
+        return Signer::from_pem(cert.as_bytes(), key.as_bytes()).map_err(|e| e.to_string());
+    }
     let cert = certs.join(format!("signing/{id}.pem"));
     let key = certs.join(format!("signing/{id}.key"));
     Signer::load(&cert, &key).map_err(|e| {
