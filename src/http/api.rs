@@ -347,7 +347,11 @@ impl Api {
             }
         };
         let items = self.service.inbox(who, limit, wait, bodies).await?;
-        Ok(json(StatusCode::OK, &serde_json::json!({ "items": items })))
+        Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(super::page::inbox_json(&items))))
+            .expect("valid response"))
     }
 
     async fn fetch(&self, who: &Principal, id: &str) -> Result<Resp, ApiError> {

@@ -9,6 +9,7 @@ mod body;
 mod error;
 pub mod h3;
 mod ops;
+mod page;
 pub mod query;
 mod refuse;
 mod server;

@@ -156,14 +156,13 @@ impl Hub {
         Ok((doc, body))
     }
 
-    /// The bodies of a listed page (base64), oldest first until [`PAGE_BODY_BUDGET`], and
+    /// The bodies of a listed page, oldest first until [`PAGE_BODY_BUDGET`], and
     /// their `fetched` traces in one commit. The caller holds the agency's lease lock.
     fn page_bodies(
         &self,
         agency: &str,
         docs: &[DocRecord],
-    ) -> Result<HashMap<u64, String>, HubError> {
-        use base64::Engine as _;
+    ) -> Result<HashMap<u64, Vec<u8>>, HubError> {
         let mut out = HashMap::new();
         let mut spent = 0u64;
         for d in docs {
@@ -176,10 +175,7 @@ impl Hub {
             };
             spent += body.len() as u64;
             self.observe_fetch(agency, body.len() as u64);
-            out.insert(
-                d.seq,
-                base64::engine::general_purpose::STANDARD.encode(&body),
-            );
+            out.insert(d.seq, body);
         }
         let seqs: Vec<u64> = out.keys().copied().collect();
         if let Err(e) = self.mark_fetched_locked(agency, &seqs) {

@@ -211,7 +211,7 @@ pub struct AckedMany {
     pub receipt: Option<String>,
 }
 
-/// One inbox line: metadata only; the body is fetched separately.
+/// One inbox line: metadata; the body is fetched separately, or (`include=body`) comes with it.
 #[derive(Debug, Clone, Serialize)]
 pub struct InboxItem {
     pub id: String,
@@ -241,11 +241,11 @@ pub struct InboxItem {
     pub deliveries: u32,
     /// The legal signatures on each PDF attachment (`two_layer` or why not).
     pub pdf_signatures: Vec<crate::store::PdfCheck>,
-    /// With `include=body`: the packet byte for byte (standard base64), as a fetch returns
-    /// it, so that a page is one request. Absent when the page's body budget was spent:
-    /// fetch that item as usual.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
+    /// With `include=body`: the packet byte for byte, as a fetch returns it, so that a page
+    /// is one request (the API writes it as `body`, standard base64). `None` when the
+    /// page's body budget was spent: that item is fetched as usual.
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
 }
 
 /// Tunables of the core, from the `[queue]` config section.
