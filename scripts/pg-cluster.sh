@@ -9,6 +9,10 @@
 # The primary listens on PORT, standby N (1..STANDBYS, default 1) on PORT+N, in DIR/primary,
 # DIR/standby (the first) and DIR/standbyN; standby N connects as application_name standbyN,
 # and the primary waits for ANY 1 of them at COMMIT. Three nodes: STANDBYS = 2.
+#
+# With PG_TLS_DIR set (holding server.crt and server.key), the primary takes TLS and refuses
+# any non-TLS client connection (`hostnossl … reject`); replication connections are
+# unaffected.
 set -euo pipefail
 BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cmd=${1:?start|stop}
@@ -37,6 +41,18 @@ synchronous_commit = on
 synchronous_standby_names = 'ANY 1 ($names)'
 CONF
   echo "host replication all 127.0.0.1/32 trust" >>"$dir/primary/pg_hba.conf"
+  if [ -n "${PG_TLS_DIR:-}" ]; then
+    mkdir -p "$dir/tls"
+    cp "$PG_TLS_DIR/server.crt" "$PG_TLS_DIR/server.key" "$dir/tls/"
+    chmod 600 "$dir/tls/server.key"
+    [ "$(id -u)" = 0 ] && chown -R postgres "$dir/tls"
+    cat >>"$dir/primary/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$dir/tls/server.crt'
+ssl_key_file = '$dir/tls/server.key'
+CONF
+    sed -i '1i hostnossl all all 127.0.0.1/32 reject' "$dir/primary/pg_hba.conf"
+  fi
   as_pg "$BIN/pg_ctl" -D "$dir/primary" -l "$dir/primary.log" -w start >/dev/null
   for n in $(seq 1 "$standbys"); do
     node=$([ "$n" = 1 ] && echo standby || echo "standby$n")

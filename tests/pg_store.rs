@@ -12,6 +12,49 @@ fn postgres_keeps_every_promise_of_the_storage_interface() {
     conformance::run_all(&|| Box::new(PgStore::open(&url).unwrap()) as Box<dyn Storage>);
 }
 
+/// TLS to PostgreSQL, configured by the URL as libpq is (`sslrootcert`): with the right CA
+/// the store works — writes, a reopen — on a primary that refuses any non-TLS client; a
+/// plain connection, a wrong CA, or `sslmode=require` without a CA are refused at start.
+#[test]
+fn postgres_over_tls_verifies_the_server_and_refuses_the_rest() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, ca_pem, _) = lienthong::pki::Ca::generate("test PostgreSQL CA").unwrap();
+    let (cert, key) = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    std::fs::write(certs.path().join("server.crt"), cert).unwrap();
+    std::fs::write(certs.path().join("server.key"), key).unwrap();
+    let root = certs.path().join("ca.pem");
+    std::fs::write(&root, ca_pem).unwrap();
+    let (_, other_ca, _) = lienthong::pki::Ca::generate("someone else").unwrap();
+    let wrong = certs.path().join("wrong.pem");
+    std::fs::write(&wrong, other_ca).unwrap();
+
+    let pg = common::pg::PgCluster::start_tls(certs.path());
+    let with = |extra: &str| format!("{}?{extra}", pg.url);
+    let url = with(&format!(
+        "sslrootcert={}&sslmode=verify-full",
+        root.display()
+    ));
+    conformance::sequence_numbers_are_never_reused(&|| {
+        Box::new(PgStore::open(&url).unwrap()) as Box<dyn Storage>
+    });
+    conformance::the_log_is_dense_synced_and_hashes_to_its_entries(&|| {
+        Box::new(PgStore::open(&url).unwrap()) as Box<dyn Storage>
+    });
+    let refused = |url: String| match PgStore::open(&url) {
+        Ok(_) => panic!("{url} was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let plain = refused(pg.url.clone());
+    assert!(
+        plain.contains("pg_hba.conf") || plain.contains("SSL off"),
+        "{plain}"
+    );
+    let bad_ca = refused(with(&format!("sslrootcert={}", wrong.display())));
+    assert!(bad_ca.to_lowercase().contains("certificate"), "{bad_ca}");
+    let no_ca = refused(with("sslmode=require"));
+    assert!(no_ca.contains("sslrootcert"), "{no_ca}");
+}
+
 /// The real binary on PostgreSQL: a document is accepted, listed, fetched byte for byte and
 /// acked; after a restart the ack holds and the audit log still verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

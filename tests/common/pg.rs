@@ -15,6 +15,16 @@ fn script() -> PathBuf {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        PgCluster::start_with(&[])
+    }
+
+    /// A cluster whose primary takes TLS only, with the certificate and key in `tls_dir`
+    /// (`server.crt`, `server.key`).
+    pub fn start_tls(tls_dir: &std::path::Path) -> PgCluster {
+        PgCluster::start_with(&[("PG_TLS_DIR", tls_dir.as_os_str())])
+    }
+
+    fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("lienthong-pg")
             .tempdir_in("/tmp")
@@ -30,6 +40,7 @@ impl PgCluster {
             }
         };
         let out = Command::new("bash")
+            .envs(env.iter().copied())
             .arg(script())
             .arg("start")
             .arg(dir.path().join("pg"))

@@ -10,6 +10,7 @@ mod listen;
 mod reads;
 mod stage;
 mod stats;
+mod tls;
 mod write;
 
 use std::sync::atomic::AtomicBool;
@@ -39,16 +40,26 @@ pub(super) fn pg_err(e: postgres::Error) -> PgError {
 }
 
 fn store_err(e: postgres::Error) -> StoreError {
-    StoreError::Failed(format!("PostgreSQL: {e}"))
+    StoreError::Failed(format!("PostgreSQL: {}", describe(&e)))
 }
 
-/// A connection to `url`; with `unreplicated`, a notice saying a commit was not replicated
-/// sets it.
-pub(super) fn connect(
-    url: &str,
-    unreplicated: Option<Arc<AtomicBool>>,
-) -> Result<Client, postgres::Error> {
-    let mut config: postgres::Config = url.parse()?;
+/// What went wrong, with the server's message or the underlying cause (`postgres::Error`
+/// displays only "db error" for everything the server said).
+pub(super) fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A connection to `url` (over TLS when its `sslrootcert` says so: see `tls.rs`); with
+/// `unreplicated`, a notice saying a commit was not replicated sets it.
+pub(super) fn connect(url: &str, unreplicated: Option<Arc<AtomicBool>>) -> Result<Client, String> {
+    let (url, tls) = tls::split(url)?;
+    let mut config: postgres::Config = url.parse().map_err(|e| describe(&e))?;
     config.notice_callback(move |notice| {
         if notice.message().contains("might not have been replicated") {
             if let Some(flag) = &unreplicated {
@@ -62,7 +73,15 @@ pub(super) fn connect(
             tracing::debug!(notice = notice.message(), "PostgreSQL notice");
         }
     });
-    config.connect(NoTls)
+    match tls {
+        Some(tls) => config.connect(tls),
+        None => config.connect(NoTls),
+    }
+    .map_err(|e| describe(&e))
+}
+
+fn connect_err(e: String) -> StoreError {
+    StoreError::Failed(format!("PostgreSQL: {e}"))
 }
 
 /// Runs `f`, which blocks on PostgreSQL, from any thread: the `postgres` client drives its
@@ -160,7 +179,7 @@ impl PgStore {
     /// sync_deadline_secs`) before it answers `Stalled` (503, outcome unknown).
     pub fn open_with(url: &str, deadline: std::time::Duration) -> Result<PgStore, StoreError> {
         let client = blocking(|| {
-            let mut client = connect(url, None).map_err(store_err)?;
+            let mut client = connect(url, None).map_err(connect_err)?;
             client
                 .batch_execute(include_str!("schema.sql"))
                 .map_err(store_err)?;
@@ -190,7 +209,7 @@ impl PgStore {
         let (client, out) = blocking(|| {
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => connect(&self.url, None).map_err(store_err)?,
+                _ => connect(&self.url, None).map_err(connect_err)?,
             };
             let out = f(&mut client).map_err(store_err)?;
             Ok::<_, StoreError>((client, out))
