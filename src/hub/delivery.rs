@@ -164,6 +164,7 @@ impl Hub {
         docs: &[DocRecord],
     ) -> Result<HashMap<u64, Vec<u8>>, HubError> {
         let mut out = HashMap::new();
+        let mut seqs = Vec::new(); // page order, so the `fetched` entries are in it too
         let mut spent = 0u64;
         for d in docs {
             if spent > 0 && spent + d.size > PAGE_BODY_BUDGET {
@@ -176,8 +177,8 @@ impl Hub {
             spent += body.len() as u64;
             self.observe_fetch(agency, body.len() as u64);
             out.insert(d.seq, body);
+            seqs.push(d.seq);
         }
-        let seqs: Vec<u64> = out.keys().copied().collect();
         if let Err(e) = self.mark_fetched_locked(agency, &seqs) {
             tracing::warn!(agency, error = %e, "could not log the fetches of a page");
         }
