@@ -153,6 +153,7 @@ fn commit(c: &mut Criterion) {
     for w in workers {
         w.join().unwrap();
     }
+    commit_streaming(&mut g, &store, &body, &seq);
     g.finish();
 
     let all: Vec<String> = (0..519)
@@ -164,6 +165,57 @@ fn commit(c: &mut Criterion) {
         b.iter(|| commit_packet(&store, seq.fetch_add(1, Relaxed), &all, &body))
     });
     g.finish();
+}
+
+/// 64 committers committing back to back (no barrier between rounds: each takes the next
+/// commit as soon as its last one is durable), `64 × iters` commits in all: the storage
+/// path's steady rate, what the single writer and the WAL syncs can take.
+fn commit_streaming(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    store: &Arc<Store>,
+    body: &Arc<Vec<u8>>,
+    seq: &Arc<AtomicU64>,
+) {
+    use std::sync::atomic::AtomicI64;
+    const N: usize = 64;
+    let left = Arc::new(AtomicI64::new(0));
+    let go = Arc::new(Barrier::new(N + 1));
+    let done = Arc::new(Barrier::new(N + 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..N)
+        .map(|i| {
+            let (store, body, seq) = (store.clone(), body.clone(), seq.clone());
+            let (left, go, done, stop) = (left.clone(), go.clone(), done.clone(), stop.clone());
+            let to = vec![format!("000.00.{:02}.H13", 10 + i)];
+            std::thread::spawn(move || {
+                loop {
+                    go.wait();
+                    if stop.load(Relaxed) {
+                        return;
+                    }
+                    while left.fetch_sub(1, Relaxed) > 0 {
+                        commit_packet(&store, seq.fetch_add(1, Relaxed), &to, &body);
+                    }
+                    done.wait();
+                }
+            })
+        })
+        .collect();
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("64_committers_streaming", |b| {
+        b.iter_custom(|iters| {
+            left.store((iters * N as u64) as i64, Relaxed);
+            let start = Instant::now();
+            go.wait();
+            done.wait();
+            start.elapsed()
+        })
+    });
+    stop.store(true, Relaxed);
+    go.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
 }
 
 /// What statistics and metrics add per accepted packet: the same calls `Hub::observe` makes
