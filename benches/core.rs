@@ -9,7 +9,7 @@ use lienthong::edxml::{self, Attachment, NewDocument};
 use lienthong::hub::events::for_changes;
 use lienthong::store::{Change, DocRecord, Store, dedup_key};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
@@ -109,51 +109,32 @@ fn commit(c: &mut Criterion) {
         b.iter(|| commit_packet(&store, seq.fetch_add(1, Relaxed), &one, &body))
     });
 
-    // 64 committers that wait for a start signal, so thread creation is not measured.
-    const N: usize = 64;
-    let go = Arc::new(Barrier::new(N + 1));
-    let done = Arc::new(Barrier::new(N + 1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..N)
-        .map(|i| {
-            let (store, body, seq, go, done, stop) = (
-                store.clone(),
-                body.clone(),
-                seq.clone(),
-                go.clone(),
-                done.clone(),
-                stop.clone(),
-            );
-            let to = vec![format!("000.00.{:02}.H13", 10 + i)];
-            std::thread::spawn(move || {
-                loop {
-                    go.wait();
-                    if stop.load(Relaxed) {
-                        return;
-                    }
-                    commit_packet(&store, seq.fetch_add(1, Relaxed), &to, &body);
-                    done.wait();
-                }
-            })
-        })
-        .collect();
-    g.throughput(Throughput::Elements(N as u64));
+    // 64 committers that wait for a start signal, so thread creation is not measured:
+    // each round every one of them hands over one packet at once.
+    let committers = Committers::start(&store, &body, &seq, true);
+    g.throughput(Throughput::Elements(COMMITTERS as u64));
     g.bench_function("64_packets_grouped", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                go.wait();
-                done.wait();
+                committers.round(COMMITTERS as u64);
             }
             start.elapsed()
         })
     });
-    stop.store(true, Relaxed);
-    go.wait();
-    for w in workers {
-        w.join().unwrap();
-    }
-    commit_streaming(&mut g, &store, &body, &seq);
+    committers.stop();
+    // The same 64 committing back to back (each takes the next commit as soon as its last
+    // one is durable), `64 × iters` commits in all: the storage path's steady rate, what
+    // the single writer and the WAL syncs can take.
+    let committers = Committers::start(&store, &body, &seq, false);
+    g.bench_function("64_committers_streaming", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            committers.round(iters * COMMITTERS as u64);
+            start.elapsed()
+        })
+    });
+    committers.stop();
     g.finish();
 
     let all: Vec<String> = (0..519)
@@ -167,54 +148,67 @@ fn commit(c: &mut Criterion) {
     g.finish();
 }
 
-/// 64 committers committing back to back (no barrier between rounds: each takes the next
-/// commit as soon as its last one is durable), `64 × iters` commits in all: the storage
-/// path's steady rate, what the single writer and the WAL syncs can take.
-fn commit_streaming(
-    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    store: &Arc<Store>,
-    body: &Arc<Vec<u8>>,
-    seq: &Arc<AtomicU64>,
-) {
-    use std::sync::atomic::AtomicI64;
-    const N: usize = 64;
-    let left = Arc::new(AtomicI64::new(0));
-    let go = Arc::new(Barrier::new(N + 1));
-    let done = Arc::new(Barrier::new(N + 1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..N)
-        .map(|i| {
-            let (store, body, seq) = (store.clone(), body.clone(), seq.clone());
-            let (left, go, done, stop) = (left.clone(), go.clone(), done.clone(), stop.clone());
-            let to = vec![format!("000.00.{:02}.H13", 10 + i)];
-            std::thread::spawn(move || {
-                loop {
-                    go.wait();
-                    if stop.load(Relaxed) {
-                        return;
+const COMMITTERS: usize = 64;
+
+/// `COMMITTERS` threads, each committing packets to its own recipient: a round hands them
+/// `commits` to share (at most one each if `once`) and ends when all are durable.
+struct Committers {
+    left: Arc<AtomicI64>,
+    go: Arc<Barrier>,
+    done: Arc<Barrier>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Committers {
+    fn start(store: &Arc<Store>, body: &Arc<Vec<u8>>, seq: &Arc<AtomicU64>, once: bool) -> Self {
+        let left = Arc::new(AtomicI64::new(0));
+        let go = Arc::new(Barrier::new(COMMITTERS + 1));
+        let done = Arc::new(Barrier::new(COMMITTERS + 1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..COMMITTERS)
+            .map(|i| {
+                let (store, body, seq) = (store.clone(), body.clone(), seq.clone());
+                let (left, go, done, stop) = (left.clone(), go.clone(), done.clone(), stop.clone());
+                let to = vec![format!("000.00.{:02}.H13", 10 + i)];
+                std::thread::spawn(move || {
+                    loop {
+                        go.wait();
+                        if stop.load(Relaxed) {
+                            return;
+                        }
+                        while left.fetch_sub(1, Relaxed) > 0 {
+                            commit_packet(&store, seq.fetch_add(1, Relaxed), &to, &body);
+                            if once {
+                                break;
+                            }
+                        }
+                        done.wait();
                     }
-                    while left.fetch_sub(1, Relaxed) > 0 {
-                        commit_packet(&store, seq.fetch_add(1, Relaxed), &to, &body);
-                    }
-                    done.wait();
-                }
+                })
             })
-        })
-        .collect();
-    g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("64_committers_streaming", |b| {
-        b.iter_custom(|iters| {
-            left.store((iters * N as u64) as i64, Relaxed);
-            let start = Instant::now();
-            go.wait();
-            done.wait();
-            start.elapsed()
-        })
-    });
-    stop.store(true, Relaxed);
-    go.wait();
-    for w in workers {
-        w.join().unwrap();
+            .collect();
+        Committers {
+            left,
+            go,
+            done,
+            stop,
+            workers,
+        }
+    }
+
+    fn round(&self, commits: u64) {
+        self.left.store(commits as i64, Relaxed);
+        self.go.wait();
+        self.done.wait();
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Relaxed);
+        self.go.wait();
+        for w in self.workers {
+            w.join().unwrap();
+        }
     }
 }
 
