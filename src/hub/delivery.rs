@@ -18,15 +18,11 @@ use crate::store::{Change, DocRecord, QueueEntry, StoreError};
 pub const PAGE_BODY_BUDGET: u64 = 8 << 20;
 
 impl Hub {
-    /// Lists and leases up to `limit` of the caller's pending items, oldest first.
-    pub fn list_inbox(&self, caller: &AgencyId, limit: usize) -> Result<Vec<InboxItem>, HubError> {
-        self.list_inbox_with(caller, limit, false)
-    }
-
-    /// [`Hub::list_inbox`], with each item's body when `bodies` (up to
-    /// [`PAGE_BODY_BUDGET`] bytes in all): as if the caller had fetched each one, so the
-    /// first such listing leaves the `fetched` traces, all in one commit.
-    pub fn list_inbox_with(
+    /// Lists and leases up to `limit` of the caller's pending items, oldest first; with
+    /// `bodies`, each with its packet (up to [`PAGE_BODY_BUDGET`] bytes in all), as if the
+    /// caller had fetched each one: the first such listing leaves the `fetched` traces, all
+    /// in one commit.
+    pub fn list_inbox(
         &self,
         caller: &AgencyId,
         limit: usize,
@@ -45,7 +41,7 @@ impl Hub {
         // and the commit: the leases are guarded by the entries the scan read, and a
         // listing that lost such a race reads again.
         let mut attempt = 0;
-        let (leased, lease_until) = loop {
+        let leased = loop {
             match self.lease_pending(agency, limit) {
                 Err(HubError::Store(StoreError::Conflict)) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -59,45 +55,27 @@ impl Hub {
         let seqs: Vec<u64> = leased.iter().map(|(s, _)| *s).collect();
         let docs = self.store.docs(&seqs)?;
         let mut bodies = if bodies {
-            self.page_bodies(agency, &docs)?
+            self.page_bodies(agency, &docs, &leased)?
         } else {
             HashMap::new()
         };
-        let by_seq: HashMap<u64, u32> = leased.into_iter().collect();
+        let entries: HashMap<u64, QueueEntry> = leased.into_iter().collect();
         Ok(docs
             .into_iter()
-            .map(|d| InboxItem {
-                body: bodies.remove(&d.seq),
-                id: format_id(d.seq),
-                deliveries: by_seq.get(&d.seq).copied().unwrap_or(1),
-                kind: d.kind,
-                from: d.from,
-                document_id: d.document_id,
-                subject: d.subject,
-                status_code: d.status_code,
-                response_for: d.response_for,
-                size: d.size,
-                sha256: d.sha256,
-                received_at: rfc3339(d.received_at_ms),
-                has_signature: d.has_signature,
-                verdict: d.verdict,
-                signer: d.signer,
-                pdf_signatures: d.pdf,
-                acts_on: d.acts_on.map(format_id),
-                replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
-                route: d.route,
-                lease_expires_at: rfc3339(lease_until),
+            .filter_map(|d| {
+                let entry = entries.get(&d.seq)?;
+                Some(inbox_item(entry, bodies.remove(&d.seq), d))
             })
             .collect())
     }
 
-    /// One scan and one guarded commit of leases: (seq, deliveries) per leased item, and
-    /// when the leases end.
+    /// One scan and one guarded commit of leases: each leased item with its entry as the
+    /// lease left it.
     fn lease_pending(
         &self,
         agency: &str,
         limit: usize,
-    ) -> Result<(Vec<(u64, u32)>, u64), HubError> {
+    ) -> Result<Vec<(u64, QueueEntry)>, HubError> {
         let now = now_ms();
         let mut picked: Vec<(u64, QueueEntry)> = Vec::new();
         self.store.scan_queue(agency, &mut |seq, entry| {
@@ -106,30 +84,34 @@ impl Hub {
             }
             picked.len() < limit
         })?;
-        let lease_until = now + self.settings.lease.as_millis() as u64;
         if picked.is_empty() {
-            return Ok((Vec::new(), lease_until));
+            return Ok(Vec::new());
         }
-        let changes: Vec<Change<'_>> = picked
+        let lease_until = now + self.settings.lease.as_millis() as u64;
+        let leased: Vec<(u64, QueueEntry)> = picked
             .iter()
-            .map(|&(seq, was)| Change::Lease {
-                agency,
-                seq,
-                was,
-                entry: QueueEntry {
+            .map(|&(seq, was)| {
+                let entry = QueueEntry {
                     lease_until_ms: lease_until,
                     deliveries: was.deliveries + 1,
                     fetched: was.fetched,
-                },
+                };
+                (seq, entry)
+            })
+            .collect();
+        let changes: Vec<Change<'_>> = picked
+            .iter()
+            .zip(&leased)
+            .map(|(&(seq, was), &(_, entry))| Change::Lease {
+                agency,
+                seq,
+                was,
+                entry,
             })
             .collect();
         // A lost lease only means an earlier redelivery, so leases need not wait for a sync.
         self.commit(&changes, vec![], false)?;
-        let leased = picked
-            .iter()
-            .map(|&(seq, was)| (seq, was.deliveries + 1))
-            .collect();
-        Ok((leased, lease_until))
+        Ok(leased)
     }
 
     /// The packet, byte for byte, for its sender or one of its recipients; `NotFound` to
@@ -156,15 +138,16 @@ impl Hub {
         Ok((doc, body))
     }
 
-    /// The bodies of a listed page, oldest first until [`PAGE_BODY_BUDGET`], and
-    /// their `fetched` traces in one commit. The caller holds the agency's lease lock.
+    /// The bodies of a listed page, oldest first until [`PAGE_BODY_BUDGET`], and their
+    /// `fetched` traces in one commit (built from the entries the lease just wrote: no
+    /// second read). The caller holds the agency's lease lock.
     fn page_bodies(
         &self,
         agency: &str,
         docs: &[DocRecord],
+        leased: &[(u64, QueueEntry)],
     ) -> Result<HashMap<u64, Vec<u8>>, HubError> {
         let mut out = HashMap::new();
-        let mut seqs = Vec::new(); // page order, so the `fetched` entries are in it too
         let mut spent = 0u64;
         for d in docs {
             if spent > 0 && spent + d.size > PAGE_BODY_BUDGET {
@@ -177,9 +160,14 @@ impl Hub {
             spent += body.len() as u64;
             self.observe_fetch(agency, body.len() as u64);
             out.insert(d.seq, body);
-            seqs.push(d.seq);
         }
-        if let Err(e) = self.mark_fetched_locked(agency, &seqs) {
+        // In page order, so the `fetched` entries are too.
+        let fetched = leased
+            .iter()
+            .filter(|(seq, _)| out.contains_key(seq))
+            .copied()
+            .collect();
+        if let Err(e) = self.mark_fetched_locked(agency, fetched) {
             tracing::warn!(agency, error = %e, "could not log the fetches of a page");
         }
         Ok(out)
@@ -193,41 +181,50 @@ impl Hub {
         let _guard = self.lease_locks[stripe(agency)]
             .lock()
             .expect("lease lock poisoned");
-        self.mark_fetched_locked(agency, &[seq])
+        match self.store.queue_entry(agency, seq)? {
+            Some(e) => self.mark_fetched_locked(agency, vec![(seq, e)]),
+            None => Ok(()), // Acked (delivered) already, or withdrawn.
+        }
     }
 
-    /// [`Hub::mark_fetched`] for several items in one commit, the lease lock held. An item
-    /// acked or expired between the read and the commit fails the guard: read again.
-    fn mark_fetched_locked(&self, agency: &str, seqs: &[u64]) -> Result<(), HubError> {
+    /// [`Hub::mark_fetched`] for several items in one commit, the lease lock held, from
+    /// their entries as last read. An item acked or expired since fails the guard: the
+    /// entries are read again (those gone dropped) and the commit retried.
+    fn mark_fetched_locked(
+        &self,
+        agency: &str,
+        mut entries: Vec<(u64, QueueEntry)>,
+    ) -> Result<(), HubError> {
         for _ in 0..=CONFLICT_RETRIES {
-            let mut changes = Vec::new();
-            for &seq in seqs {
-                // Acked (delivered) already, withdrawn, or marked: nothing to do.
-                let Some(e) = self.store.queue_entry(agency, seq)? else {
-                    continue;
-                };
-                if e.fetched {
-                    continue;
-                }
-                let entry = QueueEntry {
-                    deliveries: e.deliveries.max(1),
-                    fetched: true,
-                    ..e
-                };
-                changes.push(Change::Fetch {
+            let changes: Vec<Change<'_>> = entries
+                .iter()
+                .filter(|(_, e)| !e.fetched)
+                .map(|&(seq, e)| Change::Fetch {
                     agency,
                     seq,
                     was: e,
-                    entry,
+                    entry: QueueEntry {
+                        deliveries: e.deliveries.max(1),
+                        fetched: true,
+                        ..e
+                    },
                     first_delivery: e.deliveries == 0,
-                });
-            }
+                })
+                .collect();
             if changes.is_empty() {
                 return Ok(());
             }
             // Like a lease, not synced: the ack that follows is, and carries it to disk.
             match self.commit(&changes, vec![], false) {
-                Err(HubError::Store(StoreError::Conflict)) => continue,
+                Err(HubError::Store(StoreError::Conflict)) => {
+                    let mut now = Vec::with_capacity(entries.len());
+                    for (seq, _) in entries {
+                        if let Some(e) = self.store.queue_entry(agency, seq)? {
+                            now.push((seq, e));
+                        }
+                    }
+                    entries = now;
+                }
                 r => return r.map(|_| ()),
             }
         }
@@ -417,9 +414,36 @@ impl Hub {
     }
 }
 
+/// An inbox line: the document's record, its queue entry as the listing's lease left it,
+/// and its body when the page carries it.
+fn inbox_item(entry: &QueueEntry, body: Option<Vec<u8>>, d: DocRecord) -> InboxItem {
+    InboxItem {
+        body,
+        id: format_id(d.seq),
+        deliveries: entry.deliveries,
+        kind: d.kind,
+        from: d.from,
+        document_id: d.document_id,
+        subject: d.subject,
+        status_code: d.status_code,
+        response_for: d.response_for,
+        size: d.size,
+        sha256: d.sha256,
+        received_at: rfc3339(d.received_at_ms),
+        has_signature: d.has_signature,
+        verdict: d.verdict,
+        signer: d.signer,
+        pdf_signatures: d.pdf,
+        acts_on: d.acts_on.map(format_id),
+        replaces: d.replaces.iter().map(|s| format_id(*s)).collect(),
+        route: d.route,
+        lease_expires_at: rfc3339(entry.lease_until_ms),
+    }
+}
+
 /// The async entry points of delivery.
 impl Hub {
-    /// Lists the inbox (with bodies: see [`Hub::list_inbox_with`]), waiting up to `wait`
+    /// Lists the inbox (with bodies: see [`Hub::list_inbox`]), waiting up to `wait`
     /// for something to arrive while it is empty.
     pub async fn inbox_async(
         self: &Arc<Self>,
@@ -439,7 +463,7 @@ impl Hub {
             notified.as_mut().enable();
             let c = caller.clone();
             let items = self
-                .request(move |hub| hub.list_inbox_with(&c, limit, bodies))
+                .request(move |hub| hub.list_inbox(&c, limit, bodies))
                 .await?;
             let now = tokio::time::Instant::now();
             if !items.is_empty() || now >= deadline || self.shutdown.is_cancelled() {

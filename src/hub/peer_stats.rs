@@ -69,25 +69,17 @@ impl Hub {
         let now = now_ms();
         self.counters.add(now, event.metric(), &peer_queue(peer), 1);
         let peer = peer.to_owned();
-        match event {
-            PeerEvent::Forwarded | PeerEvent::ForwardFailed | PeerEvent::ForwardRefused => {
-                let result = match event {
-                    PeerEvent::Forwarded => "forwarded",
-                    PeerEvent::ForwardFailed => "failed",
-                    _ => "refused",
-                };
-                counter!("lienthong_forwards_total", "peer" => peer, "result" => result)
-                    .increment(1)
-            }
-            PeerEvent::Received | PeerEvent::ReportIn => {
-                let kind = if matches!(event, PeerEvent::Received) {
-                    "packet"
-                } else {
-                    "report"
-                };
-                counter!("lienthong_peer_received_total", "peer" => peer, "kind" => kind)
-                    .increment(1)
-            }
+        let (forward, label) = match event {
+            PeerEvent::Forwarded => (true, "forwarded"),
+            PeerEvent::ForwardFailed => (true, "failed"),
+            PeerEvent::ForwardRefused => (true, "refused"),
+            PeerEvent::Received => (false, "packet"),
+            PeerEvent::ReportIn => (false, "report"),
+        };
+        if forward {
+            counter!("lienthong_forwards_total", "peer" => peer, "result" => label).increment(1)
+        } else {
+            counter!("lienthong_peer_received_total", "peer" => peer, "kind" => label).increment(1)
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
-use super::{PgStore, blocking, connect};
+use super::{PgStore, Target, blocking, connect};
 
 /// The advisory lock key of the leader ("lienthong" in ASCII, truncated).
 const LEADER_KEY: i64 = 0x6c69_656e_7468_6f6e;
@@ -30,7 +30,7 @@ impl PgStore {
                 }
             }
             *held = None;
-            let Ok(mut client) = connect(&self.url, None) else {
+            let Ok(mut client) = connect(&self.target, None) else {
                 return false;
             };
             let got = client
@@ -47,19 +47,19 @@ impl PgStore {
     /// Starts the thread that LISTENs on `lt_wake` and calls `wake` for each agency named;
     /// it reconnects after errors (a failover) and ends when the store closes.
     pub(super) fn listen(&self, wake: Arc<dyn Fn(&str) + Send + Sync>) {
-        let (url, stopping) = (self.url.clone(), self.stopping.clone());
+        let (target, stopping) = (self.target.clone(), self.stopping.clone());
         let spawned = std::thread::Builder::new()
             .name("pg-listen".into())
-            .spawn(move || listen_loop(&url, &stopping, wake.as_ref()));
+            .spawn(move || listen_loop(&target, &stopping, wake.as_ref()));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the PostgreSQL listener");
         }
     }
 }
 
-fn listen_loop(url: &str, stopping: &AtomicBool, wake: &(dyn Fn(&str) + Send + Sync)) {
+fn listen_loop(target: &Target, stopping: &AtomicBool, wake: &(dyn Fn(&str) + Send + Sync)) {
     while !stopping.load(Ordering::SeqCst) {
-        let mut client = match connect(url, None) {
+        let mut client = match connect(target, None) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "PostgreSQL listener: reconnecting");

@@ -55,11 +55,29 @@ pub(super) fn describe(e: &postgres::Error) -> String {
     }
 }
 
-/// A connection to `url` (over TLS when its `sslrootcert` says so: see `tls.rs`); with
-/// `unreplicated`, a notice saying a commit was not replicated sets it.
-pub(super) fn connect(url: &str, unreplicated: Option<Arc<AtomicBool>>) -> Result<Client, String> {
-    let (url, tls) = tls::split(url)?;
-    let mut config: postgres::Config = url.parse().map_err(|e| describe(&e))?;
+/// Where the store connects: the URL for tokio-postgres and, when the URL asks for TLS,
+/// the connector — both read once at open (certificate files included), not per connection.
+#[derive(Clone)]
+pub(super) struct Target {
+    config: postgres::Config,
+    tls: Option<tls::RustlsConnect>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let (url, tls) = tls::split(url)?;
+        let config = url.parse().map_err(|e| describe(&e))?;
+        Ok(Target { config, tls })
+    }
+}
+
+/// A connection to `target`; with `unreplicated`, a notice saying a commit was not
+/// replicated sets it.
+pub(super) fn connect(
+    target: &Target,
+    unreplicated: Option<Arc<AtomicBool>>,
+) -> Result<Client, String> {
+    let mut config = target.config.clone();
     config.notice_callback(move |notice| {
         if notice.message().contains("might not have been replicated") {
             if let Some(flag) = &unreplicated {
@@ -73,7 +91,7 @@ pub(super) fn connect(url: &str, unreplicated: Option<Arc<AtomicBool>>) -> Resul
             tracing::debug!(notice = notice.message(), "PostgreSQL notice");
         }
     });
-    match tls {
+    match target.tls.clone() {
         Some(tls) => config.connect(tls),
         None => config.connect(NoTls),
     }
@@ -156,7 +174,7 @@ impl Conn {
 
 /// The storage interface on PostgreSQL.
 pub struct PgStore {
-    url: String,
+    target: Target,
     writer: Arc<write::Writer>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pool: Mutex<Vec<Client>>,
@@ -178,18 +196,19 @@ impl PgStore {
     /// [`PgStore::open`] with the deadline a write waits for its COMMIT (`[storage]
     /// sync_deadline_secs`) before it answers `Stalled` (503, outcome unknown).
     pub fn open_with(url: &str, deadline: std::time::Duration) -> Result<PgStore, StoreError> {
+        let target = Target::parse(url).map_err(connect_err)?;
         let client = blocking(|| {
-            let mut client = connect(url, None).map_err(connect_err)?;
+            let mut client = connect(&target, None).map_err(connect_err)?;
             client
                 .batch_execute(include_str!("schema.sql"))
                 .map_err(store_err)?;
             warn_unless_synchronous(&mut client);
             Ok::<_, StoreError>(client)
         })?;
-        let writer = write::Writer::new(url, deadline);
+        let writer = write::Writer::new(target.clone(), deadline);
         let committer = writer.start();
         Ok(PgStore {
-            url: url.to_owned(),
+            target,
             writer,
             committer: Mutex::new(Some(committer)),
             pool: Mutex::new(vec![client]),
@@ -209,7 +228,7 @@ impl PgStore {
         let (client, out) = blocking(|| {
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => connect(&self.url, None).map_err(connect_err)?,
+                _ => connect(&self.target, None).map_err(connect_err)?,
             };
             let out = f(&mut client).map_err(store_err)?;
             Ok::<_, StoreError>((client, out))

@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::Conn;
 
 use super::stage::stage;
-use super::{PgError, connect, pg_err};
+use super::{PgError, Target, connect, pg_err};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, completed_nodes, leaf_hash};
 use crate::store::{Change, StoreError};
@@ -59,7 +59,7 @@ struct Slot {
 }
 
 pub(super) struct Writer {
-    url: String,
+    target: Target,
     conn: Mutex<Slot>,
     /// Signalled when a transaction becomes active (the committer waits for it).
     work: Condvar,
@@ -79,9 +79,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(url: &str, deadline: std::time::Duration) -> Arc<Writer> {
+    pub(super) fn new(target: Target, deadline: std::time::Duration) -> Arc<Writer> {
         Arc::new(Writer {
-            url: url.to_owned(),
+            target,
             conn: Mutex::new(Slot::default()),
             work: Condvar::new(),
             free: Condvar::new(),
@@ -158,7 +158,7 @@ impl Writer {
     /// The write connection with a transaction open on it (made if needed).
     fn open<'a>(&self, slot: &'a mut Option<Open>) -> Result<&'a mut Open, StoreError> {
         if slot.is_none() {
-            let client = connect(&self.url, Some(self.unreplicated.clone()))
+            let client = connect(&self.target, Some(self.unreplicated.clone()))
                 .map_err(|e| StoreError::Failed(format!("PostgreSQL: {e}")))?;
             *slot = Some(Open {
                 client: Conn::new(client),
