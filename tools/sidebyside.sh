@@ -12,13 +12,17 @@
 #   lienthong: `bench --mode submit --clients 64 --size 4096 --http2` (signed, verified,
 #             durable 2xx), `bench --mode pull --clients 32 --http2`, and 1 MiB submits
 #             (`--clients 8 --size 1048576`), each on a fresh hub on a temp dir.
-# Env: CARGO_TARGET_DIR (default target), AMQP_COUNT (default 200000), DURATION (default 10).
+# Env: CARGO_TARGET_DIR (default target), AMQP_COUNT (default 200000), DURATION (default 10),
+# PRESIGN (default 1500): packets each lienthong client signs before the clock starts, as
+# amqp-load's messages are made before it publishes — the rate is then the hub's, not the
+# clients' signing on the same two cores (PRESIGN=0 signs during the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 target=${CARGO_TARGET_DIR:-target}
 count=${AMQP_COUNT:-200000}
 duration=${DURATION:-10}
+presign=${PRESIGN:-1500}
 # Debian's /usr/sbin wrappers switch to the rabbitmq user; the server and rabbitmqctl run
 # here as the caller, with their state and Erlang cookie in the temp dir.
 rmq=/usr/lib/rabbitmq/bin
@@ -64,7 +68,7 @@ for r in $(seq 1 "$rounds"); do
   echo "# round $r"
   run amqp_publish_4k "$amqp" publish --url "$url" --queue "q4k$r" --count "$count" --size 4096 --window 256
   run amqp_consume_4k "$amqp" consume --url "$url" --queue "q4k$r" --count "$count" --size 4096 --prefetch 256 --consumers 4
-  run hub_submit_4k "$hub" bench --json --mode submit --clients 64 --size 4096 --duration "$duration" --http2
+  run hub_submit_4k "$hub" bench --json --mode submit --clients 64 --size 4096 --duration "$duration" --http2 --presign "$presign"
   run hub_pull "$hub" bench --json --mode pull --clients 32 --items 4000 --duration "$duration" --http2
   run amqp_publish_1m "$amqp" publish --url "$url" --queue "q1m$r" --count 3000 --size 1048576 --window 256
   run amqp_consume_1m "$amqp" consume --url "$url" --queue "q1m$r" --count 3000 --size 1048576 --prefetch 16 --consumers 4

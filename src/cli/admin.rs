@@ -84,6 +84,11 @@ pub struct BenchArgs {
     /// "postgres"`; e.g. from scripts/pg-cluster.sh) instead of RocksDB.
     #[arg(long)]
     pub pg_url: Option<String>,
+    /// Packets each client makes and signs before the clock starts (then signed during the
+    /// run): on a machine the tool shares with the hub, the run then measures the hub
+    /// rather than the clients' signing. Size it to the run (rate × duration ÷ clients).
+    #[arg(long, default_value_t = 0)]
+    pub presign: u64,
 }
 
 /// `bench`: the load tool, with its report as text or JSON.
@@ -96,6 +101,7 @@ pub async fn bench(b: BenchArgs) -> ExitCode {
         signing_key: b.signing_key,
         peer_concurrency: b.peer_concurrency,
         pg_url: b.pg_url,
+        presign: b.presign,
         mode: b.mode,
         clients: b.clients,
         size: b.size as usize,

@@ -75,6 +75,9 @@ pub struct LoadSpec {
     pub peer_concurrency: Option<usize>,
     /// A hub started here stores in this PostgreSQL database instead of RocksDB.
     pub pg_url: Option<String>,
+    /// Packets each client signs before the clock starts (0: every packet is signed
+    /// during the run).
+    pub presign: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,12 +195,14 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         first_error: std::sync::Mutex::new(None),
         pushes: pushes.clone(),
     });
+    let ready = presign_all(&spec, &conns, &signers, &ids).await?;
     let (cpu0, tool0) = (pid.and_then(cpu_secs), cpu_secs(std::process::id()));
     let peer_cpu0 = peer_pid.and_then(cpu_secs);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(conns.len());
-    for (k, (conn, signer)) in conns.into_iter().zip(signers).enumerate() {
-        let task = workload::client(k, conn, signer, ids.clone(), spec.clone(), shared.clone());
+    for (k, ((conn, signer), ready)) in conns.into_iter().zip(signers).zip(ready).enumerate() {
+        let sending = (signer, ready);
+        let task = workload::client(k, conn, sending, ids.clone(), spec.clone(), shared.clone());
         tasks.push(tokio::spawn(task));
     }
     watch(&spec, started, &shared, &tasks).await;
@@ -247,6 +252,27 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     let mut r = report(&spec, &shared, elapsed, &lat, usage);
     r.peer_hub_cpu_percent = peer_cpu;
     Ok(r)
+}
+
+/// `--presign`: every client's first packets, made on all cores before the clock starts.
+async fn presign_all(
+    spec: &LoadSpec,
+    conns: &[Conn],
+    signers: &[MaybeSigner],
+    ids: &[String],
+) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    let mut made = Vec::with_capacity(conns.len());
+    for (k, (conn, signer)) in conns.iter().zip(signers).enumerate() {
+        let (conn, signer, ids, spec) = (conn.clone(), signer.clone(), ids.to_vec(), spec.clone());
+        made.push(tokio::task::spawn_blocking(move || {
+            workload::presign(k, &conn, signer.as_deref(), ids, &spec)
+        }));
+    }
+    let mut out = Vec::with_capacity(made.len());
+    for m in made {
+        out.push(m.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
 }
 
 /// A client's signer (`None` for unsigned runs).

@@ -93,36 +93,77 @@ pub(super) async fn fill_inboxes(
     Ok(())
 }
 
+/// Who client `k` sends to and its packets' attachment size (0 in pull mode, which
+/// submits nothing while measured: no probe packet to sign).
+fn targets(
+    spec: &LoadSpec,
+    me: &str,
+    next: &str,
+    all: Vec<String>,
+    signer: Option<&Signer>,
+) -> (Vec<String>, usize) {
+    let to = if spec.mode == Mode::Fanout {
+        all
+    } else {
+        vec![next.to_owned()]
+    };
+    let data = match spec.mode {
+        Mode::Pull => 0,
+        Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
+            data_for(spec.size, me, &to, signer)
+        }
+    };
+    (to, data)
+}
+
+/// The first packet number of client `k` (numbers make DocumentIds unique).
+fn first_number(k: usize) -> u64 {
+    k as u64 * 1_000_000_000
+}
+
+/// `--presign`: client `k`'s first `spec.presign` packets, signed before the clock starts,
+/// so that a run on a machine shared with the hub measures the hub, not the clients'
+/// signing (a packet past these is signed during the run, as without the option).
+pub(super) fn presign(
+    k: usize,
+    (me, next, _): &Conn,
+    signer: Option<&Signer>,
+    all: Vec<String>,
+    spec: &LoadSpec,
+) -> Result<Vec<Vec<u8>>, String> {
+    if spec.mode == Mode::Pull || spec.presign == 0 {
+        return Ok(Vec::new());
+    }
+    let (to, data) = targets(spec, me, next, all, signer);
+    let n0 = first_number(k);
+    (1..=spec.presign)
+        .map(|i| sign(signer, packet(me, &to, n0 + i, data)))
+        .collect()
+}
+
 /// One client's loop until `shared.stop`: returns its latencies (µs).
 pub(super) async fn client(
     k: usize,
     (me, next, c): Conn,
-    signer: Option<Arc<Signer>>,
+    (signer, ready): (Option<Arc<Signer>>, Vec<Vec<u8>>),
     all: Vec<String>,
     spec: LoadSpec,
     shared: Arc<Shared>,
 ) -> Vec<u32> {
     let mut lat: Vec<u32> = Vec::new();
-    let mut n = k as u64 * 1_000_000_000;
-    let to = if spec.mode == Mode::Fanout {
-        all
-    } else {
-        vec![next.clone()]
-    };
-    // Pull mode submits nothing here: no probe packet to sign.
-    let data = match spec.mode {
-        Mode::Pull => 0,
-        Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
-            data_for(spec.size, &me, &to, signer.as_deref())
-        }
-    };
+    let mut n = first_number(k) + ready.len() as u64;
+    let mut ready = ready.into_iter();
+    let (to, data) = targets(&spec, &me, &next, all, signer.as_deref());
     while !shared.stop.load(Ordering::Relaxed) {
-        n += 1;
         match spec.mode {
             Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
                 // Signing is client work, as at a real agency: it runs on the
                 // same cores as the hub here, so it lowers the measured rate.
-                let body = match sign(signer.as_deref(), packet(&me, &to, n, data)) {
+                let made = ready.next().map(Ok).unwrap_or_else(|| {
+                    n += 1;
+                    sign(signer.as_deref(), packet(&me, &to, n, data))
+                });
+                let body = match made {
                     Ok(b) => b,
                     Err(e) => {
                         shared.fail(e.to_string());

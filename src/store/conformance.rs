@@ -17,6 +17,7 @@ pub type Opener<'a> = &'a dyn Fn() -> Box<dyn Storage>;
 pub fn run_all(open: Opener<'_>) {
     queues_scan_in_order_and_survive_a_reopen(open);
     guards_refuse_what_lost_a_race(open);
+    races_in_one_group_have_one_winner(open);
     sequence_numbers_are_never_reused(open);
     the_log_is_dense_synced_and_hashes_to_its_entries(open);
     counters_heads_and_receipts_round_trip(open);
@@ -173,6 +174,96 @@ pub fn guards_refuse_what_lost_a_race(open: Opener<'_>) {
         Err(StoreError::Conflict)
     ));
     assert!(s.queue_entry("GB", seq).unwrap().is_none());
+}
+
+/// Racers committing at once (so that an engine that groups commits puts them in one
+/// group): of 12 accepts of one document, 12 leases of one item from the same state and 12
+/// acks of another, exactly one of each wins, beside 12 unrelated accepts that all do; the
+/// losers write nothing, not even log entries.
+pub fn races_in_one_group_have_one_winner(open: Opener<'_>) {
+    let s = open();
+    let s = s.as_ref();
+    for round in 0..4 {
+        let (from, to) = (format!("RA{round}"), format!("RB{round}"));
+        let leased = record(s.next_seq().unwrap(), &from, &[&to]);
+        let acked = record(s.next_seq().unwrap(), &from, &[&to]);
+        accept(s, &leased).unwrap();
+        accept(s, &acked).unwrap();
+        let was = s.queue_entry(&to, leased.seq).unwrap().unwrap();
+        let same: Vec<DocRecord> = (0..12)
+            .map(|_| {
+                let mut r = record(s.next_seq().unwrap(), &from, &[&to]);
+                r.document_id = Some(format!("same-{round}"));
+                r
+            })
+            .collect();
+        let others: Vec<DocRecord> = (0..12)
+            .map(|_| record(s.next_seq().unwrap(), &from, &[&to]))
+            .collect();
+        let size = s.audit_size();
+        let barrier = std::sync::Barrier::new(48);
+        let event = || vec![AuditEvent::new("raced", 1)];
+        let wins: Vec<(usize, bool)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..48)
+                .map(|i| {
+                    let (barrier, to, same, others) = (&barrier, &to, &same, &others);
+                    let (leased, acked) = (&leased, &acked);
+                    scope.spawn(move || {
+                        let lease = Change::Lease {
+                            agency: to,
+                            seq: leased.seq,
+                            was,
+                            entry: QueueEntry {
+                                lease_until_ms: 100 + i as u64,
+                                deliveries: 1,
+                                fetched: false,
+                            },
+                        };
+                        let ack = Change::Ack {
+                            agency: to,
+                            seq: acked.seq,
+                            at_ms: 7,
+                            accepted_ms: acked.received_at_ms,
+                        };
+                        barrier.wait();
+                        let r = match i / 12 {
+                            0 => accept(s, &same[i % 12]),
+                            1 => s.apply(&[lease], event(), false),
+                            2 => s.apply(&[ack], event(), true),
+                            _ => accept(s, &others[i % 12]),
+                        };
+                        match r {
+                            Ok(_) => (i / 12, true),
+                            Err(StoreError::Conflict) => (i / 12, false),
+                            Err(e) => panic!("racer {i}: {e}"),
+                        }
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let won = |kind| wins.iter().filter(|(k, ok)| *k == kind && *ok).count();
+        assert_eq!(
+            (won(0), won(1), won(2), won(3)),
+            (1, 1, 1, 12),
+            "round {round}"
+        );
+        assert_eq!(s.audit_size(), size + 15, "only the winners log");
+        let winner = s
+            .dedup(&dedup_key(&from, &format!("same-{round}")))
+            .unwrap();
+        let queued = pending(s, &to);
+        for r in &same {
+            assert_eq!(
+                queued.contains(&r.seq),
+                Some(r.seq) == winner,
+                "round {round}"
+            );
+        }
+        assert!(!queued.contains(&acked.seq));
+        let lease = s.queue_entry(&to, leased.seq).unwrap().unwrap();
+        assert_eq!(lease.deliveries, 1);
+    }
 }
 
 /// Numbers handed out (even never stored) are not handed out again after a reopen.

@@ -29,6 +29,7 @@ mod changes;
 pub mod conformance;
 mod counters;
 mod due;
+mod group;
 mod log;
 pub mod pg;
 mod push_index;

@@ -3,9 +3,10 @@
 //! Callers build their `WriteBatch` on their own thread (copying bodies there, in parallel)
 //! and hand it over with the audit events it causes and the **guards** it relies on. One
 //! thread takes whatever jobs are waiting; for each it checks the guards against the current
-//! state, gives its events the next log indexes (and the Merkle nodes they complete) and
-//! writes it without syncing; a second thread then syncs the WAL **once** for every group
-//! written meanwhile and answers everyone, while the writer goes on with the next group.
+//! state and gives its events the next log indexes (and the Merkle nodes they complete); the
+//! group's batches are merged and written with one RocksDB write, without syncing (see
+//! [`Group`](super::group::Group)); a second thread then syncs the WAL **once** for every group written
+//! meanwhile and answers everyone, while the writer goes on with the next group.
 //! So:
 //! - every state change of a queue entry is a compare-and-set: the guards are checked by the
 //!   only thread that writes, right before it writes, so nothing can change in between. A
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
+use super::group::{Group, GuardedIds};
 use super::{CF_AUDIT, CF_DOC_AUDIT, CF_MERKLE, StoreError, merkle_key};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, completed_nodes, leaf_hash};
@@ -55,7 +57,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn holds(&self, db: &DB) -> Result<bool, StoreError> {
+    pub(super) fn holds(&self, db: &DB) -> Result<bool, StoreError> {
         let cf = db.cf_handle(self.cf).expect("guarded column family");
         let now = db.get_pinned_cf(cf, &self.key)?;
         Ok(match (&self.expect, now) {
@@ -97,7 +99,7 @@ pub struct Health {
 
 impl Health {
     /// Records the store's first failure and returns what every later write will hear.
-    fn fail(&self, e: StoreError) -> StoreError {
+    pub(super) fn fail(&self, e: StoreError) -> StoreError {
         let mut f = self.failed.lock().expect("health lock");
         f.get_or_insert_with(|| {
             tracing::error!(error = %e, "storage failed: refusing writes until restart");
@@ -143,7 +145,12 @@ pub(super) struct TreeState {
 
 impl TreeState {
     /// Adds `events` to `batch` as log entries `size..`; returns their indexes.
-    fn append(&mut self, db: &DB, batch: &mut WriteBatch, events: &[AuditEvent]) -> Vec<u64> {
+    pub(super) fn append(
+        &mut self,
+        db: &DB,
+        batch: &mut WriteBatch,
+        events: &[AuditEvent],
+    ) -> Vec<u64> {
         let audit = db.cf_handle(CF_AUDIT).expect("audit cf");
         let merkle = db.cf_handle(CF_MERKLE).expect("merkle cf");
         let by_doc = db.cf_handle(CF_DOC_AUDIT).expect("doc_audit cf");
@@ -309,6 +316,7 @@ fn run(
     };
     let mut no_sync = WriteOptions::default();
     no_sync.set_sync(false);
+    let ids = GuardedIds::probe(db);
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -317,33 +325,17 @@ fn run(
                 Err(_) => break,
             }
         }
-        let mut results = Vec::with_capacity(group.len());
-        let mut sync = false;
+        let jobs = group.len();
+        let mut out = Group::new(&ids);
         for job in group {
-            let answer = write_one(
-                db,
-                health,
-                &mut state,
-                job.batch,
-                &job.events,
-                &job.guards,
-                &no_sync,
-            );
-            match &answer {
-                Ok(_) => sync |= job.durable,
-                // A lost race is answered after the winner is durable.
-                Err(StoreError::Conflict) => sync = true,
-                Err(e) => {
-                    health.fail(e.clone());
-                }
-            }
-            results.push((job.reply, answer));
+            out.take(db, health, &mut state, job, &no_sync);
         }
-        metrics::histogram!("lienthong_commit_group_batches").record(results.len() as f64);
+        out.flush(db, health, &mut state, &no_sync);
+        metrics::histogram!("lienthong_commit_group_batches").record(jobs as f64);
         written_size.store(state.size, Ordering::SeqCst);
         let group = Written {
-            results,
-            sync,
+            results: out.results,
+            sync: out.sync,
             size: state.size,
         };
         if to_syncer.send(group).is_err() {
@@ -352,34 +344,6 @@ fn run(
     }
     drop(to_syncer);
     let _ = syncer.join();
-}
-
-/// Checks one job's guards and writes it; on any failure the log state is as before.
-fn write_one(
-    db: &DB,
-    health: &Health,
-    state: &mut TreeState,
-    mut batch: WriteBatch,
-    events: &[AuditEvent],
-    guards: &[Guard],
-    opts: &WriteOptions,
-) -> Answer {
-    health.check(Duration::MAX)?;
-    for g in guards {
-        if !g.holds(db)? {
-            metrics::counter!("lienthong_write_conflicts_total").increment(1);
-            return Err(StoreError::Conflict);
-        }
-    }
-    let snapshot = state.clone();
-    let indexes = state.append(db, &mut batch, events);
-    match db.write_opt(batch, opts) {
-        Ok(()) => Ok(indexes),
-        Err(e) => {
-            *state = snapshot;
-            Err(StoreError::from(e))
-        }
-    }
 }
 
 /// Syncs the WAL once for every group written while the previous sync ran, then answers.
