@@ -15,7 +15,8 @@
 # Env: CARGO_TARGET_DIR (default target), AMQP_COUNT (default 200000), DURATION (default 10),
 # PRESIGN (default 1500): packets each lienthong client signs before the clock starts, as
 # amqp-load's messages are made before it publishes — the rate is then the hub's, not the
-# clients' signing on the same two cores (PRESIGN=0 signs during the run).
+# clients' signing on the same two cores (PRESIGN=0 signs during the run); SIGNING_KEY
+# (default rsa: RSA-2048, what agencies' tokens hold; p256 for the dev PKI's keys).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -23,6 +24,7 @@ target=${CARGO_TARGET_DIR:-target}
 count=${AMQP_COUNT:-200000}
 duration=${DURATION:-10}
 presign=${PRESIGN:-1500}
+key=${SIGNING_KEY:-rsa}
 # Debian's /usr/sbin wrappers switch to the rabbitmq user; the server and rabbitmqctl run
 # here as the caller, with their state and Erlang cookie in the temp dir.
 rmq=/usr/lib/rabbitmq/bin
@@ -68,11 +70,11 @@ for r in $(seq 1 "$rounds"); do
   echo "# round $r"
   run amqp_publish_4k "$amqp" publish --url "$url" --queue "q4k$r" --count "$count" --size 4096 --window 256
   run amqp_consume_4k "$amqp" consume --url "$url" --queue "q4k$r" --count "$count" --size 4096 --prefetch 256 --consumers 4
-  run hub_submit_4k "$hub" bench --json --mode submit --clients 64 --size 4096 --duration "$duration" --http2 --presign "$presign"
-  run hub_pull "$hub" bench --json --mode pull --clients 32 --items 4000 --duration "$duration" --http2
+  run hub_submit_4k "$hub" bench --json --mode submit --clients 64 --size 4096 --duration "$duration" --http2 --presign "$presign" --signing-key "$key"
+  run hub_pull "$hub" bench --json --mode pull --clients 32 --items 4000 --duration "$duration" --http2 --signing-key "$key"
   run amqp_publish_1m "$amqp" publish --url "$url" --queue "q1m$r" --count 3000 --size 1048576 --window 256
   run amqp_consume_1m "$amqp" consume --url "$url" --queue "q1m$r" --count 3000 --size 1048576 --prefetch 16 --consumers 4
-  run hub_submit_1m "$hub" bench --json --mode submit --clients 8 --size 1048576 --duration "$duration" --http2
+  run hub_submit_1m "$hub" bench --json --mode submit --clients 8 --size 1048576 --duration "$duration" --http2 --signing-key "$key"
 done
 python3 - "$results" <<'PY'
 import json, statistics, sys
@@ -90,4 +92,8 @@ print(f"4 KiB publish/submit: RabbitMQ {pub:,.0f}/s  lienthong {sub:,.0f}/s  rat
 print(f"consume/pull+ack:     RabbitMQ {con:,.0f}/s  lienthong {pull:,.0f}/s  ratio {pull / con:.2f}")
 print(f"1 MiB MB/s:           RabbitMQ {mb_amqp:,.1f}  lienthong {mb_hub:,.1f}  ratio {mb_hub / mb_amqp:.2f}")
 print(f"lienthong submit p99 {med('hub_submit_4k', 'p99_ms'):.1f} ms, RSS {med('hub_submit_4k', 'hub_peak_rss_mb'):.0f} MiB")
+for label in ("hub_submit_4k", "hub_pull", "hub_submit_1m"):
+    print(f"{label}: hub CPU {med(label, 'hub_cpu_percent'):.0f} %, load tool CPU "
+          f"{med(label, 'tool_cpu_percent'):.0f} %, p99 {med(label, 'p99_ms'):.1f} ms, "
+          f"peak RSS {med(label, 'hub_peak_rss_mb'):.0f} MiB")
 PY

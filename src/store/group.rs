@@ -26,7 +26,10 @@ const MERGE_LIMIT: usize = 256 * 1024;
 /// The column-family ids of the families guards name. A write batch reports the ids of
 /// its writes, not names, and this binding has no lookup from a handle to its id, so they
 /// are read back from a probe batch (nothing is written).
-pub(super) struct GuardedIds(Vec<(&'static str, u32)>);
+pub(super) struct GuardedIds {
+    names: Vec<(&'static str, u32)>,
+    ids: Vec<u32>,
+}
 
 impl GuardedIds {
     pub(super) fn probe(db: &DB) -> GuardedIds {
@@ -38,23 +41,24 @@ impl GuardedIds {
             probe.iterate_cf(&mut seen);
             out.push((name, seen.cf.expect("a probe write reports its family")));
         }
-        GuardedIds(out)
+        let ids = out.iter().map(|(_, id)| *id).collect();
+        GuardedIds { names: out, ids }
     }
 
     fn of(&self, cf: &str) -> Option<u32> {
-        self.0.iter().find(|(n, _)| *n == cf).map(|(_, id)| *id)
+        self.names.iter().find(|(n, _)| *n == cf).map(|(_, id)| *id)
     }
 }
 
 /// Collects fingerprints of the keys a batch writes in the guarded families.
 #[derive(Default)]
-struct Keys {
+struct Keys<'a> {
     cf: Option<u32>,
-    ids: Vec<u32>,
+    ids: &'a [u32],
     seen: Vec<u64>,
 }
 
-impl Keys {
+impl Keys<'_> {
     fn note(&mut self, cf_id: u32, key: &[u8]) {
         self.cf = Some(cf_id);
         if self.ids.contains(&cf_id) {
@@ -63,7 +67,7 @@ impl Keys {
     }
 }
 
-impl rocksdb::WriteBatchIteratorCf for Keys {
+impl rocksdb::WriteBatchIteratorCf for Keys<'_> {
     fn put_cf(&mut self, cf_id: u32, key: &[u8], _: &[u8]) {
         self.note(cf_id, key);
     }
@@ -150,7 +154,7 @@ impl Group<'_> {
             return;
         }
         let mut keys = Keys {
-            ids: self.ids.0.iter().map(|(_, id)| *id).collect(),
+            ids: &self.ids.ids,
             ..Keys::default()
         };
         job.batch.iterate_cf(&mut keys);
