@@ -137,9 +137,11 @@ impl Collected {
             return Err(EdxmlError::MissingField("To/OrganId"));
         }
         let mut to = Vec::with_capacity(self.to.len());
+        // A set, not `to.contains`: a list of n recipients must not cost n² comparisons.
+        let mut seen = std::collections::HashSet::with_capacity(self.to.len());
         for id in std::mem::take(&mut self.to) {
             organ_id("To/OrganId", &id)?;
-            if !to.contains(&id) {
+            if seen.insert(id.clone()) {
                 to.push(id);
             }
         }

@@ -151,7 +151,8 @@ impl Hub {
             });
         }
         let named = named_recipients(packet);
-        if recipients.is_empty() || recipients.iter().any(|r| !named.contains(r)) {
+        let named: std::collections::HashSet<&str> = named.iter().map(String::as_str).collect();
+        if recipients.is_empty() || recipients.iter().any(|r| !named.contains(r.as_str())) {
             return Err(HubError::Invalid(
                 "lienthong-recipients must name recipients of the packet".into(),
             ));
@@ -183,6 +184,8 @@ impl Hub {
     /// per peer, however many recipients are behind it).
     pub(super) fn queues_for(&self, recipients: &[String], directory: &Directory) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(recipients.len());
+        // A set, not `out.contains`: a fan-out to 519 must not cost 519² comparisons.
+        let mut seen = std::collections::HashSet::with_capacity(recipients.len());
         for r in recipients {
             let q = if directory.contains(r) {
                 r.clone()
@@ -192,7 +195,7 @@ impl Hub {
                     None => r.clone(),
                 }
             };
-            if !out.contains(&q) {
+            if seen.insert(q.clone()) {
                 out.push(q);
             }
         }
