@@ -195,14 +195,13 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
         first_error: std::sync::Mutex::new(None),
         pushes: pushes.clone(),
     });
-    let ready = presign_all(&spec, &conns, &signers, &ids).await?;
+    let sending = prepare_all(&spec, &conns, signers, &ids).await?;
     let (cpu0, tool0) = (pid.and_then(cpu_secs), cpu_secs(std::process::id()));
     let peer_cpu0 = peer_pid.and_then(cpu_secs);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(conns.len());
-    for (k, ((conn, signer), ready)) in conns.into_iter().zip(signers).zip(ready).enumerate() {
-        let sending = (signer, ready);
-        let task = workload::client(k, conn, sending, ids.clone(), spec.clone(), shared.clone());
+    for (k, (conn, sending)) in conns.into_iter().zip(sending).enumerate() {
+        let task = workload::client(k, conn, sending, spec.clone(), shared.clone());
         tasks.push(tokio::spawn(task));
     }
     watch(&spec, started, &shared, &tasks).await;
@@ -254,18 +253,18 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     Ok(r)
 }
 
-/// `--presign`: every client's first packets, made on all cores before the clock starts.
-async fn presign_all(
+/// Every client's [`workload::prepare`], on all cores before the clock starts.
+async fn prepare_all(
     spec: &LoadSpec,
     conns: &[Conn],
-    signers: &[MaybeSigner],
+    signers: Vec<MaybeSigner>,
     ids: &[String],
-) -> Result<Vec<Vec<Vec<u8>>>, String> {
+) -> Result<Vec<workload::Sending>, String> {
     let mut made = Vec::with_capacity(conns.len());
     for (k, (conn, signer)) in conns.iter().zip(signers).enumerate() {
-        let (conn, signer, ids, spec) = (conn.clone(), signer.clone(), ids.to_vec(), spec.clone());
+        let (conn, ids, spec) = (conn.clone(), ids.to_vec(), spec.clone());
         made.push(tokio::task::spawn_blocking(move || {
-            workload::presign(k, &conn, signer.as_deref(), ids, &spec)
+            workload::prepare(k, &conn, signer, ids, &spec)
         }));
     }
     let mut out = Vec::with_capacity(made.len());

@@ -93,27 +93,13 @@ pub(super) async fn fill_inboxes(
     Ok(())
 }
 
-/// Who client `k` sends to and its packets' attachment size (0 in pull mode, which
-/// submits nothing while measured: no probe packet to sign).
-fn targets(
-    spec: &LoadSpec,
-    me: &str,
-    next: &str,
-    all: Vec<String>,
-    signer: Option<&Signer>,
-) -> (Vec<String>, usize) {
-    let to = if spec.mode == Mode::Fanout {
-        all
-    } else {
-        vec![next.to_owned()]
-    };
-    let data = match spec.mode {
-        Mode::Pull => 0,
-        Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {
-            data_for(spec.size, me, &to, signer)
-        }
-    };
-    (to, data)
+/// What client `k` sends: to whom, its packets' attachment size (0 in pull mode, which
+/// submits nothing while measured), and its packets signed before the clock started.
+pub(super) struct Sending {
+    signer: Option<Arc<Signer>>,
+    to: Vec<String>,
+    data: usize,
+    ready: Vec<Vec<u8>>,
 }
 
 /// The first packet number of client `k` (numbers make DocumentIds unique).
@@ -121,39 +107,60 @@ fn first_number(k: usize) -> u64 {
     k as u64 * 1_000_000_000
 }
 
-/// `--presign`: client `k`'s first `spec.presign` packets, signed before the clock starts,
-/// so that a run on a machine shared with the hub measures the hub, not the clients'
-/// signing (a packet past these is signed during the run, as without the option).
-pub(super) fn presign(
+/// Prepares client `k`'s sending before the clock starts: its recipients, the attachment
+/// size (a probe packet is signed to measure the envelope) and, with `--presign`, its first
+/// `spec.presign` packets signed, so that a run on a machine shared with the hub measures
+/// the hub, not the clients' signing (a packet past these is signed during the run).
+pub(super) fn prepare(
     k: usize,
     (me, next, _): &Conn,
-    signer: Option<&Signer>,
+    signer: Option<Arc<Signer>>,
     all: Vec<String>,
     spec: &LoadSpec,
-) -> Result<Vec<Vec<u8>>, String> {
-    if spec.mode == Mode::Pull || spec.presign == 0 {
-        return Ok(Vec::new());
+) -> Result<Sending, String> {
+    let to = if spec.mode == Mode::Fanout {
+        all
+    } else {
+        vec![next.clone()]
+    };
+    if spec.mode == Mode::Pull {
+        return Ok(Sending {
+            signer,
+            to,
+            data: 0,
+            ready: Vec::new(),
+        });
     }
-    let (to, data) = targets(spec, me, next, all, signer);
+    let data = data_for(spec.size, me, &to, signer.as_deref());
     let n0 = first_number(k);
-    (1..=spec.presign)
-        .map(|i| sign(signer, packet(me, &to, n0 + i, data)))
-        .collect()
+    let ready = (1..=spec.presign)
+        .map(|i| sign(signer.as_deref(), packet(me, &to, n0 + i, data)))
+        .collect::<Result<_, _>>()?;
+    Ok(Sending {
+        signer,
+        to,
+        data,
+        ready,
+    })
 }
 
 /// One client's loop until `shared.stop`: returns its latencies (µs).
 pub(super) async fn client(
     k: usize,
-    (me, next, c): Conn,
-    (signer, ready): (Option<Arc<Signer>>, Vec<Vec<u8>>),
-    all: Vec<String>,
+    (me, _, c): Conn,
+    sending: Sending,
     spec: LoadSpec,
     shared: Arc<Shared>,
 ) -> Vec<u32> {
+    let Sending {
+        signer,
+        to,
+        data,
+        ready,
+    } = sending;
     let mut lat: Vec<u32> = Vec::new();
     let mut n = first_number(k) + ready.len() as u64;
     let mut ready = ready.into_iter();
-    let (to, data) = targets(&spec, &me, &next, all, signer.as_deref());
     while !shared.stop.load(Ordering::Relaxed) {
         match spec.mode {
             Mode::Submit | Mode::Fanout | Mode::Push | Mode::Forward => {

@@ -5,7 +5,8 @@
 //! means one WAL record and one write(2) instead of one per job — the writer's largest cost
 //! when 64 committers stream (docs/performance.md). The catch is the compare-and-set: a
 //! guard is checked against the database, which does not yet hold the merged batch, so a
-//! guard on a key a merged job writes first writes the merged batch (see [`Group::admit`]).
+//! guard on a key a merged job writes first writes the merged batch (see [`Group::admit`]);
+//! which keys those are is worked out by the committing threads ([`Prints`]).
 
 use std::collections::HashSet;
 use std::sync::mpsc::SyncSender;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
-use super::writer::{Answer, Health, Job, TreeState};
+use super::writer::{Answer, Guard, Health, Job, TreeState};
 use super::{CF_DEDUP, CF_DELIVERY, CF_DUE, CF_QUEUE, StoreError};
 
 /// The families guards may name: the writer notes the keys merged jobs write there.
@@ -26,10 +27,7 @@ const MERGE_LIMIT: usize = 256 * 1024;
 /// The column-family ids of the families guards name. A write batch reports the ids of
 /// its writes, not names, and this binding has no lookup from a handle to its id, so they
 /// are read back from a probe batch (nothing is written).
-pub(super) struct GuardedIds {
-    names: Vec<(&'static str, u32)>,
-    ids: Vec<u32>,
-}
+pub(super) struct GuardedIds(Vec<(&'static str, u32)>);
 
 impl GuardedIds {
     pub(super) fn probe(db: &DB) -> GuardedIds {
@@ -41,27 +39,58 @@ impl GuardedIds {
             probe.iterate_cf(&mut seen);
             out.push((name, seen.cf.expect("a probe write reports its family")));
         }
-        let ids = out.iter().map(|(_, id)| *id).collect();
-        GuardedIds { names: out, ids }
+        GuardedIds(out)
     }
 
     fn of(&self, cf: &str) -> Option<u32> {
-        self.names.iter().find(|(n, _)| *n == cf).map(|(_, id)| *id)
+        self.0.iter().find(|(n, _)| *n == cf).map(|(_, id)| *id)
+    }
+
+    fn tracks(&self, cf_id: u32) -> bool {
+        self.0.iter().any(|(_, id)| *id == cf_id)
     }
 }
 
-/// Collects fingerprints of the keys a batch writes in the guarded families.
+/// What the writer compares to decide whether a job depends on the jobs merged before it:
+/// fingerprints of the keys its batch writes in the guarded families, and of the keys its
+/// guards name (`None`: a family not tracked, which depends on anything). Computed by the
+/// committing thread, so the single writer only looks them up.
+pub(super) struct Prints {
+    writes: Vec<u64>,
+    guards: Vec<Option<u64>>,
+}
+
+impl Prints {
+    pub(super) fn of(ids: &GuardedIds, batch: &WriteBatch, guards: &[Guard]) -> Prints {
+        let mut keys = Keys {
+            ids: Some(ids),
+            ..Keys::default()
+        };
+        batch.iterate_cf(&mut keys);
+        let guards = guards
+            .iter()
+            .map(|g| ids.of(g.cf).map(|id| fingerprint(id, &g.key)))
+            .collect();
+        Prints {
+            writes: keys.seen,
+            guards,
+        }
+    }
+}
+
+/// Collects fingerprints of the keys a batch writes in the guarded families (with no ids,
+/// only the family of the last write: the probe).
 #[derive(Default)]
 struct Keys<'a> {
     cf: Option<u32>,
-    ids: &'a [u32],
+    ids: Option<&'a GuardedIds>,
     seen: Vec<u64>,
 }
 
 impl Keys<'_> {
     fn note(&mut self, cf_id: u32, key: &[u8]) {
         self.cf = Some(cf_id);
-        if self.ids.contains(&cf_id) {
+        if self.ids.is_some_and(|ids| ids.tracks(cf_id)) {
             self.seen.push(fingerprint(cf_id, key));
         }
     }
@@ -93,8 +122,7 @@ const BATCH_HEADER: usize = 12;
 /// Guards are checked against the database, so before checking one on a key that a merged
 /// job writes (by fingerprint: a false match only costs an early write), the merged batch
 /// is written first, and the check sees it.
-pub(super) struct Group<'a> {
-    ids: &'a GuardedIds,
+pub(super) struct Group {
     pub(super) results: Vec<(SyncSender<Answer>, Answer)>,
     pub(super) sync: bool,
     rep: Vec<u8>,
@@ -106,15 +134,14 @@ pub(super) struct Group<'a> {
     before: Option<TreeState>,
 }
 
-impl Group<'_> {
-    pub(super) fn new(ids: &GuardedIds) -> Group<'_> {
+impl Group {
+    pub(super) fn new() -> Group {
         Group {
-            ids,
             results: Vec::new(),
             sync: false,
             rep: vec![0; BATCH_HEADER],
             count: 0,
-            touched: Default::default(),
+            touched: HashSet::new(),
             merged: Vec::new(),
             before: None,
         }
@@ -153,11 +180,6 @@ impl Group<'_> {
             self.write(db, health, state, opts, job.batch);
             return;
         }
-        let mut keys = Keys {
-            ids: &self.ids.ids,
-            ..Keys::default()
-        };
-        job.batch.iterate_cf(&mut keys);
         if self.before.is_none() {
             self.before = Some(state.clone());
         }
@@ -166,7 +188,7 @@ impl Group<'_> {
         let count = u32::from_le_bytes(data[8..BATCH_HEADER].try_into().expect("4 bytes"));
         self.rep.extend_from_slice(&data[BATCH_HEADER..]);
         self.count += count;
-        self.touched.extend(keys.seen);
+        self.touched.extend(job.prints.writes);
         self.merged.push((job.reply, indexes, job.durable));
     }
 
@@ -180,10 +202,9 @@ impl Group<'_> {
         opts: &WriteOptions,
     ) -> Result<(), StoreError> {
         health.check(Duration::MAX)?;
-        let ids = self.ids;
         // A family no merged job's keys were noted in: assume it depends (write first).
-        let depends = job.guards.iter().any(|g| match ids.of(g.cf) {
-            Some(id) => self.touched.contains(&fingerprint(id, &g.key)),
+        let depends = job.prints.guards.iter().any(|g| match g {
+            Some(print) => self.touched.contains(print),
             None => !self.merged.is_empty(),
         });
         if depends {

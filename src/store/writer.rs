@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
-use super::group::{Group, GuardedIds};
+use super::group::{Group, GuardedIds, Prints};
 use super::{CF_AUDIT, CF_DOC_AUDIT, CF_MERKLE, StoreError, merkle_key};
 use crate::audit::AuditEvent;
 use crate::audit::merkle::{Hash, completed_nodes, leaf_hash};
@@ -133,6 +133,7 @@ pub(super) struct Job {
     pub guards: Vec<Guard>,
     pub durable: bool,
     pub reply: SyncSender<Answer>,
+    pub prints: Prints,
 }
 
 /// Where the log's Merkle tree stands: its size and, per level, the newest perfect node (the
@@ -196,6 +197,8 @@ pub(super) struct Writer {
     pub written: Arc<AtomicU64>,
     pub health: Arc<Health>,
     pub options: WriterOptions,
+    /// The guarded families' ids, for each job's [`Prints`].
+    ids: GuardedIds,
 }
 
 impl Writer {
@@ -205,6 +208,7 @@ impl Writer {
         let written = Arc::new(AtomicU64::new(state.size));
         let health = Arc::new(Health::default());
         let (c, w, h) = (committed.clone(), written.clone(), health.clone());
+        let ids = GuardedIds::probe(&db);
         let thread = std::thread::Builder::new()
             .name("lienthong-writer".into())
             .spawn(move || run(&db, rx, state, (&c, &w), &h))
@@ -216,6 +220,7 @@ impl Writer {
             written,
             health,
             options,
+            ids,
         }
     }
 
@@ -238,12 +243,15 @@ impl Writer {
             .expect("writer lock")
             .clone()
             .ok_or_else(|| StoreError::Rocks("the store is closed".into()))?;
+        // On this thread, not the writer's: what the writer needs to merge the job.
+        let prints = Prints::of(&self.ids, &batch, &guards);
         let job = Job {
             batch,
             events,
             guards,
             durable,
             reply,
+            prints,
         };
         match tx.try_send(job) {
             Ok(()) => {}
@@ -316,7 +324,6 @@ fn run(
     };
     let mut no_sync = WriteOptions::default();
     no_sync.set_sync(false);
-    let ids = GuardedIds::probe(db);
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -326,7 +333,7 @@ fn run(
             }
         }
         let jobs = group.len();
-        let mut out = Group::new(&ids);
+        let mut out = Group::new();
         for job in group {
             out.take(db, health, &mut state, job, &no_sync);
         }
